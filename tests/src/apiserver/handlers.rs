@@ -1,0 +1,480 @@
+//! HTTP side of the stand-in: parses Kubernetes API paths and query
+//! parameters, maps verbs onto the store and renders objects, lists and
+//! `Status` errors.
+//!
+//! Served: discovery (`/api`, `/apis`, `/apis/<group>`, resource lists,
+//! `/version`); get, list (label and field selectors, `limit` with continue
+//! tokens), watch, create, replace, patch (merge, JSON, strategic, apply),
+//! delete and delete-collection on objects and on their `/status`
+//! subresource. Not served: `/openapi/*` (404, which kubectl tolerates),
+//! protobuf, Table output, `dryRun`, pod logs, exec, authentication and
+//! authorization (every request is allowed).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::lifecycle::DeleteOptions;
+use super::patch::{self, PatchKind};
+use super::registry::ResourceType;
+use super::selector::Selector;
+use super::status::{ApiError, ApiResult};
+use super::store::{State as StoreState, Store, WriteContext, meta_str};
+use super::watch::{self, WatchRequest};
+
+/// Settings of one stand-in.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Idle time before a watch sends a bookmark.
+    pub bookmark_interval: Duration,
+}
+
+/// State shared by all requests.
+#[derive(Debug)]
+pub struct Shared {
+    /// The objects.
+    pub store: Store,
+    /// Server settings.
+    pub settings: Settings,
+}
+
+const BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// A parsed request path.
+#[derive(Debug)]
+enum Route {
+    CoreVersions,
+    GroupList,
+    Group(String),
+    ResourceList { group: String, version: String },
+    Version,
+    Resource(ResourcePath),
+}
+
+#[derive(Debug)]
+struct ResourcePath {
+    group: String,
+    version: String,
+    namespace: Option<String>,
+    plural: String,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+fn parse_route(path: &str) -> Option<Route> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|segment| !segment.is_empty()).collect();
+    let (group, version, rest) = match segments.as_slice() {
+        ["api"] => return Some(Route::CoreVersions),
+        ["apis"] => return Some(Route::GroupList),
+        ["version"] => return Some(Route::Version),
+        ["apis", group] => return Some(Route::Group(group.to_string())),
+        ["api", version, rest @ ..] => ("", *version, rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return None,
+    };
+    let owned = |segment: Option<&&str>| segment.map(|segment| segment.to_string());
+    let (namespace, rest) = match rest {
+        [] => {
+            return Some(Route::ResourceList {
+                group: group.to_string(),
+                version: version.to_string(),
+            });
+        }
+        ["namespaces", _, "status" | "finalize"] => (None, rest),
+        ["namespaces", namespace, rest @ ..] if !rest.is_empty() => (Some(namespace.to_string()), rest),
+        _ => (None, rest),
+    };
+    if rest.len() > 3 {
+        return None;
+    }
+    Some(Route::Resource(ResourcePath {
+        group: group.to_string(),
+        version: version.to_string(),
+        namespace,
+        plural: rest[0].to_string(),
+        name: owned(rest.get(1)),
+        subresource: owned(rest.get(2)),
+    }))
+}
+
+fn json_response(code: StatusCode, value: &Value) -> Response {
+    let mut response = Response::new(Body::from(value.to_string()));
+    *response.status_mut() = code;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn error_response(error: &ApiError) -> Response {
+    json_response(error.status_code(), &error.to_status())
+}
+
+/// The single entry point for every request.
+pub async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, BODY_LIMIT).await {
+        Ok(body) => body,
+        Err(error) => return error_response(&ApiError::bad_request(format!("failed to read body: {error}"))),
+    };
+    match dispatch(&shared, &parts.method, &parts.uri, &parts.headers, body) {
+        Ok(response) => response,
+        Err(error) => error_response(&error),
+    }
+}
+
+fn dispatch(shared: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body: Bytes) -> ApiResult<Response> {
+    let query: HashMap<String, String> = Query::try_from_uri(uri).map(|Query(query)| query).unwrap_or_default();
+    let not_found = || ApiError::no_route(uri.path());
+    let route = parse_route(uri.path()).ok_or_else(not_found)?;
+    let registry = shared.store.registry();
+    let document = match route {
+        Route::CoreVersions => Some(registry.core_versions()),
+        Route::GroupList => Some(registry.group_list()),
+        Route::Group(group) => registry.group(&group),
+        Route::ResourceList { group, version } => registry.resource_list(&group, &version),
+        Route::Version => Some(json!({
+            "major": "1", "minor": "33", "gitVersion": "v1.33.0-sluice-e2e", "platform": "linux/amd64",
+        })),
+        Route::Resource(path) => {
+            let resource = registry
+                .resolve(&path.group, &path.version, &path.plural)
+                .cloned()
+                .ok_or_else(not_found)?;
+            let request = ResourceRequest {
+                shared,
+                resource,
+                path,
+                query,
+                headers,
+                body,
+            };
+            return request.serve(method);
+        }
+    };
+    let document = document.ok_or_else(not_found)?;
+    if *method != Method::GET {
+        return Err(ApiError::method_not_allowed(format!("{method} is not allowed on discovery documents")));
+    }
+    Ok(json_response(StatusCode::OK, &document))
+}
+
+struct ResourceRequest<'a> {
+    shared: &'a Shared,
+    resource: ResourceType,
+    path: ResourcePath,
+    query: HashMap<String, String>,
+    headers: &'a HeaderMap,
+    body: Bytes,
+}
+
+impl ResourceRequest<'_> {
+    fn namespace(&self) -> &str {
+        self.path.namespace.as_deref().unwrap_or("")
+    }
+
+    fn param(&self, name: &str) -> Option<&str> {
+        self.query.get(name).map(String::as_str).filter(|value| !value.is_empty())
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        matches!(self.param(name), Some("true" | "1"))
+    }
+
+    fn manager(&self) -> String {
+        if let Some(manager) = self.param("fieldManager") {
+            return manager.to_string();
+        }
+        self.headers
+            .get(header::USER_AGENT)
+            .and_then(|agent| agent.to_str().ok())
+            .and_then(|agent| agent.split('/').next())
+            .filter(|agent| !agent.is_empty())
+            .unwrap_or("unknown")
+            .to_string()
+    }
+
+    /// Stamps `apiVersion`/`kind` of the requested version on an object.
+    fn present(&self, mut object: Value) -> Value {
+        object["apiVersion"] = json!(self.resource.api_version(&self.path.version));
+        object["kind"] = json!(self.resource.kind);
+        object
+    }
+
+    fn serve(self, method: &Method) -> ApiResult<Response> {
+        if self.resource.namespaced != self.path.namespace.is_some()
+            && !(self.resource.namespaced && self.path.name.is_none() && matches!(*method, Method::GET))
+        {
+            return Err(ApiError::no_route(&format!(
+                "{} is {}namespaced",
+                self.resource.plural,
+                if self.resource.namespaced { "" } else { "not " }
+            )));
+        }
+        let status = match self.path.subresource.as_deref() {
+            None => false,
+            Some("status") if self.resource.status_subresource => true,
+            Some(other) => {
+                return Err(ApiError::no_route(&format!("{}/{other}", self.resource.plural)));
+            }
+        };
+        match (method.clone(), self.path.name.clone()) {
+            (Method::GET, None) if self.flag("watch") => self.watch(),
+            (Method::GET, None) => self.list(),
+            (Method::POST, None) => self.create(),
+            (Method::DELETE, None) => self.delete_collection(),
+            (Method::GET, Some(name)) => self.get(&name),
+            (Method::PUT, Some(name)) => self.replace(&name, status),
+            (Method::PATCH, Some(name)) => self.patch(&name, status),
+            (Method::DELETE, Some(name)) if !status => self.delete(&name),
+            (method, _) => Err(ApiError::method_not_allowed(format!(
+                "{method} is not supported on {}",
+                self.resource.plural
+            ))),
+        }
+    }
+
+    fn body_object(&self) -> ApiResult<Value> {
+        let object = patch::parse_body(&self.body)?;
+        if !object.is_object() {
+            return Err(ApiError::bad_request("the request body must be a JSON object"));
+        }
+        let body_namespace = meta_str(&object, "namespace");
+        if self.resource.namespaced && !body_namespace.is_empty() && body_namespace != self.namespace() {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        Ok(self.present(object))
+    }
+
+    fn check_name(&self, object: &Value, name: &str) -> ApiResult<()> {
+        let body_name = meta_str(object, "name");
+        if !body_name.is_empty() && body_name != name {
+            return Err(ApiError::bad_request(
+                "the name of the object does not match the name on the URL",
+            ));
+        }
+        Ok(())
+    }
+
+    fn selectors(&self) -> ApiResult<(Selector, Selector)> {
+        Ok((
+            Selector::parse(self.param("labelSelector"))?,
+            Selector::parse(self.param("fieldSelector"))?,
+        ))
+    }
+
+    fn get(&self, name: &str) -> ApiResult<Response> {
+        let state = self.shared.store.lock();
+        let object = state
+            .get(&self.resource.key(), self.namespace(), name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(StoreState::subject(&self.resource, name)))?;
+        Ok(json_response(StatusCode::OK, &self.present(object)))
+    }
+
+    fn list(&self) -> ApiResult<Response> {
+        let (labels, fields) = self.selectors()?;
+        let limit = self
+            .param("limit")
+            .and_then(|limit| limit.parse::<usize>().ok())
+            .filter(|limit| *limit > 0);
+        let state = self.shared.store.lock();
+        let key = self.resource.key();
+        // A continue token is "<list resourceVersion>/<namespace>/<name>" of the last item sent.
+        let (list_version, after) = match self.param("continue") {
+            Some(token) => {
+                let mut parts = token.splitn(3, '/');
+                let version = parts.next().and_then(|version| version.parse::<u64>().ok());
+                let (Some(version), Some(namespace), Some(name)) = (version, parts.next(), parts.next()) else {
+                    return Err(ApiError::bad_request("invalid continue token"));
+                };
+                state.check_continue(&key, version)?;
+                (version, Some((namespace.to_string(), name.to_string())))
+            }
+            None => (state.resource_version, None),
+        };
+        let candidates = state.list(&key, self.path.namespace.as_deref()).into_iter().filter(|object| {
+            after.as_ref().is_none_or(|(namespace, name)| {
+                (meta_str(object, "namespace"), meta_str(object, "name")) > (namespace.as_str(), name.as_str())
+            })
+        });
+        let mut items = StoreState::select(candidates, &labels, &fields);
+        let mut continue_token = None;
+        if let Some(limit) = limit
+            && items.len() > limit
+        {
+            let remaining = items.len() - limit;
+            items.truncate(limit);
+            if let Some(last) = items.last() {
+                continue_token = Some((
+                    format!("{list_version}/{}/{}", meta_str(last, "namespace"), meta_str(last, "name")),
+                    remaining,
+                ));
+            }
+        }
+        drop(state);
+        let items: Vec<Value> = items.into_iter().map(|object| self.present(object)).collect();
+        let mut metadata = json!({"resourceVersion": list_version.to_string()});
+        if let Some((token, remaining)) = continue_token {
+            metadata["continue"] = json!(token);
+            metadata["remainingItemCount"] = json!(remaining);
+        }
+        Ok(json_response(StatusCode::OK, &self.list_document(items, metadata)))
+    }
+
+    fn list_document(&self, items: Vec<Value>, metadata: Value) -> Value {
+        json!({
+            "apiVersion": self.resource.api_version(&self.path.version),
+            "kind": format!("{}List", self.resource.kind),
+            "metadata": metadata,
+            "items": items,
+        })
+    }
+
+    fn watch(&self) -> ApiResult<Response> {
+        let (labels, fields) = self.selectors()?;
+        let since = match self.param("resourceVersion") {
+            None | Some("0") => None,
+            Some(version) => Some(
+                version
+                    .parse::<u64>()
+                    .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {version:?}")))?,
+            ),
+        };
+        let timeout = self
+            .param("timeoutSeconds")
+            .and_then(|seconds| seconds.parse::<u64>().ok())
+            .unwrap_or(1800);
+        Ok(watch::respond(self.shared.store.clone(), WatchRequest {
+            resource: self.resource.clone(),
+            version: self.path.version.clone(),
+            namespace: self.path.namespace.clone(),
+            labels,
+            fields,
+            since,
+            bookmarks: self.flag("allowWatchBookmarks"),
+            timeout: Duration::from_secs(timeout),
+            bookmark_interval: self.shared.settings.bookmark_interval,
+        }))
+    }
+
+    fn create(&self) -> ApiResult<Response> {
+        let object = self.body_object()?;
+        let context = WriteContext::update(self.manager());
+        let created = self
+            .shared
+            .store
+            .lock()
+            .create(&self.resource, self.namespace(), object, &context)?;
+        Ok(json_response(StatusCode::CREATED, &self.present(created)))
+    }
+
+    fn replace(&self, name: &str, status: bool) -> ApiResult<Response> {
+        let object = self.body_object()?;
+        self.check_name(&object, name)?;
+        let context = WriteContext::update(self.manager());
+        let updated = self
+            .shared
+            .store
+            .lock()
+            .update(&self.resource, self.namespace(), name, object, status, &context)?;
+        Ok(json_response(StatusCode::OK, &self.present(updated)))
+    }
+
+    fn patch(&self, name: &str, status: bool) -> ApiResult<Response> {
+        let content_type = self
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("");
+        let kind = PatchKind::from_content_type(content_type)?;
+        if kind == PatchKind::Strategic && self.resource.crd_uid.is_some() {
+            return Err(ApiError::unsupported_media_type(content_type));
+        }
+        let subject = StoreState::subject(&self.resource, name);
+        let mut state = self.shared.store.lock();
+        let current = state
+            .get(&self.resource.key(), self.namespace(), name)
+            .cloned()
+            .map(|object| self.present(object));
+        let manager = self.manager();
+        let (desired, context) = match kind {
+            PatchKind::Apply => {
+                if self.param("fieldManager").is_none() {
+                    return Err(ApiError::bad_request(
+                        "PATCH with an apply patch requires the fieldManager query parameter",
+                    ));
+                }
+                let applied = self.body_object()?;
+                self.check_name(&applied, name)?;
+                let (desired, fields) = patch::apply(current.as_ref(), &applied, &manager, status);
+                (desired, WriteContext {
+                    manager,
+                    operation: "Apply",
+                    fields: Some(fields),
+                })
+            }
+            PatchKind::Merge | PatchKind::Strategic | PatchKind::Json => {
+                let current = current.as_ref().ok_or_else(|| ApiError::not_found(subject))?;
+                let desired = if kind == PatchKind::Json {
+                    patch::json_patch(current, &self.body, subject)?
+                } else {
+                    patch::merge_patch(current, &patch::parse_body(&self.body)?)
+                };
+                (desired, WriteContext::update(manager))
+            }
+        };
+        if current.is_none() {
+            let mut desired = desired;
+            desired["metadata"]["name"] = json!(name);
+            let created = state.create(&self.resource, self.namespace(), desired, &context)?;
+            return Ok(json_response(StatusCode::CREATED, &self.present(created)));
+        }
+        let updated = state.update(&self.resource, self.namespace(), name, desired, status, &context)?;
+        Ok(json_response(StatusCode::OK, &self.present(updated)))
+    }
+
+    fn delete(&self, name: &str) -> ApiResult<Response> {
+        let options = DeleteOptions::from_request(&self.body, self.param("propagationPolicy"))?;
+        let mut state = self.shared.store.lock();
+        let last = state.delete(&self.resource, self.namespace(), name, &options)?;
+        let still_there = state.get(&self.resource.key(), self.namespace(), name).is_some();
+        drop(state);
+        let code = if still_there {
+            StatusCode::ACCEPTED
+        } else {
+            StatusCode::OK
+        };
+        Ok(json_response(code, &self.present(last)))
+    }
+
+    fn delete_collection(&self) -> ApiResult<Response> {
+        let (labels, fields) = self.selectors()?;
+        let options = DeleteOptions::from_request(&self.body, self.param("propagationPolicy"))?;
+        let mut state = self.shared.store.lock();
+        let key = self.resource.key();
+        let selected = StoreState::select(state.list(&key, self.path.namespace.as_deref()), &labels, &fields);
+        let mut deleted = Vec::new();
+        for object in selected {
+            let namespace = meta_str(&object, "namespace").to_string();
+            let name = meta_str(&object, "name").to_string();
+            match state.delete(&self.resource, &namespace, &name, &options) {
+                Ok(last) => deleted.push(self.present(last)),
+                // Removed meanwhile by garbage collection of an earlier item.
+                Err(error) if error.code == 404 => {}
+                Err(error) => return Err(error),
+            }
+        }
+        let metadata = json!({"resourceVersion": state.resource_version.to_string()});
+        drop(state);
+        Ok(json_response(StatusCode::OK, &self.list_document(deleted, metadata)))
+    }
+}

@@ -1,0 +1,2 @@
+//! End-to-end test bed for Sluice.
+pub mod apiserver;
