@@ -1,0 +1,33 @@
+//! Sluice's API (`sluice.dev/v1alpha1`): the Workflow, WorkflowRun, Schedule
+//! and Connection resources as Rust types, their defaults and condition
+//! constants, and the generator of the CRD YAML in `charts/sluice/crds/`.
+//!
+//! This crate holds data shapes only. It never talks to a server; the
+//! runner and the operator give the types behaviour.
+
+pub mod common;
+pub mod connection;
+pub mod generate;
+pub mod nodes;
+pub mod schedule;
+pub mod workflow;
+pub mod workflow_run;
+
+pub use common::{Condition, ConditionStatus, Duration, LocalObjectReference, SecretKeyReference};
+pub use connection::{Connection, ConnectionSpec, ConnectionStatus, ConnectionType};
+pub use nodes::NodeType;
+pub use schedule::{OverlapPolicy, Schedule, ScheduleSpec, ScheduleStatus};
+pub use workflow::{NodeSpec, Workflow, WorkflowSpec, WorkflowStatus};
+pub use workflow_run::{NodePhase, RunPhase, WorkflowRun, WorkflowRunSpec, WorkflowRunStatus};
+
+/// API group of every Sluice resource.
+pub const GROUP: &str = "sluice.dev";
+/// API version of every Sluice resource.
+pub const VERSION: &str = "v1alpha1";
+/// `apiVersion` of every Sluice resource.
+pub const API_VERSION: &str = "sluice.dev/v1alpha1";
+
+pub mod fixtures;
+
+#[cfg(test)]
+mod examples_test;
