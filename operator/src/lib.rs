@@ -1,0 +1,3 @@
+//! Sluice operator library: controllers, webhook server and the PostgreSQL mirror.
+
+pub mod mirror;

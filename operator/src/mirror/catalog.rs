@@ -1,0 +1,121 @@
+//! Connections and the node catalog.
+//!
+//! A Connection row never holds secret material: `config` is masked again
+//! here (whatever the operator sent), and `encrypted_config` holds only the
+//! Secret's name and a fingerprint of its data —
+//! `secretRef:<name>;sha256:<hex>` — so a reader sees that credentials exist
+//! and when they changed, not what they are. No retries or commits here.
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::records::{ConnectionRecord, NodeDefinitionRecord};
+use super::sanitize::{self, Limits, Notes};
+use super::workflows::ensure_workspace;
+use super::{WriteError, failed, ids};
+
+/// What `connections.encrypted_config` stores for a Connection.
+pub fn secret_reference(connection: &ConnectionRecord) -> String {
+    let name = connection.secret_name.as_deref().map(|name| sanitize::varchar(name, 253));
+    // Only a real SHA-256 hex digest passes, so a mistaken caller cannot
+    // smuggle a secret value in as a "fingerprint".
+    let fingerprint = connection
+        .secret_fingerprint
+        .as_deref()
+        .filter(|hex| hex.len() == 64 && hex.bytes().all(|byte| byte.is_ascii_hexdigit()))
+        .map(str::to_ascii_lowercase);
+    match (name, fingerprint) {
+        (Some(name), Some(fingerprint)) => format!("secretRef:{name};sha256:{fingerprint}"),
+        (Some(name), None) => format!("secretRef:{name}"),
+        (None, _) => "none".to_owned(),
+    }
+}
+
+/// Creates or updates a Connection's row (config masked).
+pub async fn upsert_connection(
+    conn: &mut PgConnection,
+    connection: &ConnectionRecord,
+    limits: &Limits,
+) -> Result<(), WriteError> {
+    ensure_workspace(conn, connection.workspace_uid, &connection.namespace).await?;
+    let mut notes = Notes::default();
+    let config = sanitize::json_text(&sanitize::mask_secrets(&connection.config), limits, "config", &mut notes);
+    sqlx::query(
+        "INSERT INTO connections (id, workspace_id, name, type, config, encrypted_config, verification_status,
+                                 last_verified_at, is_active, created_by, created_at)
+         VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, COALESCE($11, CURRENT_TIMESTAMP))
+         ON CONFLICT (id) DO UPDATE SET
+             workspace_id = EXCLUDED.workspace_id, name = EXCLUDED.name, type = EXCLUDED.type,
+             config = EXCLUDED.config, encrypted_config = EXCLUDED.encrypted_config,
+             verification_status = EXCLUDED.verification_status,
+             last_verified_at = GREATEST(connections.last_verified_at, EXCLUDED.last_verified_at),
+             is_active = EXCLUDED.is_active",
+    )
+    .bind(connection.uid)
+    .bind(connection.workspace_uid)
+    .bind(sanitize::varchar(&connection.name, 255))
+    .bind(sanitize::varchar(&connection.connection_type, 100))
+    .bind(config)
+    .bind(secret_reference(connection))
+    .bind(connection.verification.as_str())
+    .bind(connection.last_verified_at)
+    .bind(connection.ready)
+    .bind(ids::SYSTEM_USER_ID)
+    .bind(connection.created_at)
+    .execute(conn)
+    .await
+    .map_err(failed("connection"))?;
+    Ok(())
+}
+
+/// A deleted Connection: its row goes (the audit log keeps its last state).
+pub async fn delete_connection(conn: &mut PgConnection, uid: Uuid) -> Result<(), WriteError> {
+    sqlx::query("DELETE FROM connections WHERE id = $1")
+        .bind(uid)
+        .execute(conn)
+        .await
+        .map_err(failed("connection"))?;
+    Ok(())
+}
+
+/// Creates or updates one node type of the catalog, keyed by name+version.
+pub async fn upsert_node_definition(
+    conn: &mut PgConnection,
+    definition: &NodeDefinitionRecord,
+    limits: &Limits,
+) -> Result<(), WriteError> {
+    let mut notes = Notes::default();
+    let name = sanitize::varchar(&definition.name, 255);
+    let version = sanitize::varchar(&definition.version, 20);
+    sqlx::query(
+        "INSERT INTO node_definitions (id, name, description, type, category, icon, settings_schema,
+                                      input_schema, output_schema, is_builtin, is_active, version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9::jsonb, $10, $11, $12)
+         ON CONFLICT (name, version) DO UPDATE SET
+             description = EXCLUDED.description, type = EXCLUDED.type, category = EXCLUDED.category,
+             icon = EXCLUDED.icon, settings_schema = EXCLUDED.settings_schema,
+             input_schema = EXCLUDED.input_schema, output_schema = EXCLUDED.output_schema,
+             is_builtin = EXCLUDED.is_builtin, is_active = EXCLUDED.is_active",
+    )
+    .bind(ids::node_definition_id(&name, &version))
+    .bind(&name)
+    .bind(
+        definition
+            .description
+            .as_deref()
+            .map(|text| sanitize::text(text, limits.text_cap_bytes, "description", &mut notes)),
+    )
+    .bind(sanitize::varchar(&definition.kind, 100))
+    .bind(definition.category.as_deref().map(|text| sanitize::varchar(text, 100)))
+    .bind(definition.icon.as_deref().map(|text| sanitize::varchar(text, 100)))
+    .bind(sanitize::json_opt(definition.settings_schema.as_ref(), limits, "settings_schema", &mut notes))
+    .bind(sanitize::json_opt(definition.input_schema.as_ref(), limits, "input_schema", &mut notes))
+    .bind(sanitize::json_opt(definition.output_schema.as_ref(), limits, "output_schema", &mut notes))
+    .bind(definition.builtin)
+    .bind(definition.active)
+    .bind(&version)
+    .execute(conn)
+    .await
+    .map_err(failed("node definition"))?;
+    Ok(())
+}
