@@ -283,4 +283,29 @@ mod tests {
         let rule = "self.items.all(a, self.items.exists(b, b == a))";
         assert!(!estimate_rule_cost(rule, &compile_schema(&schema)).is_empty());
     }
+
+    #[test]
+    fn crd_yaml_validates_against_the_kubernetes_1_33_api() {
+        let files: Vec<PathBuf> = crd_files()
+            .into_iter()
+            .map(|(name, _)| default_output_dir().join(name))
+            .collect();
+        let output = std::process::Command::new("kubernetes-validate")
+            .args(["--strict", "--kubernetes-version", "1.33.0"])
+            .args(&files)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("failed to run kubernetes-validate ({e}): install it with `pip install kubernetes-validate`")
+            });
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            output.status.success(),
+            "kubernetes-validate rejected the CRDs:\n{report}"
+        );
+        assert_eq!(report.matches(" passed ").count(), files.len(), "{report}");
+    }
 }
