@@ -1,0 +1,158 @@
+//! The node catalog: every built-in node type, keyed by [`NodeType`], with
+//! the description, category and parameter schema published by
+//! `sluice-runner nodes` (and mirrored to `node_definitions`).
+//!
+//! Each node type lives in its own module and only performs one attempt
+//! (see [`crate::node`]); nothing here schedules or retries.
+
+pub mod http;
+pub mod notify;
+pub mod postgres;
+
+use crate::node::{Attempt, BoxFuture, Node, NodeContext, NodeError};
+use sluice_crds::NodeType;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Node types by type name.
+#[derive(Clone, Default)]
+pub struct Catalog {
+    nodes: BTreeMap<NodeType, Arc<dyn Node>>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.nodes.keys()).finish()
+    }
+}
+
+impl Catalog {
+    /// An empty catalog (tests and benchmarks register their own types).
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// Every built-in node type as `sluice-runner run` executes it locally:
+    /// `kubernetes` and `workflow` nodes fail at execution with a hint to
+    /// use the operator.
+    pub fn local() -> Self {
+        let mut catalog = Self::empty();
+        catalog.register(Arc::new(http::HttpNode));
+        catalog.register(Arc::new(postgres::PostgresNode));
+        catalog.register(Arc::new(notify::NotifyNode));
+        catalog.register(Arc::new(NeedsCluster(NodeType::Kubernetes)));
+        catalog.register(Arc::new(NeedsCluster(NodeType::Workflow)));
+        catalog
+    }
+
+    /// Adds (or replaces) the implementation of a node type.
+    pub fn register(&mut self, node: Arc<dyn Node>) {
+        self.nodes.insert(node.node_type(), node);
+    }
+
+    /// The implementation of `node_type`, if registered.
+    pub fn get(&self, node_type: NodeType) -> Option<&Arc<dyn Node>> {
+        self.nodes.get(&node_type)
+    }
+
+    /// The catalog as published: per type its name, description, category
+    /// and parameter JSON schema, in catalog order.
+    pub fn catalog_json(&self) -> serde_json::Value {
+        let entries: Vec<serde_json::Value> = NodeType::ALL
+            .iter()
+            .filter_map(|node_type| self.nodes.get(node_type))
+            .map(|node| {
+                let node_type = node.node_type();
+                let (description, category) = describe(node_type);
+                serde_json::json!({
+                    "name": node_type.as_str(),
+                    "description": description,
+                    "category": category,
+                    "parameters": node.parameter_schema(),
+                })
+            })
+            .collect();
+        serde_json::Value::Array(entries)
+    }
+}
+
+/// One-line description and category of each node type.
+pub fn describe(node_type: NodeType) -> (&'static str, &'static str) {
+    match node_type {
+        NodeType::Http => (
+            "Send an HTTP request. Output: {status, headers, body}.",
+            "integration",
+        ),
+        NodeType::Transform => (
+            "Compute a value with jq over the run context. Output: the jq result.",
+            "data",
+        ),
+        NodeType::Wait => ("Wait for a duration or until a point in time.", "flow"),
+        NodeType::Postgres => (
+            "Run one parameterised SQL statement. Output: {rows, rowCount}.",
+            "data",
+        ),
+        NodeType::Shell => (
+            "Run a command in the runner container. Output: {exitCode, stdout, stderr}.",
+            "compute",
+        ),
+        NodeType::Kubernetes => (
+            "Get, apply, patch or delete a Kubernetes object with the run's ServiceAccount.",
+            "cluster",
+        ),
+        NodeType::Workflow => (
+            "Start a run of another Workflow and wait for its output.",
+            "flow",
+        ),
+        NodeType::Notify => (
+            "Send a message to Slack, a webhook or an SMTP server.",
+            "messaging",
+        ),
+        NodeType::Fail => ("Fail the node with a message.", "flow"),
+    }
+}
+
+/// Parameter schema of a node type, from its typed parameter struct.
+pub fn parameter_schema(node_type: NodeType) -> serde_json::Value {
+    use sluice_crds::nodes as p;
+    let schema = match node_type {
+        NodeType::Http => schemars::schema_for!(p::HttpNode),
+        NodeType::Transform => schemars::schema_for!(p::TransformNode),
+        NodeType::Wait => schemars::schema_for!(p::WaitNode),
+        NodeType::Postgres => schemars::schema_for!(p::PostgresNode),
+        NodeType::Shell => schemars::schema_for!(p::ShellNode),
+        NodeType::Kubernetes => schemars::schema_for!(p::KubernetesNode),
+        NodeType::Workflow => schemars::schema_for!(p::WorkflowNode),
+        NodeType::Notify => schemars::schema_for!(p::NotifyNode),
+        NodeType::Fail => schemars::schema_for!(p::FailNode),
+    };
+    serde_json::to_value(schema).unwrap_or(serde_json::Value::Null)
+}
+
+/// A node type only the operator can run (`kubernetes`, `workflow`): listed
+/// in the catalog, failing at execution when run locally.
+#[derive(Debug)]
+pub struct NeedsCluster(pub NodeType);
+
+impl Node for NeedsCluster {
+    fn node_type(&self) -> NodeType {
+        self.0
+    }
+
+    fn parameter_schema(&self) -> serde_json::Value {
+        parameter_schema(self.0)
+    }
+
+    fn execute<'a>(
+        &'a self,
+        _params: serde_json::Value,
+        _attempt: &'a Attempt,
+        _context: &'a NodeContext,
+    ) -> BoxFuture<'a, Result<serde_json::Value, NodeError>> {
+        let message = format!(
+            "{} nodes need a cluster: run this workflow through the operator",
+            self.0
+        );
+        Box::pin(async move { Err(NodeError::permanent(message)) })
+    }
+}
