@@ -1,3 +1,5 @@
 //! Sluice operator library: controllers, webhook server and the PostgreSQL mirror.
 
 pub mod mirror;
+pub mod names;
+pub mod run;

@@ -1,0 +1,5 @@
+//! The WorkflowRun controller: admission, concurrency, the Job per run and
+//! the run's lifecycle. Decisions are pure functions in the submodules;
+//! the reconcile shell applies them with the kube client.
+
+pub mod admission;
