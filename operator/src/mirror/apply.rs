@@ -25,19 +25,29 @@ pub struct Applied {
 }
 
 /// Applies one event that is not a node execution or log line.
-async fn apply_object(conn: &mut PgConnection, event: &MirrorEvent, limits: &Limits) -> Result<(), WriteError> {
+async fn apply_object(
+    conn: &mut PgConnection,
+    event: &MirrorEvent,
+    limits: &Limits,
+) -> Result<(), WriteError> {
     match event {
         MirrorEvent::Workspace(workspace) => workflows::upsert_workspace(conn, workspace).await,
         MirrorEvent::Workflow(workflow) => workflows::apply_workflow(conn, workflow, limits).await,
         MirrorEvent::Schedule(schedule) => workflows::upsert_schedule(conn, schedule).await,
-        MirrorEvent::Connection(connection) => catalog::upsert_connection(conn, connection, limits).await,
+        MirrorEvent::Connection(connection) => {
+            catalog::upsert_connection(conn, connection, limits).await
+        }
         MirrorEvent::Execution(execution) => {
             executions::upsert_execution(conn, execution, limits).await?;
             executions::upsert_queue_entry(conn, execution).await
         }
-        MirrorEvent::NodeDefinition(definition) => catalog::upsert_node_definition(conn, definition, limits).await,
+        MirrorEvent::NodeDefinition(definition) => {
+            catalog::upsert_node_definition(conn, definition, limits).await
+        }
         MirrorEvent::Audit(entry) => audit::insert_audit(conn, entry, limits).await,
-        MirrorEvent::SystemMetric(metric) => audit::insert_system_metric(conn, metric, limits).await,
+        MirrorEvent::SystemMetric(metric) => {
+            audit::insert_system_metric(conn, metric, limits).await
+        }
         MirrorEvent::Deleted(deleted) => apply_deleted(conn, *deleted).await,
         MirrorEvent::NodeExecution(_) | MirrorEvent::Log(_) => Ok(()),
     }
@@ -55,7 +65,11 @@ async fn apply_deleted(conn: &mut PgConnection, deleted: DeletedRecord) -> Resul
 
 /// Applies a batch. Returns the node and log events that must wait for
 /// their run's row.
-pub async fn apply_events(conn: &mut PgConnection, events: &[&MirrorEvent], limits: &Limits) -> Result<Applied, WriteError> {
+pub async fn apply_events(
+    conn: &mut PgConnection,
+    events: &[&MirrorEvent],
+    limits: &Limits,
+) -> Result<Applied, WriteError> {
     let mut nodes: Vec<NodeExecutionRecord> = Vec::new();
     let mut node_positions = Vec::new();
     let mut logs: Vec<LogRecord> = Vec::new();
@@ -85,14 +99,23 @@ pub async fn apply_events(conn: &mut PgConnection, events: &[&MirrorEvent], limi
     let mut applied = Applied::default();
     let node_orphans = executions::write_node_executions(conn, &nodes, limits).await?;
     let log_orphans = executions::write_logs(conn, &logs, limits).await?;
-    applied.orphans.extend(node_orphans.into_iter().map(|index| node_positions[index]));
-    applied.orphans.extend(log_orphans.into_iter().map(|index| log_positions[index]));
+    applied
+        .orphans
+        .extend(node_orphans.into_iter().map(|index| node_positions[index]));
+    applied
+        .orphans
+        .extend(log_orphans.into_iter().map(|index| log_positions[index]));
     applied.orphans.sort_unstable();
 
     if !nodes.is_empty() {
         // Node rows of runs that had already finished: their node metrics
         // change too.
-        let runs: Vec<Uuid> = nodes.iter().map(|node| node.execution_uid).collect::<BTreeSet<_>>().into_iter().collect();
+        let runs: Vec<Uuid> = nodes
+            .iter()
+            .map(|node| node.execution_uid)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let late: Vec<Uuid> = sqlx::query_scalar(
             "SELECT id FROM workflow_executions
              WHERE id = ANY($1) AND status IN ('completed', 'failed', 'cancelled')",
@@ -106,4 +129,169 @@ pub async fn apply_events(conn: &mut PgConnection, events: &[&MirrorEvent], limi
     let finished: Vec<Uuid> = finished.into_iter().collect();
     metrics::refresh_for_executions(conn, &finished).await?;
     Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use sqlx::PgPool;
+
+    use super::super::fixtures::*;
+    use super::super::records::*;
+
+    /// Every table the mirror writes.
+    const MIRRORED: &[&str] = &[
+        "users",
+        "workspaces",
+        "workflows",
+        "workflow_versions",
+        "workflow_tags",
+        "workflow_tag_assignments",
+        "workflow_triggers",
+        "workflow_schedules",
+        "webhook_endpoints",
+        "connections",
+        "environment_variables",
+        "node_definitions",
+        "workflow_executions",
+        "execution_queue",
+        "node_executions",
+        "execution_logs",
+        "workflow_metrics",
+        "node_metrics",
+        "usage_records",
+        "audit_logs",
+        "system_metrics",
+    ];
+
+    async fn dump_all(pool: &PgPool) -> Vec<(String, Vec<String>)> {
+        let mut tables = Vec::new();
+        for table in MIRRORED {
+            tables.push((table.to_string(), dump(pool, table).await));
+        }
+        tables
+    }
+
+    fn every_mapping() -> Vec<MirrorEvent> {
+        let queued = execution(1, RunPhase::Queued);
+        let running = execution(2, RunPhase::Running);
+        let done = execution(3, RunPhase::Succeeded);
+        let failed_run = execution(4, RunPhase::Failed);
+        vec![
+            MirrorEvent::Workspace(workspace()),
+            MirrorEvent::Workflow(workflow()),
+            MirrorEvent::Schedule(ScheduleRecord {
+                uid: uid(20),
+                workflow_uid: uid(10),
+                name: "nightly".into(),
+                cron: "30 2 * * *".into(),
+                time_zone: "Europe/Berlin".into(),
+                active: true,
+                next_run_at: Some(at(1, 30)),
+                last_run_at: Some(at(0, 30)),
+                created_at: Some(at(8, 0)),
+            }),
+            MirrorEvent::Connection(ConnectionRecord {
+                uid: uid(30),
+                workspace_uid: uid(1),
+                namespace: "growth".into(),
+                name: "crm-api".into(),
+                connection_type: "http".into(),
+                config: json!({"baseUrl": "https://crm.example.com", "apiToken": "leaked"}),
+                secret_name: Some("crm-api-token".into()),
+                secret_fingerprint: Some("ab".repeat(32)),
+                ready: true,
+                verification: Verification::Verified,
+                last_verified_at: Some(at(8, 30)),
+                created_at: Some(at(8, 0)),
+            }),
+            MirrorEvent::NodeDefinition(NodeDefinitionRecord {
+                name: "http".into(),
+                version: "1.0.0".into(),
+                description: Some("HTTP request".into()),
+                kind: "action".into(),
+                category: Some("http".into()),
+                icon: None,
+                settings_schema: Some(json!({"type": "object"})),
+                input_schema: None,
+                output_schema: None,
+                builtin: true,
+                active: true,
+            }),
+            MirrorEvent::Execution(queued),
+            MirrorEvent::Execution(running.clone()),
+            MirrorEvent::Execution(done.clone()),
+            MirrorEvent::Execution(failed_run.clone()),
+            MirrorEvent::NodeExecution(node(&running, "lookup", 0, NodePhase::Running)),
+            MirrorEvent::NodeExecution(node(&done, "lookup", 0, NodePhase::Failed)),
+            MirrorEvent::NodeExecution(node(&done, "lookup", 1, NodePhase::Succeeded)),
+            MirrorEvent::NodeExecution(node(&done, "tag-each[0]", 0, NodePhase::Succeeded)),
+            MirrorEvent::NodeExecution(node(&done, "tag-each[1]", 0, NodePhase::Succeeded)),
+            MirrorEvent::NodeExecution(node(&failed_run, "lookup", 0, NodePhase::Failed)),
+            MirrorEvent::Log(log(&done, 1, b"GET https://crm.example.com")),
+            MirrorEvent::Log(log(&done, 2, b"200 OK")),
+            MirrorEvent::Audit(AuditRecord {
+                resource_uid: uid(10),
+                resource_version: "42".into(),
+                kind: ResourceKind::Workflow,
+                name: "triage-signup".into(),
+                workspace_uid: Some(uid(1)),
+                action: AuditAction::Updated,
+                old_values: Some(json!({"spec": {"suspend": true}})),
+                new_values: Some(json!({"spec": {"suspend": false}})),
+                metadata: None,
+                observed_at: at(8, 10),
+            }),
+            MirrorEvent::SystemMetric(SystemMetricRecord {
+                metric_type: "mirror_backlog".into(),
+                value: 3.0,
+                unit: Some("count".into()),
+                tags: json!({"replica": "0"}),
+                recorded_at: at(9, 0),
+            }),
+        ]
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn every_mapping_written_twice_gives_the_same_rows(pool: PgPool) {
+        let events = every_mapping();
+        write(&pool, &events).await;
+        let once = dump_all(&pool).await;
+        for (table, rows) in &once {
+            if !matches!(table.as_str(), "users") {
+                assert!(
+                    !rows.is_empty(),
+                    "{table} has no rows: the test does not cover it"
+                );
+            }
+        }
+        write(&pool, &events).await;
+        assert_eq!(once, dump_all(&pool).await);
+        // One event at a time, as a relist would replay them.
+        for event in &events {
+            write(&pool, std::slice::from_ref(event)).await;
+        }
+        assert_eq!(once, dump_all(&pool).await);
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn a_batch_reports_nodes_and_logs_of_unknown_runs_as_orphans(pool: PgPool) {
+        seed_runs(&pool, &[]).await;
+        let unknown = execution(9, RunPhase::Running);
+        let applied = write(
+            &pool,
+            &[
+                MirrorEvent::NodeExecution(node(&unknown, "lookup", 0, NodePhase::Running)),
+                MirrorEvent::Workspace(workspace()),
+                MirrorEvent::Log(log(&unknown, 1, b"hello")),
+            ],
+        )
+        .await;
+        assert_eq!(applied.orphans, vec![0, 2]);
+        let nodes: i64 = sqlx::query_scalar("SELECT count(*) FROM node_executions")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(nodes, 0);
+    }
 }

@@ -20,12 +20,20 @@ pub fn action_name(audit: &AuditRecord) -> String {
 }
 
 /// Inserts one audit entry (a no-op when it is already there).
-pub async fn insert_audit(conn: &mut PgConnection, audit: &AuditRecord, limits: &Limits) -> Result<(), WriteError> {
+pub async fn insert_audit(
+    conn: &mut PgConnection,
+    audit: &AuditRecord,
+    limits: &Limits,
+) -> Result<(), WriteError> {
     let action = action_name(audit);
     let mut notes = Notes::default();
     let state = |value: &Option<Value>, field: &'static str, notes: &mut Notes| -> Option<String> {
         value.as_ref().map(|value| {
-            let value = if audit.kind == ResourceKind::Connection { sanitize::mask_secrets(value) } else { value.clone() };
+            let value = if audit.kind == ResourceKind::Connection {
+                sanitize::mask_secrets(value)
+            } else {
+                value.clone()
+            };
             sanitize::json_text(&value, limits, field, notes)
         })
     };
@@ -68,9 +76,17 @@ pub async fn insert_system_metric(
     limits: &Limits,
 ) -> Result<(), WriteError> {
     let tags = sanitize::json_text(&metric.tags, limits, "tags", &mut Notes::default());
-    let id = ids::system_metric_id(&metric.metric_type, &tags, metric.recorded_at.timestamp_micros());
+    let id = ids::system_metric_id(
+        &metric.metric_type,
+        &tags,
+        metric.recorded_at.timestamp_micros(),
+    );
     // DECIMAL(15,2) holds neither NaN nor infinities nor more than 13 digits.
-    let value = if metric.value.is_finite() { metric.value.clamp(-9.99e12, 9.99e12) } else { 0.0 };
+    let value = if metric.value.is_finite() {
+        metric.value.clamp(-9.99e12, 9.99e12)
+    } else {
+        0.0
+    };
     sqlx::query(
         "INSERT INTO system_metrics (id, metric_type, metric_value, unit, tags, recorded_at)
          VALUES ($1, $2, $3::numeric, $4, $5::jsonb, $6)
@@ -79,7 +95,12 @@ pub async fn insert_system_metric(
     .bind(id)
     .bind(sanitize::varchar(&metric.metric_type, 100))
     .bind(value)
-    .bind(metric.unit.as_deref().map(|unit| sanitize::varchar(unit, 50)))
+    .bind(
+        metric
+            .unit
+            .as_deref()
+            .map(|unit| sanitize::varchar(unit, 50)),
+    )
     .bind(tags)
     .bind(metric.recorded_at)
     .execute(conn)

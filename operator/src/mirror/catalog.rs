@@ -16,7 +16,10 @@ use super::{WriteError, failed, ids};
 
 /// What `connections.encrypted_config` stores for a Connection.
 pub fn secret_reference(connection: &ConnectionRecord) -> String {
-    let name = connection.secret_name.as_deref().map(|name| sanitize::varchar(name, 253));
+    let name = connection
+        .secret_name
+        .as_deref()
+        .map(|name| sanitize::varchar(name, 253));
     // Only a real SHA-256 hex digest passes, so a mistaken caller cannot
     // smuggle a secret value in as a "fingerprint".
     let fingerprint = connection
@@ -39,7 +42,12 @@ pub async fn upsert_connection(
 ) -> Result<(), WriteError> {
     ensure_workspace(conn, connection.workspace_uid, &connection.namespace).await?;
     let mut notes = Notes::default();
-    let config = sanitize::json_text(&sanitize::mask_secrets(&connection.config), limits, "config", &mut notes);
+    let config = sanitize::json_text(
+        &sanitize::mask_secrets(&connection.config),
+        limits,
+        "config",
+        &mut notes,
+    );
     sqlx::query(
         "INSERT INTO connections (id, workspace_id, name, type, config, encrypted_config, verification_status,
                                  last_verified_at, is_active, created_by, created_at)
@@ -118,4 +126,115 @@ pub async fn upsert_node_definition(
     .await
     .map_err(failed("node definition"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+    use sqlx::PgPool;
+
+    use super::super::fixtures::*;
+    use super::super::records::*;
+
+    fn connection() -> ConnectionRecord {
+        ConnectionRecord {
+            uid: uid(30),
+            workspace_uid: uid(1),
+            namespace: "growth".into(),
+            name: "crm-db".into(),
+            connection_type: "postgres".into(),
+            config: json!({"dsn": "postgres://app:hunter2@db/app", "password": "hunter2", "sslmode": "require"}),
+            secret_name: Some("crm-db".into()),
+            secret_fingerprint: Some("0123456789ABCDEF".repeat(4)),
+            ready: true,
+            verification: Verification::Failed,
+            last_verified_at: Some(at(8, 0)),
+            created_at: None,
+        }
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn connections_hold_no_secret_material(pool: PgPool) {
+        // No workspace event first: the connection creates its workspace.
+        write(&pool, &[MirrorEvent::Connection(connection())]).await;
+        let (config, reference, verification): (Value, String, String) =
+            sqlx::query_as("SELECT config, encrypted_config, verification_status FROM connections")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            config,
+            json!({"dsn": "postgres://app:***@db/app", "password": "***", "sslmode": "require"})
+        );
+        assert_eq!(
+            reference,
+            format!("secretRef:crm-db;sha256:{}", "0123456789abcdef".repeat(4))
+        );
+        assert_eq!(verification, "failed");
+        let everything: Vec<String> = dump(&pool, "connections").await;
+        assert!(!everything.concat().contains("hunter2"));
+
+        let mut smuggled = connection();
+        smuggled.secret_fingerprint = Some("hunter2".into());
+        write(&pool, &[MirrorEvent::Connection(smuggled)]).await;
+        let reference: String = sqlx::query_scalar("SELECT encrypted_config FROM connections")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(reference, "secretRef:crm-db");
+
+        write(
+            &pool,
+            &[MirrorEvent::Deleted(DeletedRecord {
+                kind: ResourceKind::Connection,
+                uid: uid(30),
+            })],
+        )
+        .await;
+        assert!(dump(&pool, "connections").await.is_empty());
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn node_definitions_are_keyed_by_name_and_version(pool: PgPool) {
+        let definition = |version: &str, description: &str| NodeDefinitionRecord {
+            name: "http".into(),
+            version: version.into(),
+            description: Some(description.into()),
+            kind: "action".into(),
+            category: Some("http".into()),
+            icon: None,
+            settings_schema: Some(json!({"type": "object"})),
+            input_schema: None,
+            output_schema: None,
+            builtin: true,
+            active: true,
+        };
+        write(
+            &pool,
+            &[MirrorEvent::NodeDefinition(definition("1.0.0", "old"))],
+        )
+        .await;
+        write(
+            &pool,
+            &[MirrorEvent::NodeDefinition(definition("1.0.0", "new"))],
+        )
+        .await;
+        write(
+            &pool,
+            &[MirrorEvent::NodeDefinition(definition("1.1.0", "newer"))],
+        )
+        .await;
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT version, description FROM node_definitions ORDER BY version")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            rows,
+            [
+                ("1.0.0".into(), "new".into()),
+                ("1.1.0".into(), "newer".into())
+            ]
+        );
+    }
 }

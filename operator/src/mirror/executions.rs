@@ -76,7 +76,10 @@ pub async fn upsert_execution(
 /// while Pending/Queued (`pending`), then `processing`, then the outcome
 /// (`completed`, `failed`, `cancelled`). A run that was never seen queued
 /// gets no entry.
-pub async fn upsert_queue_entry(conn: &mut PgConnection, execution: &ExecutionRecord) -> Result<(), WriteError> {
+pub async fn upsert_queue_entry(
+    conn: &mut PgConnection,
+    execution: &ExecutionRecord,
+) -> Result<(), WriteError> {
     let query = match execution.phase {
         RunPhase::Pending | RunPhase::Queued => sqlx::query(
             "INSERT INTO execution_queue (id, workflow_id, execution_id, status, priority, payload, created_at)
@@ -116,12 +119,18 @@ pub async fn upsert_queue_entry(conn: &mut PgConnection, execution: &ExecutionRe
                 .map(|error| sanitize::text(error, 4096, "error", &mut Notes::default())),
         ),
     };
-    query.execute(conn).await.map_err(failed("execution queue entry"))?;
+    query
+        .execute(conn)
+        .await
+        .map_err(failed("execution queue entry"))?;
     Ok(())
 }
 
 /// A deleted run keeps its rows; a queue entry still waiting is cancelled.
-pub async fn cancel_queue_entry(conn: &mut PgConnection, execution_uid: Uuid) -> Result<(), WriteError> {
+pub async fn cancel_queue_entry(
+    conn: &mut PgConnection,
+    execution_uid: Uuid,
+) -> Result<(), WriteError> {
     sqlx::query(
         "UPDATE execution_queue SET status = 'cancelled'
          WHERE execution_id = $1 AND status IN ('pending', 'processing')",
@@ -134,7 +143,10 @@ pub async fn cancel_queue_entry(conn: &mut PgConnection, execution_uid: Uuid) ->
 }
 
 fn node_is_final(phase: NodePhase) -> bool {
-    matches!(phase, NodePhase::Succeeded | NodePhase::Failed | NodePhase::Skipped | NodePhase::Cancelled)
+    matches!(
+        phase,
+        NodePhase::Succeeded | NodePhase::Failed | NodePhase::Skipped | NodePhase::Cancelled
+    )
 }
 
 /// Folds a later event of the same attempt into an earlier one, the way the
@@ -166,12 +178,16 @@ fn merge_node(earlier: &mut NodeExecutionRecord, later: &NodeExecutionRecord) {
 }
 
 /// Of the given run ids, those with a `workflow_executions` row.
-async fn existing_executions(conn: &mut PgConnection, execution_uids: &[Uuid]) -> Result<HashSet<Uuid>, WriteError> {
-    let found: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM workflow_executions WHERE id = ANY($1)")
-        .bind(execution_uids)
-        .fetch_all(conn)
-        .await
-        .map_err(failed("workflow executions"))?;
+async fn existing_executions(
+    conn: &mut PgConnection,
+    execution_uids: &[Uuid],
+) -> Result<HashSet<Uuid>, WriteError> {
+    let found: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM workflow_executions WHERE id = ANY($1)")
+            .bind(execution_uids)
+            .fetch_all(conn)
+            .await
+            .map_err(failed("workflow executions"))?;
     Ok(found.into_iter().collect())
 }
 
@@ -204,11 +220,17 @@ impl NodeColumns {
             .error
             .as_deref()
             .map(|error| sanitize::text(error, limits.text_cap_bytes, "error", &mut notes));
-        self.bytes += input.as_ref().map_or(0, String::len) + output.as_ref().map_or(0, String::len);
-        self.ids.push(ids::node_execution_id(node.execution_uid, &node.node_id, node.attempt));
+        self.bytes +=
+            input.as_ref().map_or(0, String::len) + output.as_ref().map_or(0, String::len);
+        self.ids.push(ids::node_execution_id(
+            node.execution_uid,
+            &node.node_id,
+            node.attempt,
+        ));
         self.execution_ids.push(node.execution_uid);
         self.node_ids.push(node_id);
-        self.node_types.push(sanitize::varchar(&node.node_type, 255));
+        self.node_types
+            .push(sanitize::varchar(&node.node_type, 255));
         self.statuses.push(node.phase.as_status());
         self.started.push(node.started_at);
         self.ended.push(node.ended_at);
@@ -216,8 +238,13 @@ impl NodeColumns {
         self.outputs.push(output);
         self.errors.push(error);
         self.attempts.push(node.attempt);
-        self.workers.push(node.worker_id.as_deref().map(|worker| sanitize::varchar(worker, 255)));
-        self.notes.push(notes.to_json().map(|notes| notes.to_string()));
+        self.workers.push(
+            node.worker_id
+                .as_deref()
+                .map(|worker| sanitize::varchar(worker, 255)),
+        );
+        self.notes
+            .push(notes.to_json().map(|notes| notes.to_string()));
     }
 
     fn is_full(&self) -> bool {
@@ -302,7 +329,9 @@ pub async fn write_node_executions(
             continue;
         }
         match position.entry((node.execution_uid, node.node_id.as_str(), node.attempt)) {
-            std::collections::hash_map::Entry::Occupied(slot) => merge_node(&mut merged[*slot.get()], node),
+            std::collections::hash_map::Entry::Occupied(slot) => {
+                merge_node(&mut merged[*slot.get()], node)
+            }
             std::collections::hash_map::Entry::Vacant(slot) => {
                 slot.insert(merged.len());
                 merged.push(node.clone());
@@ -325,7 +354,11 @@ pub async fn write_node_executions(
 /// Writes log lines in multi-row statements, linked to their node attempt
 /// when that row exists. Returns the indexes of lines whose run has no row
 /// yet; they are not written.
-pub async fn write_logs(conn: &mut PgConnection, logs: &[LogRecord], limits: &Limits) -> Result<Vec<usize>, WriteError> {
+pub async fn write_logs(
+    conn: &mut PgConnection,
+    logs: &[LogRecord],
+    limits: &Limits,
+) -> Result<Vec<usize>, WriteError> {
     if logs.is_empty() {
         return Ok(Vec::new());
     }
@@ -371,7 +404,12 @@ struct LogColumns {
 impl LogColumns {
     fn push(&mut self, log: &LogRecord, limits: &Limits) {
         let mut notes = Notes::default();
-        let message = sanitize::bytes_text(&log.message, limits.log_line_cap_bytes, "message", &mut notes);
+        let message = sanitize::bytes_text(
+            &log.message,
+            limits.log_line_cap_bytes,
+            "message",
+            &mut notes,
+        );
         let mut metadata = log.metadata.clone();
         if let Some((node_id, attempt)) = &log.node {
             let object = match metadata.take() {
@@ -390,11 +428,10 @@ impl LogColumns {
         self.bytes += message.len() + metadata.as_ref().map_or(0, String::len);
         self.ids.push(ids::log_id(log.execution_uid, log.seq));
         self.execution_ids.push(log.execution_uid);
-        self.node_execution_ids.push(
-            log.node
-                .as_ref()
-                .map(|(node_id, attempt)| ids::node_execution_id(log.execution_uid, node_id, *attempt)),
-        );
+        self.node_execution_ids
+            .push(log.node.as_ref().map(|(node_id, attempt)| {
+                ids::node_execution_id(log.execution_uid, node_id, *attempt)
+            }));
         self.levels.push(log.level.as_str());
         self.messages.push(message);
         self.metadata.push(metadata);
@@ -431,5 +468,320 @@ impl LogColumns {
         .await
         .map_err(failed("execution logs"))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::type_complexity)]
+mod tests {
+    use serde_json::{Value, json};
+    use sqlx::PgPool;
+
+    use super::super::fixtures::*;
+    use super::super::records::*;
+
+    async fn queue_status(pool: &PgPool) -> String {
+        sqlx::query_scalar("SELECT status FROM execution_queue")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    }
+
+    async fn run_status(pool: &PgPool) -> String {
+        sqlx::query_scalar("SELECT status FROM workflow_executions")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn a_run_moves_through_the_queue_and_never_back(pool: PgPool) {
+        seed_runs(&pool, &[execution(1, RunPhase::Queued)]).await;
+        assert_eq!(
+            (run_status(&pool).await, queue_status(&pool).await),
+            ("queued".into(), "pending".into())
+        );
+        write(
+            &pool,
+            &[MirrorEvent::Execution(execution(1, RunPhase::Running))],
+        )
+        .await;
+        assert_eq!(queue_status(&pool).await, "processing");
+        let worker: String = sqlx::query_scalar("SELECT worker_id FROM execution_queue")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(worker, "triage-signup-1-job");
+        write(
+            &pool,
+            &[MirrorEvent::Execution(execution(1, RunPhase::Succeeded))],
+        )
+        .await;
+        assert_eq!(
+            (run_status(&pool).await, queue_status(&pool).await),
+            ("completed".into(), "completed".into())
+        );
+
+        // Late events of earlier phases change nothing.
+        write(
+            &pool,
+            &[MirrorEvent::Execution(execution(1, RunPhase::Running))],
+        )
+        .await;
+        write(
+            &pool,
+            &[MirrorEvent::Execution(execution(1, RunPhase::Queued))],
+        )
+        .await;
+        assert_eq!(
+            (run_status(&pool).await, queue_status(&pool).await),
+            ("completed".into(), "completed".into())
+        );
+        let result: Value = sqlx::query_scalar("SELECT result FROM workflow_executions")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(result, json!({"vip": true}));
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn durations_are_computed_on_insert_and_update(pool: PgPool) {
+        let running = execution(1, RunPhase::Running);
+        seed_runs(&pool, std::slice::from_ref(&running)).await;
+        write(
+            &pool,
+            &[MirrorEvent::NodeExecution(node(
+                &running,
+                "lookup",
+                0,
+                NodePhase::Running,
+            ))],
+        )
+        .await;
+        let durations = || async {
+            let run: Option<i64> =
+                sqlx::query_scalar("SELECT duration_ms FROM workflow_executions")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            let node: Option<i64> = sqlx::query_scalar("SELECT duration_ms FROM node_executions")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            (run, node)
+        };
+        assert_eq!(durations().await, (None, None));
+
+        let mut finished_node = node(&running, "lookup", 0, NodePhase::Succeeded);
+        finished_node.ended_at = Some(at(9, 1) + chrono::Duration::milliseconds(1_234));
+        write(
+            &pool,
+            &[
+                MirrorEvent::Execution(execution(1, RunPhase::Succeeded)),
+                MirrorEvent::NodeExecution(finished_node),
+            ],
+        )
+        .await;
+        // Run: 09:01 → 09:03; node: 09:01 → 09:01:01.234.
+        assert_eq!(durations().await, (Some(120_000), Some(1_234)));
+
+        // Inserted already finished.
+        let done = execution(2, RunPhase::Failed);
+        write(&pool, &[MirrorEvent::Execution(done)]).await;
+        let inserted: i64 =
+            sqlx::query_scalar("SELECT duration_ms FROM workflow_executions WHERE id = $1")
+                .bind(uid(1002))
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(inserted, 120_000);
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn node_attempts_and_for_each_items_are_separate_rows(pool: PgPool) {
+        let run = execution(1, RunPhase::Running);
+        seed_runs(&pool, std::slice::from_ref(&run)).await;
+        let mut start = node(&run, "lookup", 0, NodePhase::Running);
+        start.output = None;
+        let mut finish = node(&run, "lookup", 0, NodePhase::Failed);
+        finish.input = None;
+        finish.error = Some("timeout".into());
+        write(
+            &pool,
+            &[
+                MirrorEvent::NodeExecution(start.clone()),
+                MirrorEvent::NodeExecution(finish.clone()),
+                MirrorEvent::NodeExecution(node(&run, "lookup", 1, NodePhase::Succeeded)),
+                MirrorEvent::NodeExecution(node(&run, "tag-each[0]", 0, NodePhase::Succeeded)),
+                MirrorEvent::NodeExecution(node(&run, "tag-each[1]", 0, NodePhase::Succeeded)),
+                // A replayed start after the finish, in the same batch.
+                MirrorEvent::NodeExecution(start.clone()),
+            ],
+        )
+        .await;
+        // And again in a later batch.
+        write(&pool, &[MirrorEvent::NodeExecution(start)]).await;
+
+        let rows: Vec<(String, i32, i32, String, Option<Value>, Option<String>)> = sqlx::query_as(
+            "SELECT node_id, attempt, retry_count, status, input_data, error FROM node_executions
+             ORDER BY node_id, attempt",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let input = Some(json!({"url": "https://crm.example.com"}));
+        assert_eq!(
+            rows,
+            [
+                (
+                    "lookup".into(),
+                    0,
+                    0,
+                    "failed".into(),
+                    input.clone(),
+                    Some("timeout".into())
+                ),
+                (
+                    "lookup".into(),
+                    1,
+                    1,
+                    "completed".into(),
+                    input.clone(),
+                    None
+                ),
+                (
+                    "tag-each[0]".into(),
+                    0,
+                    0,
+                    "completed".into(),
+                    input.clone(),
+                    None
+                ),
+                ("tag-each[1]".into(), 0, 0, "completed".into(), input, None),
+            ]
+        );
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn logs_link_to_their_node_once_it_exists(pool: PgPool) {
+        let run = execution(1, RunPhase::Running);
+        seed_runs(&pool, std::slice::from_ref(&run)).await;
+        write(
+            &pool,
+            &[MirrorEvent::Log(log(&run, 1, b"before the node row"))],
+        )
+        .await;
+        write(
+            &pool,
+            &[
+                MirrorEvent::NodeExecution(node(&run, "lookup", 0, NodePhase::Running)),
+                MirrorEvent::Log(log(&run, 1, b"before the node row")),
+                MirrorEvent::Log(log(&run, 2, b"after")),
+                MirrorEvent::Log(log(&run, 2, b"after")),
+            ],
+        )
+        .await;
+        let rows: Vec<(i64, String, bool, Value)> = sqlx::query_as(
+            "SELECT seq, message, node_execution_id IS NOT NULL, metadata FROM execution_logs ORDER BY seq",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let metadata = json!({"stream": "stdout", "node": "lookup", "attempt": 0});
+        assert_eq!(
+            rows,
+            [
+                (1, "before the node row".into(), true, metadata.clone()),
+                (2, "after".into(), true, metadata)
+            ]
+        );
+    }
+
+    fn nested(depth: usize) -> Value {
+        let mut value = json!("bottom");
+        for _ in 0..depth {
+            value = json!([value]);
+        }
+        value
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn bad_payloads_are_stored_without_failing_the_batch(pool: PgPool) {
+        let run = execution(1, RunPhase::Running);
+        seed_runs(&pool, std::slice::from_ref(&run)).await;
+
+        let mut nul = node(&run, "nul\0node", 0, NodePhase::Failed);
+        nul.input = Some(json!({"key\u{0}": "value\u{0}"}));
+        nul.error = Some("exit\0code".into());
+        let mut huge = node(&run, "huge", 0, NodePhase::Succeeded);
+        huge.output = Some(json!({"body": "x".repeat(10 * 1024 * 1024)}));
+        let mut deep = node(&run, "deep", 0, NodePhase::Succeeded);
+        deep.output = Some(nested(1_000));
+        let fine = node(&run, "fine", 0, NodePhase::Succeeded);
+        let bad_log = log(&run, 1, b"bytes \xc3\x28 and a nul \0 here");
+        let good_log = log(&run, 2, b"fine");
+        write(
+            &pool,
+            &[
+                MirrorEvent::NodeExecution(nul),
+                MirrorEvent::NodeExecution(huge),
+                MirrorEvent::NodeExecution(deep),
+                MirrorEvent::NodeExecution(fine),
+                MirrorEvent::Log(bad_log),
+                MirrorEvent::Log(good_log),
+            ],
+        )
+        .await;
+
+        let rows: Vec<(String, Option<Value>, Option<Value>, Option<String>, Option<Value>)> = sqlx::query_as(
+            "SELECT node_id, input_data, output_data, error, payload_notes FROM node_executions ORDER BY node_id",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(rows.len(), 4);
+        let by_name = |name: &str| rows.iter().find(|row| row.0 == name).unwrap().clone();
+
+        let (_, input, _, error, notes) = by_name(r"nul\u0000node");
+        assert_eq!(input, Some(json!({r"key\u0000": r"value\u0000"})));
+        assert_eq!(error.as_deref(), Some(r"exit\u0000code"));
+        assert_eq!(notes, Some(json!({"nulEscaped": 3})));
+
+        let (_, _, output, _, notes) = by_name("huge");
+        let output = output.unwrap();
+        assert_eq!(output["$sluice"]["truncated"], json!(true));
+        assert_eq!(output["$sluice"]["capBytes"], json!(1024 * 1024));
+        assert_eq!(
+            output["$sluice"]["originalBytes"],
+            json!(10 * 1024 * 1024 + 11)
+        );
+        assert_eq!(
+            notes,
+            Some(
+                json!({"truncated": [{"field": "output", "originalBytes": 10 * 1024 * 1024 + 11, "capBytes": 1024 * 1024}]})
+            )
+        );
+
+        let (_, _, output, _, notes) = by_name("deep");
+        let mut inner = output.unwrap();
+        for _ in 0..64 {
+            inner = inner[0].clone();
+        }
+        assert_eq!(inner["$sluice"]["depthCapped"], json!(true));
+        assert_eq!(notes, Some(json!({"depthCapped": ["output"]})));
+
+        assert_eq!(by_name("fine").4, None, "clean rows carry no notes");
+
+        let logs: Vec<(String, Value)> =
+            sqlx::query_as("SELECT message, metadata FROM execution_logs ORDER BY seq")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(logs[0].0, "bytes \u{fffd}( and a nul \\u0000 here");
+        assert_eq!(
+            logs[0].1["sluice"],
+            json!({"invalidUtf8": ["message"], "nulEscaped": 1})
+        );
+        assert_eq!(logs[1].0, "fine");
     }
 }

@@ -17,7 +17,7 @@ pub fn at(hour: u32, minute: u32) -> DateTime<Utc> {
 }
 
 pub fn uid(n: u128) -> Uuid {
-    Uuid::from_u128(0xabc0_0000_0000_4000_8000_000000000000 + n)
+    Uuid::from_u128(0xabc00000_0000_4000_8000_000000000000 + n)
 }
 
 pub fn workspace() -> WorkspaceRecord {
@@ -42,7 +42,10 @@ pub fn workflow() -> WorkflowRecord {
         settings: json!({"concurrency": {"limit": 5, "policy": "Queue"}}),
         state: WorkflowState::Active,
         revision: 1,
-        labels: BTreeMap::from([("tier".into(), "gold".into()), ("team".into(), "growth".into())]),
+        labels: BTreeMap::from([
+            ("tier".into(), "gold".into()),
+            ("team".into(), "growth".into()),
+        ]),
         triggers: vec![TriggerRecord {
             name: "signup".into(),
             trigger_type: "webhook".into(),
@@ -50,15 +53,24 @@ pub fn workflow() -> WorkflowRecord {
             active: true,
             webhook: Some(WebhookRecord {
                 path: "/hooks/growth/triage-signup/signup".into(),
-                secret_ref: Some(SecretKeyRef { name: "signup-hook".into(), key: "hmac".into() }),
+                secret_ref: Some(SecretKeyRef {
+                    name: "signup-hook".into(),
+                    key: "hmac".into(),
+                }),
                 last_used_at: None,
             }),
         }],
         env: vec![
-            EnvVarRecord { name: "REGION".into(), value: EnvValue::Plain("eu".into()) },
+            EnvVarRecord {
+                name: "REGION".into(),
+                value: EnvValue::Plain("eu".into()),
+            },
             EnvVarRecord {
                 name: "CRM_TOKEN".into(),
-                value: EnvValue::Secret(SecretKeyRef { name: "crm".into(), key: "token".into() }),
+                value: EnvValue::Secret(SecretKeyRef {
+                    name: "crm".into(),
+                    key: "token".into(),
+                }),
             },
         ],
         created_at: Some(at(8, 5)),
@@ -86,7 +98,12 @@ pub fn execution(n: u128, phase: RunPhase) -> ExecutionRecord {
     }
 }
 
-pub fn node(execution: &ExecutionRecord, node_id: &str, attempt: i32, phase: NodePhase) -> NodeExecutionRecord {
+pub fn node(
+    execution: &ExecutionRecord,
+    node_id: &str,
+    attempt: i32,
+    phase: NodePhase,
+) -> NodeExecutionRecord {
     let finished = !matches!(phase, NodePhase::Pending | NodePhase::Running);
     NodeExecutionRecord {
         execution_uid: execution.uid,
@@ -119,14 +136,19 @@ pub fn log(execution: &ExecutionRecord, seq: i64, message: &[u8]) -> LogRecord {
 pub async fn write(pool: &PgPool, events: &[MirrorEvent]) -> Applied {
     let mut transaction = pool.begin().await.unwrap();
     let refs: Vec<&MirrorEvent> = events.iter().collect();
-    let applied = apply_events(&mut transaction, &refs, &Limits::default()).await.unwrap();
+    let applied = apply_events(&mut transaction, &refs, &Limits::default())
+        .await
+        .unwrap();
     transaction.commit().await.unwrap();
     applied
 }
 
 /// Workspace, workflow and the given runs.
 pub async fn seed_runs(pool: &PgPool, runs: &[ExecutionRecord]) {
-    let mut events = vec![MirrorEvent::Workspace(workspace()), MirrorEvent::Workflow(workflow())];
+    let mut events = vec![
+        MirrorEvent::Workspace(workspace()),
+        MirrorEvent::Workflow(workflow()),
+    ];
     events.extend(runs.iter().cloned().map(MirrorEvent::Execution));
     write(pool, &events).await;
 }
@@ -135,5 +157,8 @@ pub async fn seed_runs(pool: &PgPool, runs: &[ExecutionRecord]) {
 /// comparisons.
 pub async fn dump(pool: &PgPool, table: &str) -> Vec<String> {
     let sql = format!("SELECT to_jsonb(t)::text FROM {table} t ORDER BY to_jsonb(t)::text");
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await.unwrap()
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_all(pool)
+        .await
+        .unwrap()
 }

@@ -23,7 +23,11 @@ fn derive(parts: &[&str]) -> Uuid {
 }
 
 pub fn workflow_version_id(workflow_uid: Uuid, revision: i32) -> Uuid {
-    derive(&["workflow_version", &workflow_uid.to_string(), &revision.to_string()])
+    derive(&[
+        "workflow_version",
+        &workflow_uid.to_string(),
+        &revision.to_string(),
+    ])
 }
 
 pub fn tag_id(workspace_uid: Uuid, tag_name: &str) -> Uuid {
@@ -38,9 +42,18 @@ pub fn webhook_endpoint_id(workflow_uid: Uuid, trigger_name: &str) -> Uuid {
     derive(&["webhook_endpoint", &workflow_uid.to_string(), trigger_name])
 }
 
-pub fn environment_variable_id(workspace_uid: Uuid, workflow_uid: Option<Uuid>, name: &str) -> Uuid {
+pub fn environment_variable_id(
+    workspace_uid: Uuid,
+    workflow_uid: Option<Uuid>,
+    name: &str,
+) -> Uuid {
     let workflow = workflow_uid.map(|uid| uid.to_string()).unwrap_or_default();
-    derive(&["environment_variable", &workspace_uid.to_string(), &workflow, name])
+    derive(&[
+        "environment_variable",
+        &workspace_uid.to_string(),
+        &workflow,
+        name,
+    ])
 }
 
 pub fn queue_entry_id(execution_uid: Uuid) -> Uuid {
@@ -48,11 +61,20 @@ pub fn queue_entry_id(execution_uid: Uuid) -> Uuid {
 }
 
 pub fn node_execution_id(execution_uid: Uuid, node_id: &str, attempt: i32) -> Uuid {
-    derive(&["node_execution", &execution_uid.to_string(), node_id, &attempt.to_string()])
+    derive(&[
+        "node_execution",
+        &execution_uid.to_string(),
+        node_id,
+        &attempt.to_string(),
+    ])
 }
 
 pub fn log_id(execution_uid: Uuid, seq: i64) -> Uuid {
-    derive(&["execution_log", &execution_uid.to_string(), &seq.to_string()])
+    derive(&[
+        "execution_log",
+        &execution_uid.to_string(),
+        &seq.to_string(),
+    ])
 }
 
 pub fn node_definition_id(name: &str, version: &str) -> Uuid {
@@ -60,11 +82,21 @@ pub fn node_definition_id(name: &str, version: &str) -> Uuid {
 }
 
 pub fn audit_id(resource_uid: Uuid, resource_version: &str, action: &str) -> Uuid {
-    derive(&["audit_log", &resource_uid.to_string(), resource_version, action])
+    derive(&[
+        "audit_log",
+        &resource_uid.to_string(),
+        resource_version,
+        action,
+    ])
 }
 
 pub fn system_metric_id(metric_type: &str, tags: &str, recorded_at_micros: i64) -> Uuid {
-    derive(&["system_metric", metric_type, tags, &recorded_at_micros.to_string()])
+    derive(&[
+        "system_metric",
+        metric_type,
+        tags,
+        &recorded_at_micros.to_string(),
+    ])
 }
 
 #[cfg(test)]
@@ -74,9 +106,18 @@ mod tests {
     #[test]
     fn derived_ids_are_stable_and_distinct() {
         let run = Uuid::from_u128(7);
-        assert_eq!(node_execution_id(run, "a", 0), node_execution_id(run, "a", 0));
-        assert_ne!(node_execution_id(run, "a", 0), node_execution_id(run, "a", 1));
-        assert_ne!(node_execution_id(run, "a", 1), node_execution_id(run, "a1", 0));
+        assert_eq!(
+            node_execution_id(run, "a", 0),
+            node_execution_id(run, "a", 0)
+        );
+        assert_ne!(
+            node_execution_id(run, "a", 0),
+            node_execution_id(run, "a", 1)
+        );
+        assert_ne!(
+            node_execution_id(run, "a", 1),
+            node_execution_id(run, "a1", 0)
+        );
         assert_ne!(tag_id(run, "ab"), trigger_id(run, "ab"));
         assert_eq!(node_execution_id(run, "a", 0).get_version_num(), 5);
     }

@@ -23,7 +23,11 @@ use uuid::Uuid;
 use super::{WriteError, failed};
 
 /// Recomputes `workflow_metrics` for the given (workflow, day) keys.
-async fn refresh_workflow_days(conn: &mut PgConnection, workflows: &[Uuid], days: &[NaiveDate]) -> Result<(), WriteError> {
+async fn refresh_workflow_days(
+    conn: &mut PgConnection,
+    workflows: &[Uuid],
+    days: &[NaiveDate],
+) -> Result<(), WriteError> {
     sqlx::query(
         "WITH keys AS (
              SELECT DISTINCT workflow_id, day FROM UNNEST($1::uuid[], $2::date[]) AS k(workflow_id, day)
@@ -71,7 +75,11 @@ async fn refresh_workflow_days(conn: &mut PgConnection, workflows: &[Uuid], days
 
 /// Recomputes `node_metrics` for every node of the given (workflow, day)
 /// keys.
-async fn refresh_node_days(conn: &mut PgConnection, workflows: &[Uuid], days: &[NaiveDate]) -> Result<(), WriteError> {
+async fn refresh_node_days(
+    conn: &mut PgConnection,
+    workflows: &[Uuid],
+    days: &[NaiveDate],
+) -> Result<(), WriteError> {
     sqlx::query(
         "WITH keys AS (
              SELECT DISTINCT workflow_id, day FROM UNNEST($1::uuid[], $2::date[]) AS k(workflow_id, day)
@@ -127,7 +135,11 @@ async fn refresh_node_days(conn: &mut PgConnection, workflows: &[Uuid], days: &[
 
 /// Recomputes the `workflow_executions` usage of the given (workspace, day)
 /// keys.
-async fn refresh_usage_days(conn: &mut PgConnection, workspaces: &[Uuid], days: &[NaiveDate]) -> Result<(), WriteError> {
+async fn refresh_usage_days(
+    conn: &mut PgConnection,
+    workspaces: &[Uuid],
+    days: &[NaiveDate],
+) -> Result<(), WriteError> {
     sqlx::query(
         "WITH keys AS (
              SELECT DISTINCT workspace_id, day FROM UNNEST($1::uuid[], $2::date[]) AS k(workspace_id, day)
@@ -161,7 +173,10 @@ async fn refresh_usage_days(conn: &mut PgConnection, workspaces: &[Uuid], days: 
 
 /// Refreshes the daily aggregates a set of finished runs contribute to:
 /// called as runs finish (and when node rows of a finished run arrive late).
-pub async fn refresh_for_executions(conn: &mut PgConnection, execution_uids: &[Uuid]) -> Result<(), WriteError> {
+pub async fn refresh_for_executions(
+    conn: &mut PgConnection,
+    execution_uids: &[Uuid],
+) -> Result<(), WriteError> {
     if execution_uids.is_empty() {
         return Ok(());
     }
@@ -200,7 +215,10 @@ pub struct Recomputed {
 /// given UTC days from the executions tables, in one transaction. The
 /// "one command" of the issue: the operator binary exposes it as
 /// `sluice-operator mirror recompute-metrics`.
-pub async fn recompute_daily_metrics(pool: &PgPool, days: RangeInclusive<NaiveDate>) -> Result<Recomputed, WriteError> {
+pub async fn recompute_daily_metrics(
+    pool: &PgPool,
+    days: RangeInclusive<NaiveDate>,
+) -> Result<Recomputed, WriteError> {
     let mut transaction = pool.begin().await.map_err(failed("daily metrics"))?;
     let (first, last) = (*days.start(), *days.end());
     let workflow_keys: Vec<(Uuid, NaiveDate)> = sqlx::query_as(
@@ -232,11 +250,166 @@ pub async fn recompute_daily_metrics(pool: &PgPool, days: RangeInclusive<NaiveDa
     .await
     .map_err(failed("daily metric keys"))?;
 
-    let (workflows, workflow_days): (Vec<Uuid>, Vec<NaiveDate>) = workflow_keys.iter().copied().unzip();
+    let (workflows, workflow_days): (Vec<Uuid>, Vec<NaiveDate>) =
+        workflow_keys.iter().copied().unzip();
     refresh_workflow_days(&mut transaction, &workflows, &workflow_days).await?;
     refresh_node_days(&mut transaction, &workflows, &workflow_days).await?;
-    let (workspaces, workspace_days): (Vec<Uuid>, Vec<NaiveDate>) = workspace_keys.iter().copied().unzip();
+    let (workspaces, workspace_days): (Vec<Uuid>, Vec<NaiveDate>) =
+        workspace_keys.iter().copied().unzip();
     refresh_usage_days(&mut transaction, &workspaces, &workspace_days).await?;
-    transaction.commit().await.map_err(failed("daily metrics"))?;
-    Ok(Recomputed { workflow_days: workflow_keys.len(), workspace_days: workspace_keys.len() })
+    transaction
+        .commit()
+        .await
+        .map_err(failed("daily metrics"))?;
+    Ok(Recomputed {
+        workflow_days: workflow_keys.len(),
+        workspace_days: workspace_keys.len(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDate;
+    use sqlx::PgPool;
+
+    use super::super::fixtures::*;
+    use super::super::records::*;
+    use super::*;
+
+    fn day() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2025, 3, 14).unwrap()
+    }
+
+    /// (total, successful, failed, avg, max, min, error rate) of the day.
+    async fn workflow_day(pool: &PgPool) -> (i32, i32, i32, f64, i64, i64, f64) {
+        sqlx::query_as(
+            "SELECT total_executions, successful_executions, failed_executions, avg_duration_ms::float8,
+                    max_duration_ms, min_duration_ms, error_rate::float8
+             FROM workflow_metrics WHERE execution_date = $1",
+        )
+        .bind(day())
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    }
+
+    async fn finished_runs(pool: &PgPool) {
+        let mut slow = execution(3, RunPhase::Failed);
+        slow.ended_at = Some(at(9, 5)); // 4 minutes
+        let first = execution(1, RunPhase::Succeeded);
+        seed_runs(
+            pool,
+            &[
+                first.clone(),
+                execution(2, RunPhase::Succeeded),
+                slow.clone(),
+                execution(4, RunPhase::Running),
+            ],
+        )
+        .await;
+        write(
+            pool,
+            &[
+                MirrorEvent::NodeExecution(node(&first, "lookup", 0, NodePhase::Failed)),
+                MirrorEvent::NodeExecution(node(&first, "lookup", 1, NodePhase::Succeeded)),
+                MirrorEvent::NodeExecution(node(&first, "tag-each[0]", 0, NodePhase::Succeeded)),
+                MirrorEvent::NodeExecution(node(&first, "tag-each[1]", 0, NodePhase::Succeeded)),
+                MirrorEvent::NodeExecution(node(&first, "alert", 0, NodePhase::Skipped)),
+                MirrorEvent::NodeExecution(node(&slow, "lookup", 0, NodePhase::Failed)),
+            ],
+        )
+        .await;
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn finished_runs_update_the_daily_metrics(pool: PgPool) {
+        finished_runs(&pool).await;
+        assert_eq!(
+            workflow_day(&pool).await,
+            (3, 2, 1, 160_000.0, 240_000, 120_000, 33.33)
+        );
+
+        let nodes: Vec<(String, i32, i32, i32)> = sqlx::query_as(
+            "SELECT node_id, execution_count, success_count, failure_count FROM node_metrics ORDER BY node_id",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            nodes,
+            [("lookup".into(), 3, 1, 2), ("tag-each".into(), 2, 2, 0)]
+        );
+
+        let usage: (String, i64) = sqlx::query_as("SELECT metric, amount FROM usage_records")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(usage, ("workflow_executions".into(), 3));
+
+        // The running run finishes: the day's row follows.
+        write(
+            &pool,
+            &[MirrorEvent::Execution(execution(4, RunPhase::Cancelled))],
+        )
+        .await;
+        assert_eq!(workflow_day(&pool).await.0, 4);
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn recomputing_gives_the_incremental_rows(pool: PgPool) {
+        finished_runs(&pool).await;
+        let tables = ["workflow_metrics", "node_metrics", "usage_records"];
+        let mut incremental = Vec::new();
+        for table in tables {
+            incremental.push(dump(&pool, table).await);
+        }
+        let range = day().pred_opt().unwrap()..=day();
+        let recomputed = recompute_daily_metrics(&pool, range.clone()).await.unwrap();
+        assert_eq!(
+            recomputed,
+            Recomputed {
+                workflow_days: 1,
+                workspace_days: 1
+            }
+        );
+        for (table, rows) in tables.iter().zip(&incremental) {
+            assert_eq!(&dump(&pool, table).await, rows, "{table}");
+        }
+
+        // Wrong or missing rows are repaired.
+        sqlx::query("UPDATE workflow_metrics SET total_executions = 99")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM node_metrics WHERE node_id = 'lookup'")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM usage_records")
+            .execute(&pool)
+            .await
+            .unwrap();
+        recompute_daily_metrics(&pool, range.clone()).await.unwrap();
+        assert_eq!(workflow_day(&pool).await.0, 3);
+        let nodes: i64 = sqlx::query_scalar("SELECT count(*) FROM node_metrics")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(nodes, 2);
+        let usage: i64 = sqlx::query_scalar("SELECT amount FROM usage_records")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(usage, 3);
+
+        // Rows without executions behind them go.
+        sqlx::query("DELETE FROM workflow_executions")
+            .execute(&pool)
+            .await
+            .unwrap();
+        recompute_daily_metrics(&pool, range).await.unwrap();
+        for table in tables {
+            assert!(dump(&pool, table).await.is_empty(), "{table}");
+        }
+    }
 }

@@ -33,8 +33,13 @@ pub enum MigrateError {
 /// Applies every pending migration under sqlx's advisory lock; a no-op when
 /// the database is up to date. Safe to call from several replicas at once.
 pub async fn run_migrations(options: &PgConnectOptions) -> Result<(), MigrateError> {
-    let mut connection = PgConnection::connect_with(options).await.map_err(MigrateError::Connect)?;
-    let applied = MIGRATOR.run(&mut connection).await.map_err(MigrateError::Apply);
+    let mut connection = PgConnection::connect_with(options)
+        .await
+        .map_err(MigrateError::Connect)?;
+    let applied = MIGRATOR
+        .run(&mut connection)
+        .await
+        .map_err(MigrateError::Apply);
     // Closing ends the session, which releases the advisory lock even when
     // a migration failed half-way. A failed close only leaks a connection
     // the server drops on its own.
@@ -125,7 +130,9 @@ mod tests {
                     objects.indexes.insert(name);
                 }
                 "TRIGGER" => {
-                    let on = (at..words.len()).find(|&i| words[i].eq_ignore_ascii_case("ON")).unwrap();
+                    let on = (at..words.len())
+                        .find(|&i| words[i].eq_ignore_ascii_case("ON"))
+                        .unwrap();
                     objects.triggers.insert((name, name_at(on + 1)));
                 }
                 other => panic!("unexpected CREATE {other} in the seed"),
@@ -135,7 +142,12 @@ mod tests {
     }
 
     async fn names(pool: &PgPool, sql: &'static str) -> BTreeSet<String> {
-        sqlx::query_scalar::<_, String>(sql).fetch_all(pool).await.unwrap().into_iter().collect()
+        sqlx::query_scalar::<_, String>(sql)
+            .fetch_all(pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect()
     }
 
     #[test]
@@ -143,10 +155,17 @@ mod tests {
         let seed = parse_seed();
         assert_eq!(seed.tables.len(), 34, "{:?}", seed.tables);
         assert!(seed.tables.contains("node_executions"));
-        assert_eq!(seed.views, ["user_activity_summary", "workflow_execution_summary"].map(String::from).into());
+        assert_eq!(
+            seed.views,
+            ["user_activity_summary", "workflow_execution_summary"]
+                .map(String::from)
+                .into()
+        );
         assert_eq!(
             seed.functions,
-            ["calculate_execution_duration", "update_updated_at_column"].map(String::from).into()
+            ["calculate_execution_duration", "update_updated_at_column"]
+                .map(String::from)
+                .into()
         );
         assert_eq!(seed.triggers.len(), 9);
         assert!(seed.indexes.contains("idx_execution_queue_priority"));
@@ -156,15 +175,27 @@ mod tests {
     #[sqlx::test(migrations = "../migrations")]
     async fn every_seed_object_exists_after_migrating(pool: PgPool) {
         let seed = parse_seed();
-        let tables = names(&pool, "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'").await;
-        let views = names(&pool, "SELECT viewname::text FROM pg_views WHERE schemaname = 'public'").await;
+        let tables = names(
+            &pool,
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'",
+        )
+        .await;
+        let views = names(
+            &pool,
+            "SELECT viewname::text FROM pg_views WHERE schemaname = 'public'",
+        )
+        .await;
         let functions = names(
             &pool,
             "SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
              WHERE n.nspname = 'public'",
         )
         .await;
-        let indexes = names(&pool, "SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public'").await;
+        let indexes = names(
+            &pool,
+            "SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public'",
+        )
+        .await;
         let triggers: BTreeSet<(String, String)> = sqlx::query_as::<_, (String, String)>(
             "SELECT t.tgname::text, c.relname::text FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
              WHERE NOT t.tgisinternal",
@@ -178,12 +209,27 @@ mod tests {
         let missing = |wanted: &BTreeSet<String>, have: &BTreeSet<String>| -> Vec<String> {
             wanted.difference(have).cloned().collect()
         };
-        assert_eq!(missing(&seed.tables, &tables), Vec::<String>::new(), "tables");
+        assert_eq!(
+            missing(&seed.tables, &tables),
+            Vec::<String>::new(),
+            "tables"
+        );
         assert_eq!(missing(&seed.views, &views), Vec::<String>::new(), "views");
-        assert_eq!(missing(&seed.functions, &functions), Vec::<String>::new(), "functions");
-        assert_eq!(missing(&seed.indexes, &indexes), Vec::<String>::new(), "indexes");
+        assert_eq!(
+            missing(&seed.functions, &functions),
+            Vec::<String>::new(),
+            "functions"
+        );
+        assert_eq!(
+            missing(&seed.indexes, &indexes),
+            Vec::<String>::new(),
+            "indexes"
+        );
         let missing_triggers: Vec<_> = seed.triggers.difference(&triggers).collect();
-        assert!(missing_triggers.is_empty(), "triggers missing: {missing_triggers:?}");
+        assert!(
+            missing_triggers.is_empty(),
+            "triggers missing: {missing_triggers:?}"
+        );
     }
 
     #[sqlx::test(migrations = "../migrations")]
@@ -194,7 +240,10 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!(before.len(), MIGRATOR.iter().count());
-        let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&pool).await.unwrap();
+        let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
 
         run_migrations_for_pool(&pool).await.unwrap();
         run_migrations_for_pool(&pool).await.unwrap();
@@ -205,7 +254,10 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!(before, after);
-        let users_after: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&pool).await.unwrap();
+        let users_after: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
         assert_eq!(users, users_after);
         assert_eq!(users_after, 1, "only the operator's own user");
     }
@@ -215,17 +267,113 @@ mod tests {
         pool_options: PgPoolOptions,
         connect_options: PgConnectOptions,
     ) {
-        let (first, second) = tokio::join!(run_migrations(&connect_options), run_migrations(&connect_options));
+        let (first, second) = tokio::join!(
+            run_migrations(&connect_options),
+            run_migrations(&connect_options)
+        );
         first.unwrap();
         second.unwrap();
 
         let pool = pool_options.connect_with(connect_options).await.unwrap();
-        let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        let applied: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(applied as usize, MIGRATOR.iter().count());
+        let system_users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
             .fetch_one(&pool)
             .await
             .unwrap();
-        assert_eq!(applied as usize, MIGRATOR.iter().count());
-        let system_users: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&pool).await.unwrap();
         assert_eq!(system_users, 1);
+    }
+}
+
+#[cfg(test)]
+mod view_tests {
+    use sqlx::PgPool;
+    use uuid::Uuid;
+
+    use super::super::fixtures::*;
+    use super::super::ids::SYSTEM_USER_ID;
+    use super::super::records::*;
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn workflow_execution_summary_lists_workflows_without_runs(pool: PgPool) {
+        seed_runs(
+            &pool,
+            &[
+                execution(1, RunPhase::Succeeded),
+                execution(2, RunPhase::Failed),
+            ],
+        )
+        .await;
+        let mut idle = workflow();
+        idle.uid = uid(11);
+        idle.name = "idle".into();
+        idle.triggers.clear();
+        write(&pool, &[MirrorEvent::Workflow(idle)]).await;
+        // Runs are dated 2025-03-14; move them into the view's 30-day window.
+        sqlx::query("UPDATE workflow_executions SET created_at = now()")
+            .execute(&pool)
+            .await
+            .unwrap();
+
+        let rows: Vec<(String, i64, i64, i64, Option<f64>)> = sqlx::query_as(
+            "SELECT workflow_name, total_executions, successful_executions, failed_executions, failure_rate::float8
+             FROM workflow_execution_summary ORDER BY workflow_name",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            rows,
+            [
+                ("idle".into(), 0, 0, 0, None),
+                ("triage-signup".into(), 2, 1, 1, Some(50.0))
+            ]
+        );
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn user_activity_summary_neither_drops_nor_multiplies(pool: PgPool) {
+        seed_runs(
+            &pool,
+            &[
+                execution(1, RunPhase::Succeeded),
+                execution(2, RunPhase::Failed),
+            ],
+        )
+        .await;
+        let mut second = workflow();
+        second.uid = uid(11);
+        second.name = "second".into();
+        second.triggers.clear();
+        write(&pool, &[MirrorEvent::Workflow(second)]).await;
+        sqlx::query("UPDATE workflow_executions SET created_at = now()")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO users (id, email, name, password_hash) VALUES ($1, 'idle@example.com', 'idle', 'x')",
+        )
+        .bind(uid(99))
+        .execute(&pool)
+        .await
+        .unwrap();
+
+        let rows: Vec<(Uuid, Option<Uuid>, i64, i64)> = sqlx::query_as(
+            "SELECT user_id, workspace_id, executions_started, workflows_created
+             FROM user_activity_summary ORDER BY user_name",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        // Two workflows and two runs: the seed's view said 4 runs (2 × 2)
+        // and dropped the idle user.
+        assert_eq!(
+            rows,
+            [(uid(99), None, 0, 0), (SYSTEM_USER_ID, Some(uid(1)), 2, 2)]
+        );
     }
 }

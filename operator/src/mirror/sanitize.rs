@@ -144,7 +144,11 @@ pub fn text(value: &str, cap_bytes: usize, field: &'static str, notes: &mut Note
     let escaped = escape_nul(value, notes);
     let mut value = escaped.unwrap_or_else(|| value.to_owned());
     if value.len() > cap_bytes {
-        notes.truncated.push(Truncation { field, original_bytes: value.len(), cap_bytes });
+        notes.truncated.push(Truncation {
+            field,
+            original_bytes: value.len(),
+            cap_bytes,
+        });
         value.truncate(floor_boundary(&value, cap_bytes));
     }
     value
@@ -152,7 +156,12 @@ pub fn text(value: &str, cap_bytes: usize, field: &'static str, notes: &mut Note
 
 /// Bytes that should be text (a log line): invalid UTF-8 repaired, then
 /// as [`text`].
-pub fn bytes_text(value: &[u8], cap_bytes: usize, field: &'static str, notes: &mut Notes) -> String {
+pub fn bytes_text(
+    value: &[u8],
+    cap_bytes: usize,
+    field: &'static str,
+    notes: &mut Notes,
+) -> String {
     match std::str::from_utf8(value) {
         Ok(valid) => text(valid, cap_bytes, field, notes),
         Err(_) => {
@@ -165,7 +174,11 @@ pub fn bytes_text(value: &[u8], cap_bytes: usize, field: &'static str, notes: &m
 /// A name for a `VARCHAR(max_chars)` column: NULs escaped, cut silently
 /// (Kubernetes names fit; this only keeps a freak value from failing a row).
 pub fn varchar(value: &str, max_chars: usize) -> String {
-    let value = if value.contains('\0') { value.replace('\0', NUL_ESCAPE) } else { value.to_owned() };
+    let value = if value.contains('\0') {
+        value.replace('\0', NUL_ESCAPE)
+    } else {
+        value.to_owned()
+    };
     match value.char_indices().nth(max_chars) {
         Some((end, _)) => value[..end].to_owned(),
         None => value,
@@ -178,13 +191,15 @@ fn needs_cleaning(value: &Value, depth: usize, max_depth: usize) -> bool {
         Value::String(text) => text.contains('\0'),
         Value::Array(items) => {
             (depth >= max_depth && !items.is_empty())
-                || items.iter().any(|item| needs_cleaning(item, depth + 1, max_depth))
+                || items
+                    .iter()
+                    .any(|item| needs_cleaning(item, depth + 1, max_depth))
         }
         Value::Object(fields) => {
             (depth >= max_depth && !fields.is_empty())
-                || fields
-                    .iter()
-                    .any(|(key, item)| key.contains('\0') || needs_cleaning(item, depth + 1, max_depth))
+                || fields.iter().any(|(key, item)| {
+                    key.contains('\0') || needs_cleaning(item, depth + 1, max_depth)
+                })
         }
         _ => false,
     }
@@ -194,9 +209,17 @@ fn depth_marker(max_depth: usize) -> Value {
     json!({"$sluice": {"depthCapped": true, "maxDepth": max_depth}})
 }
 
-fn clean(value: &Value, depth: usize, max_depth: usize, capped: &mut bool, notes: &mut Notes) -> Value {
+fn clean(
+    value: &Value,
+    depth: usize,
+    max_depth: usize,
+    capped: &mut bool,
+    notes: &mut Notes,
+) -> Value {
     match value {
-        Value::String(text) => Value::String(escape_nul(text, notes).unwrap_or_else(|| text.clone())),
+        Value::String(text) => {
+            Value::String(escape_nul(text, notes).unwrap_or_else(|| text.clone()))
+        }
         Value::Array(items) if depth >= max_depth && !items.is_empty() => {
             *capped = true;
             depth_marker(max_depth)
@@ -206,7 +229,10 @@ fn clean(value: &Value, depth: usize, max_depth: usize, capped: &mut bool, notes
             depth_marker(max_depth)
         }
         Value::Array(items) => Value::Array(
-            items.iter().map(|item| clean(item, depth + 1, max_depth, capped, notes)).collect(),
+            items
+                .iter()
+                .map(|item| clean(item, depth + 1, max_depth, capped, notes))
+                .collect(),
         ),
         Value::Object(fields) => Value::Object(
             fields
@@ -255,7 +281,12 @@ pub fn json_text(value: &Value, limits: &Limits, field: &'static str, notes: &mu
 }
 
 /// As [`json_text`], for an optional payload.
-pub fn json_opt(value: Option<&Value>, limits: &Limits, field: &'static str, notes: &mut Notes) -> Option<String> {
+pub fn json_opt(
+    value: Option<&Value>,
+    limits: &Limits,
+    field: &'static str,
+    notes: &mut Notes,
+) -> Option<String> {
     value.map(|value| json_text(value, limits, field, notes))
 }
 
@@ -314,8 +345,12 @@ fn mask_at(value: &Value, depth: usize) -> Value {
                 })
                 .collect(),
         ),
-        Value::Array(items) => Value::Array(items.iter().map(|item| mask_at(item, depth + 1)).collect()),
-        Value::String(text) => Value::String(mask_url_password(text).unwrap_or_else(|| text.clone())),
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|item| mask_at(item, depth + 1)).collect())
+        }
+        Value::String(text) => {
+            Value::String(mask_url_password(text).unwrap_or_else(|| text.clone()))
+        }
         other => other.clone(),
     }
 }
@@ -335,7 +370,12 @@ mod tests {
     #[test]
     fn nul_is_escaped_in_strings_and_keys() {
         let mut notes = Notes::default();
-        let stored = json_text(&json!({"a\u{0}b": ["x\u{0}y"]}), &Limits::default(), "output", &mut notes);
+        let stored = json_text(
+            &json!({"a\u{0}b": ["x\u{0}y"]}),
+            &Limits::default(),
+            "output",
+            &mut notes,
+        );
         assert_eq!(stored, r#"{"a\\u0000b":["x\\u0000y"]}"#);
         assert_eq!(notes.nul_escaped, 2);
     }
@@ -343,7 +383,12 @@ mod tests {
     #[test]
     fn clean_json_is_serialised_unchanged() {
         let mut notes = Notes::default();
-        let stored = json_text(&json!({"a": [1, "two"]}), &Limits::default(), "output", &mut notes);
+        let stored = json_text(
+            &json!({"a": [1, "two"]}),
+            &Limits::default(),
+            "output",
+            &mut notes,
+        );
         assert_eq!(stored, r#"{"a":[1,"two"]}"#);
         assert!(notes.is_empty());
         assert_eq!(notes.to_json(), None);
@@ -351,26 +396,46 @@ mod tests {
 
     #[test]
     fn large_json_is_replaced_by_a_recorded_preview() {
-        let limits = Limits { payload_cap_bytes: 100, ..Limits::default() };
+        let limits = Limits {
+            payload_cap_bytes: 100,
+            ..Limits::default()
+        };
         let mut notes = Notes::default();
         let big = json!({"body": "é".repeat(500)});
-        let stored: Value = serde_json::from_str(&json_text(&big, &limits, "output", &mut notes)).unwrap();
+        let stored: Value =
+            serde_json::from_str(&json_text(&big, &limits, "output", &mut notes)).unwrap();
         assert_eq!(stored["$sluice"]["truncated"], json!(true));
-        assert_eq!(stored["$sluice"]["originalBytes"], json!(1012));
+        assert_eq!(stored["$sluice"]["originalBytes"], json!(1011));
         assert_eq!(stored["$sluice"]["capBytes"], json!(100));
-        assert!(stored["preview"].as_str().unwrap().starts_with(r#"{"body":"é"#));
+        assert!(
+            stored["preview"]
+                .as_str()
+                .unwrap()
+                .starts_with(r#"{"body":"é"#)
+        );
         assert_eq!(
             notes.truncated,
-            vec![Truncation { field: "output", original_bytes: 1012, cap_bytes: 100 }]
+            vec![Truncation {
+                field: "output",
+                original_bytes: 1011,
+                cap_bytes: 100
+            }]
         );
     }
 
     #[test]
     fn deep_json_is_capped_at_max_depth() {
-        let limits = Limits { max_depth: 3, ..Limits::default() };
+        let limits = Limits {
+            max_depth: 3,
+            ..Limits::default()
+        };
         let mut notes = Notes::default();
-        let stored: Value = serde_json::from_str(&json_text(&nested(10), &limits, "input", &mut notes)).unwrap();
-        assert_eq!(stored["next"]["next"]["next"]["$sluice"]["depthCapped"], json!(true));
+        let stored: Value =
+            serde_json::from_str(&json_text(&nested(10), &limits, "input", &mut notes)).unwrap();
+        assert_eq!(
+            stored["next"]["next"]["next"]["$sluice"]["depthCapped"],
+            json!(true)
+        );
         assert_eq!(notes.depth_capped, vec!["input"]);
         let mut notes = Notes::default();
         json_text(&nested(3), &limits, "input", &mut notes);
@@ -389,7 +454,10 @@ mod tests {
     #[test]
     fn invalid_utf8_is_repaired_and_noted() {
         let mut notes = Notes::default();
-        assert_eq!(bytes_text(b"ok \xff\xfe done\0", 100, "message", &mut notes), "ok \u{fffd}\u{fffd} done\\u0000");
+        assert_eq!(
+            bytes_text(b"ok \xff\xfe done\0", 100, "message", &mut notes),
+            "ok \u{fffd}\u{fffd} done\\u0000"
+        );
         assert_eq!(notes.invalid_utf8, vec!["message"]);
         assert_eq!(notes.nul_escaped, 1);
         let merged = notes.merge_into(Some(json!({"pod": "p"}))).unwrap();

@@ -9,14 +9,15 @@ use serde_json::{Map, Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::records::{
-    EnvValue, ScheduleRecord, WorkflowRecord, WorkflowState, WorkspaceRecord,
-};
+use super::records::{EnvValue, ScheduleRecord, WorkflowRecord, WorkflowState, WorkspaceRecord};
 use super::sanitize::{self, Limits, Notes};
 use super::{WriteError, failed, ids};
 
 /// Creates or updates the workspace of a namespace.
-pub async fn upsert_workspace(conn: &mut PgConnection, workspace: &WorkspaceRecord) -> Result<(), WriteError> {
+pub async fn upsert_workspace(
+    conn: &mut PgConnection,
+    workspace: &WorkspaceRecord,
+) -> Result<(), WriteError> {
     let settings = json!({"namespace": workspace.name, "labels": workspace.labels});
     sqlx::query(
         "INSERT INTO workspaces (id, name, owner_id, settings, is_active, created_at)
@@ -38,7 +39,11 @@ pub async fn upsert_workspace(conn: &mut PgConnection, workspace: &WorkspaceReco
 
 /// Creates the workspace row if its namespace was not mirrored yet; never
 /// changes an existing one.
-pub async fn ensure_workspace(conn: &mut PgConnection, uid: Uuid, namespace: &str) -> Result<(), WriteError> {
+pub async fn ensure_workspace(
+    conn: &mut PgConnection,
+    uid: Uuid,
+    namespace: &str,
+) -> Result<(), WriteError> {
     sqlx::query(
         "INSERT INTO workspaces (id, name, owner_id, settings)
          VALUES ($1, $2, $3, jsonb_build_object('namespace', $2::text))
@@ -65,7 +70,11 @@ pub async fn deactivate_workspace(conn: &mut PgConnection, uid: Uuid) -> Result<
 
 /// Creates or updates the workflow row. An archived workflow stays archived
 /// and an older revision never replaces a newer one.
-pub async fn upsert_workflow(conn: &mut PgConnection, workflow: &WorkflowRecord, limits: &Limits) -> Result<(), WriteError> {
+pub async fn upsert_workflow(
+    conn: &mut PgConnection,
+    workflow: &WorkflowRecord,
+    limits: &Limits,
+) -> Result<(), WriteError> {
     ensure_workspace(conn, workflow.workspace_uid, &workflow.namespace).await?;
     let mut notes = Notes::default();
     let description = workflow
@@ -150,9 +159,15 @@ pub fn tag_names(workflow: &WorkflowRecord) -> Vec<String> {
 }
 
 /// Makes the workflow's tag assignments exactly its labels.
-pub async fn sync_workflow_tags(conn: &mut PgConnection, workflow: &WorkflowRecord) -> Result<(), WriteError> {
+pub async fn sync_workflow_tags(
+    conn: &mut PgConnection,
+    workflow: &WorkflowRecord,
+) -> Result<(), WriteError> {
     let names = tag_names(workflow);
-    let tag_ids: Vec<Uuid> = names.iter().map(|name| ids::tag_id(workflow.workspace_uid, name)).collect();
+    let tag_ids: Vec<Uuid> = names
+        .iter()
+        .map(|name| ids::tag_id(workflow.workspace_uid, name))
+        .collect();
     sqlx::query(
         "INSERT INTO workflow_tags (id, workspace_id, name, created_by)
          SELECT tag.id, $2, tag.name, $4 FROM UNNEST($1::uuid[], $3::text[]) AS tag(id, name)
@@ -209,7 +224,12 @@ pub async fn sync_workflow_triggers(
             other => Map::from_iter([("value".to_owned(), other.clone())]),
         };
         object.insert("name".into(), Value::String(trigger.name.clone()));
-        settings.push(sanitize::json_text(&Value::Object(object), limits, "settings", &mut notes));
+        settings.push(sanitize::json_text(
+            &Value::Object(object),
+            limits,
+            "settings",
+            &mut notes,
+        ));
         active.push(trigger.active && workflow.state != WorkflowState::Archived);
     }
     sqlx::query(
@@ -238,17 +258,25 @@ pub async fn sync_workflow_triggers(
 
 /// Makes `webhook_endpoints` exactly the workflow's webhook triggers. The
 /// `secret` column holds `secretRef:<name>/<key>` (or `none`), never a key.
-pub async fn sync_webhook_endpoints(conn: &mut PgConnection, workflow: &WorkflowRecord) -> Result<(), WriteError> {
+pub async fn sync_webhook_endpoints(
+    conn: &mut PgConnection,
+    workflow: &WorkflowRecord,
+) -> Result<(), WriteError> {
     let mut endpoint_ids = Vec::new();
     let mut paths = Vec::new();
     let mut secrets = Vec::new();
     let mut active = Vec::new();
     let mut last_used = Vec::new();
     for trigger in &workflow.triggers {
-        let Some(webhook) = &trigger.webhook else { continue };
+        let Some(webhook) = &trigger.webhook else {
+            continue;
+        };
         endpoint_ids.push(ids::webhook_endpoint_id(workflow.uid, &trigger.name));
         paths.push(sanitize::varchar(&webhook.path, 255));
-        let secret = webhook.secret_ref.as_ref().map_or_else(|| "none".to_owned(), |secret| secret.reference());
+        let secret = webhook
+            .secret_ref
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), |secret| secret.reference());
         secrets.push(sanitize::varchar(&secret, 255));
         active.push(trigger.active);
         last_used.push(webhook.last_used_at);
@@ -309,7 +337,12 @@ pub async fn sync_environment_variables(
         names.push(sanitize::varchar(&variable.name, 255));
         match &variable.value {
             EnvValue::Plain(value) => {
-                values.push(sanitize::text(value, limits.text_cap_bytes, "value", &mut notes));
+                values.push(sanitize::text(
+                    value,
+                    limits.text_cap_bytes,
+                    "value",
+                    &mut notes,
+                ));
                 secret.push(false);
             }
             EnvValue::Secret(reference) => {
@@ -346,14 +379,20 @@ pub async fn sync_environment_variables(
 
 /// Everything a Workflow event writes: the workflow, its version, tags,
 /// triggers, webhook endpoints and environment.
-pub async fn apply_workflow(conn: &mut PgConnection, workflow: &WorkflowRecord, limits: &Limits) -> Result<(), WriteError> {
+pub async fn apply_workflow(
+    conn: &mut PgConnection,
+    workflow: &WorkflowRecord,
+    limits: &Limits,
+) -> Result<(), WriteError> {
     upsert_workflow(conn, workflow, limits).await?;
-    let stale: bool = sqlx::query_scalar("SELECT status = 'archived' OR version > $2 FROM workflows WHERE id = $1")
-        .bind(workflow.uid)
-        .bind(workflow.revision)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(failed("workflow"))?;
+    let stale: bool = sqlx::query_scalar(
+        "SELECT status = 'archived' OR version > $2 FROM workflows WHERE id = $1",
+    )
+    .bind(workflow.uid)
+    .bind(workflow.revision)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(failed("workflow"))?;
     if stale {
         // A late event of a deleted workflow, or of an older revision: the
         // side tables already reflect something newer.
@@ -388,7 +427,10 @@ pub async fn archive_workflow(conn: &mut PgConnection, uid: Uuid) -> Result<(), 
 }
 
 /// Creates or updates a Schedule's row.
-pub async fn upsert_schedule(conn: &mut PgConnection, schedule: &ScheduleRecord) -> Result<(), WriteError> {
+pub async fn upsert_schedule(
+    conn: &mut PgConnection,
+    schedule: &ScheduleRecord,
+) -> Result<(), WriteError> {
     sqlx::query(
         "INSERT INTO workflow_schedules (id, workflow_id, name, cron_expression, timezone, is_active,
                                          next_run_at, last_run_at, created_at)
@@ -422,4 +464,235 @@ pub async fn delete_schedule(conn: &mut PgConnection, uid: Uuid) -> Result<(), W
         .await
         .map_err(failed("workflow schedule"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::{DateTime, Utc};
+    use sqlx::PgPool;
+
+    use super::super::fixtures::*;
+    use super::super::records::*;
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn a_workflow_fills_its_side_tables(pool: PgPool) {
+        seed_runs(&pool, &[]).await;
+
+        let owner: uuid::Uuid = sqlx::query_scalar("SELECT owner_id FROM workspaces WHERE id = $1")
+            .bind(uid(1))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(owner, super::ids::SYSTEM_USER_ID);
+        let (status, version): (String, i32) =
+            sqlx::query_as("SELECT status, version FROM workflows WHERE id = $1")
+                .bind(uid(10))
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!((status.as_str(), version), ("active", 1));
+        let tags: Vec<String> = sqlx::query_scalar(
+            "SELECT t.name FROM workflow_tag_assignments a JOIN workflow_tags t ON t.id = a.tag_id
+             WHERE a.workflow_id = $1 ORDER BY t.name",
+        )
+        .bind(uid(10))
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(tags, ["team=growth", "tier=gold"]);
+        let (path, secret): (String, String) = sqlx::query_as(
+            "SELECT endpoint_path, secret FROM webhook_endpoints WHERE workflow_id = $1",
+        )
+        .bind(uid(10))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(path, "/hooks/growth/triage-signup/signup");
+        assert_eq!(secret, "secretRef:signup-hook/hmac");
+        let env: Vec<(String, String, bool)> = sqlx::query_as(
+            "SELECT name, value, is_secret FROM environment_variables ORDER BY name",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            env,
+            [
+                ("CRM_TOKEN".into(), "secretRef:crm/token".into(), true),
+                ("REGION".into(), "eu".into(), false)
+            ]
+        );
+        let trigger: (String, serde_json::Value) = sqlx::query_as(
+            "SELECT trigger_type, settings FROM workflow_triggers WHERE workflow_id = $1",
+        )
+        .bind(uid(10))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            trigger,
+            (
+                "webhook".into(),
+                serde_json::json!({"auth": "hmac", "name": "signup"})
+            )
+        );
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn a_new_revision_replaces_side_tables_and_an_old_one_is_ignored(pool: PgPool) {
+        seed_runs(&pool, &[]).await;
+        let mut next = workflow();
+        next.revision = 2;
+        next.labels = BTreeMap::from([("tier".into(), "silver".into())]);
+        next.triggers.clear();
+        next.env.truncate(1);
+        write(&pool, &[MirrorEvent::Workflow(next)]).await;
+        // A late event of revision 1 changes nothing.
+        write(&pool, &[MirrorEvent::Workflow(workflow())]).await;
+
+        let versions: Vec<i32> =
+            sqlx::query_scalar("SELECT version_number FROM workflow_versions ORDER BY 1")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(versions, [1, 2]);
+        let version: i32 = sqlx::query_scalar("SELECT version FROM workflows")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(version, 2);
+        let tags: Vec<String> = sqlx::query_scalar(
+            "SELECT t.name FROM workflow_tag_assignments a JOIN workflow_tags t ON t.id = a.tag_id ORDER BY 1",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(tags, ["tier=silver"]);
+        for (table, expected) in [
+            ("workflow_triggers", 0),
+            ("webhook_endpoints", 0),
+            ("environment_variables", 1),
+        ] {
+            let count: i64 =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            assert_eq!(count, expected, "{table}");
+        }
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn a_deleted_workflow_is_archived_for_good(pool: PgPool) {
+        seed_runs(&pool, &[execution(1, RunPhase::Succeeded)]).await;
+        let deleted = MirrorEvent::Deleted(DeletedRecord {
+            kind: ResourceKind::Workflow,
+            uid: uid(10),
+        });
+        write(&pool, std::slice::from_ref(&deleted)).await;
+        write(&pool, &[MirrorEvent::Workflow(workflow())]).await;
+
+        let status: String = sqlx::query_scalar("SELECT status FROM workflows")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(status, "archived");
+        let endpoints: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_endpoints")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(endpoints, 0);
+        let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM workflow_executions")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(runs, 1, "history stays");
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn a_recreated_workflow_takes_over_its_webhook_path(pool: PgPool) {
+        seed_runs(&pool, &[]).await;
+        write(
+            &pool,
+            &[MirrorEvent::Deleted(DeletedRecord {
+                kind: ResourceKind::Workflow,
+                uid: uid(10),
+            })],
+        )
+        .await;
+        let mut recreated = workflow();
+        recreated.uid = uid(11);
+        write(&pool, &[MirrorEvent::Workflow(recreated)]).await;
+        let owner: uuid::Uuid = sqlx::query_scalar("SELECT workflow_id FROM webhook_endpoints")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(owner, uid(11));
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn schedules_are_upserted_and_deleted(pool: PgPool) {
+        seed_runs(&pool, &[]).await;
+        let schedule = ScheduleRecord {
+            uid: uid(20),
+            workflow_uid: uid(10),
+            name: "nightly".into(),
+            cron: "30 2 * * *".into(),
+            time_zone: "Europe/Berlin".into(),
+            active: true,
+            next_run_at: Some(at(1, 30)),
+            last_run_at: None,
+            created_at: None,
+        };
+        write(&pool, &[MirrorEvent::Schedule(schedule.clone())]).await;
+        let row: (String, String, bool) =
+            sqlx::query_as("SELECT cron_expression, timezone, is_active FROM workflow_schedules")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(row, ("30 2 * * *".into(), "Europe/Berlin".into(), true));
+        write(
+            &pool,
+            &[MirrorEvent::Deleted(DeletedRecord {
+                kind: ResourceKind::Schedule,
+                uid: uid(20),
+            })],
+        )
+        .await;
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM workflow_schedules")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(count, 0);
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn updated_at_moves_on_a_change_and_not_on_a_replay(pool: PgPool) {
+        seed_runs(&pool, &[]).await;
+        let read = || async {
+            sqlx::query_as::<_, (DateTime<Utc>, DateTime<Utc>)>(
+                "SELECT created_at, updated_at FROM workflows",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        };
+        let (created, first) = read().await;
+        assert_eq!(
+            created,
+            at(8, 5),
+            "created_at is the object's creationTimestamp"
+        );
+
+        write(&pool, &[MirrorEvent::Workflow(workflow())]).await;
+        assert_eq!(read().await.1, first, "a replay is not an update");
+
+        let mut changed = workflow();
+        changed.description = Some("changed".into());
+        write(&pool, &[MirrorEvent::Workflow(changed)]).await;
+        let (_, second) = read().await;
+        assert!(second > first, "{second} should be after {first}");
+    }
 }

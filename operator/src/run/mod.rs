@@ -3,3 +3,4 @@
 //! the reconcile shell applies them with the kube client.
 
 pub mod admission;
+pub mod job;
