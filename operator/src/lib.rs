@@ -3,3 +3,4 @@
 pub mod mirror;
 pub mod names;
 pub mod run;
+pub mod workflow;
