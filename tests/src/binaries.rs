@@ -71,9 +71,11 @@ pub fn target_dir() -> PathBuf {
 
 /// The path of a workspace binary, or an error saying how to build it.
 pub fn locate(binary: Binary) -> Result<PathBuf, MissingBinary> {
-    let path = target_dir()
-        .join("debug")
-        .join(format!("{}{}", binary.name(), std::env::consts::EXE_SUFFIX));
+    let path = target_dir().join("debug").join(format!(
+        "{}{}",
+        binary.name(),
+        std::env::consts::EXE_SUFFIX
+    ));
     if path.is_file() {
         Ok(path)
     } else {
@@ -97,7 +99,13 @@ mod tests {
             path: PathBuf::from("/nowhere/debug/sluice-runner"),
         };
         let message = error.to_string();
-        assert!(message.contains("cargo build -p sluice-runner --bin sluice-runner"), "{message}");
-        assert!(message.contains("/nowhere/debug/sluice-runner"), "{message}");
+        assert!(
+            message.contains("cargo build -p sluice-runner --bin sluice-runner"),
+            "{message}"
+        );
+        assert!(
+            message.contains("/nowhere/debug/sluice-runner"),
+            "{message}"
+        );
     }
 }

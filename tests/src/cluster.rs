@@ -20,7 +20,7 @@ use kube::core::GroupVersionKind;
 use serde_json::{Value, json};
 
 use crate::apiserver::{ApiServer, StartError};
-use crate::binaries::workspace_root;
+use crate::binaries::{Binary, locate, workspace_root};
 use crate::kubelet::{Kubelet, KubeletOptions};
 
 /// Environment variable naming a kubeconfig of a real cluster to test against.
@@ -154,10 +154,11 @@ fn write_file(path: &Path, contents: &str) -> Result<(), ClusterError> {
 
 /// A kubeconfig for a real cluster, with every context's namespace set to the test's.
 fn rewrite_kubeconfig(source: &Path, namespace: &str, target: &Path) -> Result<(), ClusterError> {
-    let mut kubeconfig = Kubeconfig::read_from(source).map_err(|error| ClusterError::Kubeconfig {
-        path: source.to_path_buf(),
-        source: Box::new(error),
-    })?;
+    let mut kubeconfig =
+        Kubeconfig::read_from(source).map_err(|error| ClusterError::Kubeconfig {
+            path: source.to_path_buf(),
+            source: Box::new(error),
+        })?;
     for context in &mut kubeconfig.contexts {
         if let Some(context) = context.context.as_mut() {
             context.namespace = Some(namespace.to_string());
@@ -214,13 +215,21 @@ impl TestCluster {
         namespaces
             .create(&PostParams::default(), &object)
             .await
-            .map_err(kube_error(format!("create namespace {}", cluster.namespace)))?;
+            .map_err(kube_error(format!(
+                "create namespace {}",
+                cluster.namespace
+            )))?;
         if std::env::var(KUBELET_ENV).as_deref() != Ok("cluster") {
-            let root = cluster.workdir.path().join("kubelet");
-            cluster.kubelet = Some(Kubelet::start(
-                cluster.client.clone(),
-                KubeletOptions::new(root).namespace(&cluster.namespace),
-            ));
+            let mut options = KubeletOptions::new(cluster.workdir.path().join("kubelet"))
+                .namespace(&cluster.namespace);
+            // Jobs name the workspace binaries by command name; a missing one
+            // fails its pod with a message (and `binaries::locate` says how to build it).
+            for binary in [Binary::Runner, Binary::Operator] {
+                if let Ok(path) = locate(binary) {
+                    options = options.program(binary.name(), path);
+                }
+            }
+            cluster.kubelet = Some(Kubelet::start(cluster.client.clone(), options));
         }
         Ok(cluster)
     }
@@ -265,10 +274,18 @@ impl TestCluster {
             Ok(entries) => entries
                 .filter_map(Result::ok)
                 .map(|entry| entry.path())
-                .filter(|path| path.extension().is_some_and(|extension| extension == "yaml" || extension == "yml"))
+                .filter(|path| {
+                    path.extension()
+                        .is_some_and(|extension| extension == "yaml" || extension == "yml")
+                })
                 .collect(),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(source) => return Err(ClusterError::Io { path: folder, source }),
+            Err(source) => {
+                return Err(ClusterError::Io {
+                    path: folder,
+                    source,
+                });
+            }
         };
         files.sort();
         for file in files {
@@ -284,10 +301,11 @@ impl TestCluster {
             path: path.to_path_buf(),
             source,
         })?;
-        let documents: Vec<Value> = serde_saphyr::from_multiple(&text).map_err(|error| ClusterError::Manifest {
-            path: path.to_path_buf(),
-            message: error.to_string(),
-        })?;
+        let documents: Vec<Value> =
+            serde_saphyr::from_multiple(&text).map_err(|error| ClusterError::Manifest {
+                path: path.to_path_buf(),
+                message: error.to_string(),
+            })?;
         let mut applied = Vec::new();
         for document in documents.into_iter().filter(|document| !document.is_null()) {
             applied.push(self.apply_value(document, path).await?);
@@ -297,7 +315,11 @@ impl TestCluster {
 
     /// Applies one object given as JSON; namespaced objects without a
     /// namespace go to the test's namespace.
-    pub async fn apply_value(&self, document: Value, origin: &Path) -> Result<DynamicObject, ClusterError> {
+    pub async fn apply_value(
+        &self,
+        document: Value,
+        origin: &Path,
+    ) -> Result<DynamicObject, ClusterError> {
         let manifest_error = |message: &str| ClusterError::Manifest {
             path: origin.to_path_buf(),
             message: message.to_string(),
@@ -330,7 +352,11 @@ impl TestCluster {
             Api::all_with(self.client.clone(), &resource)
         };
         let applied = api
-            .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&document))
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&document),
+            )
             .await
             .map_err(kube_error(format!("apply {kind} {name}")))?;
         if kind == "CustomResourceDefinition" {
@@ -345,7 +371,10 @@ impl TestCluster {
         let limit = Duration::from_secs(30);
         let started = tokio::time::Instant::now();
         loop {
-            let crd = crds.get(name).await.map_err(kube_error(format!("get crd {name}")))?;
+            let crd = crds
+                .get(name)
+                .await
+                .map_err(kube_error(format!("get crd {name}")))?;
             let established = crd
                 .status
                 .and_then(|status| status.conditions)
@@ -356,7 +385,10 @@ impl TestCluster {
                 return Ok(());
             }
             if started.elapsed() > limit {
-                return Err(ClusterError::Timeout(limit, format!("crd {name} to be established")));
+                return Err(ClusterError::Timeout(
+                    limit,
+                    format!("crd {name} to be established"),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -6,7 +6,8 @@
 //! `/version`); get, list (label and field selectors, `limit` with continue
 //! tokens), watch, create, replace, patch (merge, JSON, strategic, apply),
 //! delete and delete-collection on objects and on their `/status`
-//! subresource. Not served: `/openapi/*` (404, which kubectl tolerates),
+//! subresource, and the minimal `/openapi/v3` documents kubectl apply needs
+//! (see `openapi.rs`). Not served: `/openapi/v2` (404),
 //! protobuf, Table output, `dryRun`, pod logs, exec, authentication and
 //! authorization (every request is allowed).
 
@@ -21,6 +22,7 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::lifecycle::DeleteOptions;
+use super::openapi;
 use super::patch::{self, PatchKind};
 use super::registry::ResourceType;
 use super::selector::Selector;
@@ -54,6 +56,8 @@ enum Route {
     Group(String),
     ResourceList { group: String, version: String },
     Version,
+    OpenApiIndex,
+    OpenApiGroupVersion(String),
     Resource(ResourcePath),
 }
 
@@ -68,11 +72,17 @@ struct ResourcePath {
 }
 
 fn parse_route(path: &str) -> Option<Route> {
-    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|segment| !segment.is_empty()).collect();
+    let segments: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|segment| !segment.is_empty())
+        .collect();
     let (group, version, rest) = match segments.as_slice() {
         ["api"] => return Some(Route::CoreVersions),
         ["apis"] => return Some(Route::GroupList),
         ["version"] => return Some(Route::Version),
+        ["openapi", "v3"] => return Some(Route::OpenApiIndex),
+        ["openapi", "v3", rest @ ..] => return Some(Route::OpenApiGroupVersion(rest.join("/"))),
         ["apis", group] => return Some(Route::Group(group.to_string())),
         ["api", version, rest @ ..] => ("", *version, rest),
         ["apis", group, version, rest @ ..] => (*group, *version, rest),
@@ -87,7 +97,9 @@ fn parse_route(path: &str) -> Option<Route> {
             });
         }
         ["namespaces", _, "status" | "finalize"] => (None, rest),
-        ["namespaces", namespace, rest @ ..] if !rest.is_empty() => (Some(namespace.to_string()), rest),
+        ["namespaces", namespace, rest @ ..] if !rest.is_empty() => {
+            (Some(namespace.to_string()), rest)
+        }
         _ => (None, rest),
     };
     if rest.len() > 3 {
@@ -106,9 +118,10 @@ fn parse_route(path: &str) -> Option<Route> {
 fn json_response(code: StatusCode, value: &Value) -> Response {
     let mut response = Response::new(Body::from(value.to_string()));
     *response.status_mut() = code;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -121,7 +134,11 @@ pub async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Resp
     let (parts, body) = request.into_parts();
     let body = match axum::body::to_bytes(body, BODY_LIMIT).await {
         Ok(body) => body,
-        Err(error) => return error_response(&ApiError::bad_request(format!("failed to read body: {error}"))),
+        Err(error) => {
+            return error_response(&ApiError::bad_request(format!(
+                "failed to read body: {error}"
+            )));
+        }
     };
     match dispatch(&shared, &parts.method, &parts.uri, &parts.headers, body) {
         Ok(response) => response,
@@ -129,8 +146,16 @@ pub async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Resp
     }
 }
 
-fn dispatch(shared: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body: Bytes) -> ApiResult<Response> {
-    let query: HashMap<String, String> = Query::try_from_uri(uri).map(|Query(query)| query).unwrap_or_default();
+fn dispatch(
+    shared: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let query: HashMap<String, String> = Query::try_from_uri(uri)
+        .map(|Query(query)| query)
+        .unwrap_or_default();
     let not_found = || ApiError::no_route(uri.path());
     let route = parse_route(uri.path()).ok_or_else(not_found)?;
     let registry = shared.store.registry();
@@ -139,6 +164,11 @@ fn dispatch(shared: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, bo
         Route::GroupList => Some(registry.group_list()),
         Route::Group(group) => registry.group(&group),
         Route::ResourceList { group, version } => registry.resource_list(&group, &version),
+        Route::OpenApiIndex => Some(openapi::index(
+            &registry,
+            shared.store.lock().resource_version,
+        )),
+        Route::OpenApiGroupVersion(path) => openapi::group_version(&registry, &path),
         Route::Version => Some(json!({
             "major": "1", "minor": "33", "gitVersion": "v1.33.0-sluice-e2e", "platform": "linux/amd64",
         })),
@@ -160,7 +190,9 @@ fn dispatch(shared: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, bo
     };
     let document = document.ok_or_else(not_found)?;
     if *method != Method::GET {
-        return Err(ApiError::method_not_allowed(format!("{method} is not allowed on discovery documents")));
+        return Err(ApiError::method_not_allowed(format!(
+            "{method} is not allowed on discovery documents"
+        )));
     }
     Ok(json_response(StatusCode::OK, &document))
 }
@@ -180,7 +212,10 @@ impl ResourceRequest<'_> {
     }
 
     fn param(&self, name: &str) -> Option<&str> {
-        self.query.get(name).map(String::as_str).filter(|value| !value.is_empty())
+        self.query
+            .get(name)
+            .map(String::as_str)
+            .filter(|value| !value.is_empty())
     }
 
     fn flag(&self, name: &str) -> bool {
@@ -209,7 +244,9 @@ impl ResourceRequest<'_> {
 
     fn serve(self, method: &Method) -> ApiResult<Response> {
         if self.resource.namespaced != self.path.namespace.is_some()
-            && !(self.resource.namespaced && self.path.name.is_none() && matches!(*method, Method::GET))
+            && !(self.resource.namespaced
+                && self.path.name.is_none()
+                && matches!(*method, Method::GET))
         {
             return Err(ApiError::no_route(&format!(
                 "{} is {}namespaced",
@@ -221,7 +258,10 @@ impl ResourceRequest<'_> {
             None => false,
             Some("status") if self.resource.status_subresource => true,
             Some(other) => {
-                return Err(ApiError::no_route(&format!("{}/{other}", self.resource.plural)));
+                return Err(ApiError::no_route(&format!(
+                    "{}/{other}",
+                    self.resource.plural
+                )));
             }
         };
         match (method.clone(), self.path.name.clone()) {
@@ -243,10 +283,15 @@ impl ResourceRequest<'_> {
     fn body_object(&self) -> ApiResult<Value> {
         let object = patch::parse_body(&self.body)?;
         if !object.is_object() {
-            return Err(ApiError::bad_request("the request body must be a JSON object"));
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
         }
         let body_namespace = meta_str(&object, "namespace");
-        if self.resource.namespaced && !body_namespace.is_empty() && body_namespace != self.namespace() {
+        if self.resource.namespaced
+            && !body_namespace.is_empty()
+            && body_namespace != self.namespace()
+        {
             return Err(ApiError::bad_request(
                 "the namespace of the provided object does not match the namespace sent on the request",
             ));
@@ -293,7 +338,9 @@ impl ResourceRequest<'_> {
             Some(token) => {
                 let mut parts = token.splitn(3, '/');
                 let version = parts.next().and_then(|version| version.parse::<u64>().ok());
-                let (Some(version), Some(namespace), Some(name)) = (version, parts.next(), parts.next()) else {
+                let (Some(version), Some(namespace), Some(name)) =
+                    (version, parts.next(), parts.next())
+                else {
                     return Err(ApiError::bad_request("invalid continue token"));
                 };
                 state.check_continue(&key, version)?;
@@ -301,11 +348,15 @@ impl ResourceRequest<'_> {
             }
             None => (state.resource_version, None),
         };
-        let candidates = state.list(&key, self.path.namespace.as_deref()).into_iter().filter(|object| {
-            after.as_ref().is_none_or(|(namespace, name)| {
-                (meta_str(object, "namespace"), meta_str(object, "name")) > (namespace.as_str(), name.as_str())
-            })
-        });
+        let candidates = state
+            .list(&key, self.path.namespace.as_deref())
+            .into_iter()
+            .filter(|object| {
+                after.as_ref().is_none_or(|(namespace, name)| {
+                    (meta_str(object, "namespace"), meta_str(object, "name"))
+                        > (namespace.as_str(), name.as_str())
+                })
+            });
         let mut items = StoreState::select(candidates, &labels, &fields);
         let mut continue_token = None;
         if let Some(limit) = limit
@@ -315,19 +366,29 @@ impl ResourceRequest<'_> {
             items.truncate(limit);
             if let Some(last) = items.last() {
                 continue_token = Some((
-                    format!("{list_version}/{}/{}", meta_str(last, "namespace"), meta_str(last, "name")),
+                    format!(
+                        "{list_version}/{}/{}",
+                        meta_str(last, "namespace"),
+                        meta_str(last, "name")
+                    ),
                     remaining,
                 ));
             }
         }
         drop(state);
-        let items: Vec<Value> = items.into_iter().map(|object| self.present(object)).collect();
+        let items: Vec<Value> = items
+            .into_iter()
+            .map(|object| self.present(object))
+            .collect();
         let mut metadata = json!({"resourceVersion": list_version.to_string()});
         if let Some((token, remaining)) = continue_token {
             metadata["continue"] = json!(token);
             metadata["remainingItemCount"] = json!(remaining);
         }
-        Ok(json_response(StatusCode::OK, &self.list_document(items, metadata)))
+        Ok(json_response(
+            StatusCode::OK,
+            &self.list_document(items, metadata),
+        ))
     }
 
     fn list_document(&self, items: Vec<Value>, metadata: Value) -> Value {
@@ -343,37 +404,38 @@ impl ResourceRequest<'_> {
         let (labels, fields) = self.selectors()?;
         let since = match self.param("resourceVersion") {
             None | Some("0") => None,
-            Some(version) => Some(
-                version
-                    .parse::<u64>()
-                    .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {version:?}")))?,
-            ),
+            Some(version) => Some(version.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!("invalid resourceVersion {version:?}"))
+            })?),
         };
         let timeout = self
             .param("timeoutSeconds")
             .and_then(|seconds| seconds.parse::<u64>().ok())
             .unwrap_or(1800);
-        Ok(watch::respond(self.shared.store.clone(), WatchRequest {
-            resource: self.resource.clone(),
-            version: self.path.version.clone(),
-            namespace: self.path.namespace.clone(),
-            labels,
-            fields,
-            since,
-            bookmarks: self.flag("allowWatchBookmarks"),
-            timeout: Duration::from_secs(timeout),
-            bookmark_interval: self.shared.settings.bookmark_interval,
-        }))
+        Ok(watch::respond(
+            self.shared.store.clone(),
+            WatchRequest {
+                resource: self.resource.clone(),
+                version: self.path.version.clone(),
+                namespace: self.path.namespace.clone(),
+                labels,
+                fields,
+                since,
+                bookmarks: self.flag("allowWatchBookmarks"),
+                timeout: Duration::from_secs(timeout),
+                bookmark_interval: self.shared.settings.bookmark_interval,
+            },
+        ))
     }
 
     fn create(&self) -> ApiResult<Response> {
         let object = self.body_object()?;
         let context = WriteContext::update(self.manager());
-        let created = self
-            .shared
-            .store
-            .lock()
-            .create(&self.resource, self.namespace(), object, &context)?;
+        let created =
+            self.shared
+                .store
+                .lock()
+                .create(&self.resource, self.namespace(), object, &context)?;
         Ok(json_response(StatusCode::CREATED, &self.present(created)))
     }
 
@@ -381,11 +443,14 @@ impl ResourceRequest<'_> {
         let object = self.body_object()?;
         self.check_name(&object, name)?;
         let context = WriteContext::update(self.manager());
-        let updated = self
-            .shared
-            .store
-            .lock()
-            .update(&self.resource, self.namespace(), name, object, status, &context)?;
+        let updated = self.shared.store.lock().update(
+            &self.resource,
+            self.namespace(),
+            name,
+            object,
+            status,
+            &context,
+        )?;
         Ok(json_response(StatusCode::OK, &self.present(updated)))
     }
 
@@ -416,14 +481,19 @@ impl ResourceRequest<'_> {
                 let applied = self.body_object()?;
                 self.check_name(&applied, name)?;
                 let (desired, fields) = patch::apply(current.as_ref(), &applied, &manager, status);
-                (desired, WriteContext {
-                    manager,
-                    operation: "Apply",
-                    fields: Some(fields),
-                })
+                (
+                    desired,
+                    WriteContext {
+                        manager,
+                        operation: "Apply",
+                        fields: Some(fields),
+                    },
+                )
             }
             PatchKind::Merge | PatchKind::Strategic | PatchKind::Json => {
-                let current = current.as_ref().ok_or_else(|| ApiError::not_found(subject))?;
+                let current = current
+                    .as_ref()
+                    .ok_or_else(|| ApiError::not_found(subject))?;
                 let desired = if kind == PatchKind::Json {
                     patch::json_patch(current, &self.body, subject)?
                 } else {
@@ -438,7 +508,14 @@ impl ResourceRequest<'_> {
             let created = state.create(&self.resource, self.namespace(), desired, &context)?;
             return Ok(json_response(StatusCode::CREATED, &self.present(created)));
         }
-        let updated = state.update(&self.resource, self.namespace(), name, desired, status, &context)?;
+        let updated = state.update(
+            &self.resource,
+            self.namespace(),
+            name,
+            desired,
+            status,
+            &context,
+        )?;
         Ok(json_response(StatusCode::OK, &self.present(updated)))
     }
 
@@ -446,7 +523,9 @@ impl ResourceRequest<'_> {
         let options = DeleteOptions::from_request(&self.body, self.param("propagationPolicy"))?;
         let mut state = self.shared.store.lock();
         let last = state.delete(&self.resource, self.namespace(), name, &options)?;
-        let still_there = state.get(&self.resource.key(), self.namespace(), name).is_some();
+        let still_there = state
+            .get(&self.resource.key(), self.namespace(), name)
+            .is_some();
         drop(state);
         let code = if still_there {
             StatusCode::ACCEPTED
@@ -461,7 +540,11 @@ impl ResourceRequest<'_> {
         let options = DeleteOptions::from_request(&self.body, self.param("propagationPolicy"))?;
         let mut state = self.shared.store.lock();
         let key = self.resource.key();
-        let selected = StoreState::select(state.list(&key, self.path.namespace.as_deref()), &labels, &fields);
+        let selected = StoreState::select(
+            state.list(&key, self.path.namespace.as_deref()),
+            &labels,
+            &fields,
+        );
         let mut deleted = Vec::new();
         for object in selected {
             let namespace = meta_str(&object, "namespace").to_string();
@@ -475,6 +558,9 @@ impl ResourceRequest<'_> {
         }
         let metadata = json!({"resourceVersion": state.resource_version.to_string()});
         drop(state);
-        Ok(json_response(StatusCode::OK, &self.list_document(deleted, metadata)))
+        Ok(json_response(
+            StatusCode::OK,
+            &self.list_document(deleted, metadata),
+        ))
     }
 }

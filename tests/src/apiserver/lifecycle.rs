@@ -40,7 +40,9 @@ impl Propagation {
             "Orphan" => Ok(Self::Orphan),
             "Background" => Ok(Self::Background),
             "Foreground" => Ok(Self::Foreground),
-            other => Err(ApiError::bad_request(format!("unknown propagationPolicy {other:?}"))),
+            other => Err(ApiError::bad_request(format!(
+                "unknown propagationPolicy {other:?}"
+            ))),
         }
     }
 }
@@ -61,8 +63,9 @@ impl DeleteOptions {
     pub fn from_request(body: &[u8], query_policy: Option<&str>) -> ApiResult<Self> {
         let mut options = Self::default();
         if !body.iter().all(u8::is_ascii_whitespace) {
-            let parsed: Value = serde_json::from_slice(body)
-                .map_err(|error| ApiError::bad_request(format!("invalid DeleteOptions: {error}")))?;
+            let parsed: Value = serde_json::from_slice(body).map_err(|error| {
+                ApiError::bad_request(format!("invalid DeleteOptions: {error}"))
+            })?;
             if let Some(policy) = parsed.get("propagationPolicy").and_then(Value::as_str) {
                 options.propagation = Some(Propagation::parse(policy)?);
             }
@@ -89,7 +92,13 @@ fn finalizers(object: &Value) -> Vec<String> {
     object
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
-        .map(|items| items.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -128,7 +137,10 @@ impl State {
         for (key, table) in &self.tables {
             for ((namespace, name), object) in &table.objects {
                 if owner_uids(object).iter().any(|owner| owner == uid) {
-                    found.push(((key.clone(), namespace.clone(), name.clone()), object.clone()));
+                    found.push((
+                        (key.clone(), namespace.clone(), name.clone()),
+                        object.clone(),
+                    ));
                 }
             }
         }
@@ -169,7 +181,9 @@ impl State {
         let mut object_finalizers = finalizers(&current);
         if policy == Propagation::Foreground
             && !self.dependents_of(&uid).is_empty()
-            && !object_finalizers.iter().any(|finalizer| finalizer == FOREGROUND_FINALIZER)
+            && !object_finalizers
+                .iter()
+                .any(|finalizer| finalizer == FOREGROUND_FINALIZER)
         {
             object_finalizers.push(FOREGROUND_FINALIZER.to_string());
         }
@@ -182,7 +196,8 @@ impl State {
         let mut next = current.clone();
         {
             let meta = metadata_mut(&mut next);
-            meta.entry("deletionTimestamp").or_insert_with(|| json!(now_timestamp()));
+            meta.entry("deletionTimestamp")
+                .or_insert_with(|| json!(now_timestamp()));
             meta.insert("deletionGracePeriodSeconds".into(), json!(0));
             if !object_finalizers.is_empty() {
                 meta.insert("finalizers".into(), json!(object_finalizers));
@@ -220,12 +235,18 @@ impl State {
                 if !namespace.is_empty() {
                     *namespace_sizes.entry(namespace.as_str()).or_default() += 1;
                 }
-                if let Some(owners) = object.pointer("/metadata/ownerReferences").and_then(Value::as_array) {
-                    for owner in owners.iter().filter_map(|owner| owner.get("uid").and_then(Value::as_str)) {
-                        dependents
-                            .entry(owner)
-                            .or_default()
-                            .push(((key.clone(), namespace.clone(), name.clone()), is_deleting(object)));
+                if let Some(owners) = object
+                    .pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                {
+                    for owner in owners
+                        .iter()
+                        .filter_map(|owner| owner.get("uid").and_then(Value::as_str))
+                    {
+                        dependents.entry(owner).or_default().push((
+                            (key.clone(), namespace.clone(), name.clone()),
+                            is_deleting(object),
+                        ));
                     }
                 }
             }
@@ -236,7 +257,10 @@ impl State {
                 let reference = || (key.clone(), namespace.clone(), name.clone());
                 let owners = owner_uids(object);
                 let deleting = is_deleting(object);
-                if !deleting && !owners.is_empty() && owners.iter().all(|owner| !self.uids.contains_key(owner)) {
+                if !deleting
+                    && !owners.is_empty()
+                    && owners.iter().all(|owner| !self.uids.contains_key(owner))
+                {
                     actions.push(Action::Delete(reference()));
                     continue;
                 }
@@ -267,7 +291,10 @@ impl State {
                 }
                 if object_finalizers.is_empty() {
                     actions.push(Action::Remove(reference()));
-                } else if object_finalizers.iter().any(|finalizer| finalizer == FOREGROUND_FINALIZER) {
+                } else if object_finalizers
+                    .iter()
+                    .any(|finalizer| finalizer == FOREGROUND_FINALIZER)
+                {
                     let uid = meta_str(object, "uid");
                     let waiting = dependents.get(uid).map(Vec::as_slice).unwrap_or_default();
                     if waiting.is_empty() {
@@ -300,10 +327,15 @@ impl State {
                     Action::Delete((key, namespace, name)) => {
                         if let Some(resource) = self.type_of(&key) {
                             // Already gone (two owners, two paths): nothing to do.
-                            let _ = self.delete(&resource, &namespace, &name, &DeleteOptions {
-                                propagation: Some(Propagation::Background),
-                                ..DeleteOptions::default()
-                            });
+                            let _ = self.delete(
+                                &resource,
+                                &namespace,
+                                &name,
+                                &DeleteOptions {
+                                    propagation: Some(Propagation::Background),
+                                    ..DeleteOptions::default()
+                                },
+                            );
                         }
                     }
                     Action::Remove((key, namespace, name)) => {

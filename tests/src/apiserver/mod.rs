@@ -14,11 +14,14 @@
 //! admission, no schema validation, pruning or defaulting of custom
 //! resources, no conversion between versions (all versions of a type share
 //! one table), core/v1 and events.k8s.io/v1 Events are stored separately,
-//! no protobuf or Table output, and no `/openapi` documents.
+//! no protobuf or Table output, no OpenAPI schemas (`/openapi/v3` only tells
+//! kubectl that the server validates; `fieldValidation` is accepted and
+//! ignored).
 
 mod handlers;
 mod kinds;
 mod lifecycle;
+mod openapi;
 pub mod patch;
 mod registry;
 mod selector;
@@ -92,7 +95,9 @@ impl ApiServer {
                 bookmark_interval: options.bookmark_interval,
             },
         });
-        let router = axum::Router::new().fallback(handlers::handle).with_state(shared);
+        let router = axum::Router::new()
+            .fallback(handlers::handle)
+            .with_state(shared);
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let served = axum::serve(listener, router).with_graceful_shutdown(async move {

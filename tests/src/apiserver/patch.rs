@@ -49,9 +49,9 @@ impl PatchKind {
             "application/merge-patch+json" => Ok(Self::Merge),
             "application/json-patch+json" => Ok(Self::Json),
             "application/strategic-merge-patch+json" => Ok(Self::Strategic),
-            "application/apply-patch+yaml" | "application/apply-patch+json" | "application/apply-patch+cbor" => {
-                Ok(Self::Apply)
-            }
+            "application/apply-patch+yaml"
+            | "application/apply-patch+json"
+            | "application/apply-patch+cbor" => Ok(Self::Apply),
             other => Err(ApiError::unsupported_media_type(other)),
         }
     }
@@ -62,8 +62,10 @@ pub fn parse_body(body: &[u8]) -> ApiResult<Value> {
     if let Ok(value) = serde_json::from_slice(body) {
         return Ok(value);
     }
-    let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the request body is not UTF-8"))?;
-    serde_saphyr::from_str(text).map_err(|error| ApiError::bad_request(format!("invalid request body: {error}")))
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad_request("the request body is not UTF-8"))?;
+    serde_saphyr::from_str(text)
+        .map_err(|error| ApiError::bad_request(format!("invalid request body: {error}")))
 }
 
 /// Applies a JSON merge patch.
@@ -97,14 +99,18 @@ const UNTRACKED_METADATA: [&str; 8] = [
 fn list_map_key(items: &[Value]) -> Option<&'static str> {
     ["name", "type"].into_iter().find(|key| {
         !items.is_empty()
-            && items
-                .iter()
-                .all(|item| item.get(*key).is_some_and(|value| value.is_string() || value.is_number()))
+            && items.iter().all(|item| {
+                item.get(*key)
+                    .is_some_and(|value| value.is_string() || value.is_number())
+            })
     })
 }
 
 fn item_key(key: &str, item: &Value) -> String {
-    format!("k:{}", json!({key: item.get(key).cloned().unwrap_or(Value::Null)}))
+    format!(
+        "k:{}",
+        json!({key: item.get(key).cloned().unwrap_or(Value::Null)})
+    )
 }
 
 /// The `fieldsV1` set an applied configuration claims.
@@ -120,7 +126,10 @@ pub fn field_set(applied: &Value) -> Value {
                     if in_metadata && UNTRACKED_METADATA.contains(&key.as_str()) {
                         continue;
                     }
-                    set.insert(format!("f:{key}"), walk(child, false, top && key == "metadata"));
+                    set.insert(
+                        format!("f:{key}"),
+                        walk(child, false, top && key == "metadata"),
+                    );
                 }
             }
             Value::Array(items) => {
@@ -148,7 +157,12 @@ fn merge_sets(into: &mut Map<String, Value>, other: &Map<String, Value>) {
 
 /// Removes from `object` what `old` owned, `new` no longer claims and no
 /// one in `others` owns.
-fn remove_released(object: &mut Value, old: &Map<String, Value>, new: &Map<String, Value>, others: &Map<String, Value>) {
+fn remove_released(
+    object: &mut Value,
+    old: &Map<String, Value>,
+    new: &Map<String, Value>,
+    others: &Map<String, Value>,
+) {
     let empty = Map::new();
     for (key, old_child) in old {
         let Some(field) = key.strip_prefix("f:") else {
@@ -165,7 +179,12 @@ fn remove_released(object: &mut Value, old: &Map<String, Value>, new: &Map<Strin
         if let (Some(child), Some(old_child)) = (object.get_mut(field), old_child.as_object())
             && child.is_object()
         {
-            remove_released(child, old_child, new_child.unwrap_or(&empty), other_child.unwrap_or(&empty));
+            remove_released(
+                child,
+                old_child,
+                new_child.unwrap_or(&empty),
+                other_child.unwrap_or(&empty),
+            );
         }
     }
 }
@@ -186,7 +205,10 @@ fn merge_applied(target: &mut Value, applied: &Value) {
         (Value::Array(target), Value::Array(applied)) => match list_map_key(applied) {
             Some(key) if list_map_key(target).is_some() || target.is_empty() => {
                 for item in applied {
-                    match target.iter_mut().find(|existing| existing.get(key) == item.get(key)) {
+                    match target
+                        .iter_mut()
+                        .find(|existing| existing.get(key) == item.get(key))
+                    {
                         Some(existing) => merge_applied(existing, item),
                         None => target.push(item.clone()),
                     }
@@ -198,7 +220,10 @@ fn merge_applied(target: &mut Value, applied: &Value) {
     }
 }
 
-fn apply_entries<'a>(current: &'a Value, subresource: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+fn apply_entries<'a>(
+    current: &'a Value,
+    subresource: &'a str,
+) -> impl Iterator<Item = &'a Value> + 'a {
     current
         .pointer("/metadata/managedFields")
         .and_then(Value::as_array)
@@ -206,13 +231,22 @@ fn apply_entries<'a>(current: &'a Value, subresource: &'a str) -> impl Iterator<
         .flatten()
         .filter(move |entry| {
             entry.get("operation").and_then(Value::as_str) == Some("Apply")
-                && entry.get("subresource").and_then(Value::as_str).unwrap_or("") == subresource
+                && entry
+                    .get("subresource")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    == subresource
         })
 }
 
 /// Server-side apply of `applied` by `manager`; returns the desired object
 /// and the field set to record for the manager.
-pub fn apply(current: Option<&Value>, applied: &Value, manager: &str, status_write: bool) -> (Value, Value) {
+pub fn apply(
+    current: Option<&Value>,
+    applied: &Value,
+    manager: &str,
+    status_write: bool,
+) -> (Value, Value) {
     let claimed = field_set(applied);
     let Some(current) = current else {
         return (applied.clone(), claimed);
@@ -221,7 +255,11 @@ pub fn apply(current: Option<&Value>, applied: &Value, manager: &str, status_wri
     let mut previous = Map::new();
     let mut others = Map::new();
     for entry in apply_entries(current, subresource) {
-        let fields = entry.get("fieldsV1").and_then(Value::as_object).cloned().unwrap_or_default();
+        let fields = entry
+            .get("fieldsV1")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
         if entry.get("manager").and_then(Value::as_str) == Some(manager) {
             merge_sets(&mut previous, &fields);
         } else {
@@ -242,11 +280,19 @@ mod tests {
     #[test]
     fn apply_merges_list_maps_by_name_and_replaces_other_lists() {
         let current = json!({"spec": {"nodes": [{"name": "a", "x": 1}], "tags": ["p"]}});
-        let applied = json!({"spec": {"nodes": [{"name": "a", "y": 2}, {"name": "b"}], "tags": ["q"]}});
+        let applied =
+            json!({"spec": {"nodes": [{"name": "a", "y": 2}, {"name": "b"}], "tags": ["q"]}});
         let (result, fields) = apply(Some(&current), &applied, "m", false);
-        assert_eq!(result["spec"]["nodes"], json!([{"name": "a", "x": 1, "y": 2}, {"name": "b"}]));
+        assert_eq!(
+            result["spec"]["nodes"],
+            json!([{"name": "a", "x": 1, "y": 2}, {"name": "b"}])
+        );
         assert_eq!(result["spec"]["tags"], json!(["q"]));
-        assert!(fields.pointer("/f:spec/f:nodes").is_some_and(|nodes| nodes.get("k:{\"name\":\"b\"}").is_some()));
+        assert!(
+            fields
+                .pointer("/f:spec/f:nodes")
+                .is_some_and(|nodes| nodes.get("k:{\"name\":\"b\"}").is_some())
+        );
     }
 
     #[test]

@@ -70,7 +70,14 @@ impl ResourceType {
         self.api_version(self.versions.first().map(String::as_str).unwrap_or("v1"))
     }
 
-    fn builtin(group: &str, version: &str, kind: &str, plural: &str, namespaced: bool, status: bool) -> Self {
+    fn builtin(
+        group: &str,
+        version: &str,
+        kind: &str,
+        plural: &str,
+        namespaced: bool,
+        status: bool,
+    ) -> Self {
         Self {
             group: group.to_string(),
             versions: vec![version.to_string()],
@@ -99,22 +106,37 @@ impl ResourceType {
             .get("versions")?
             .as_array()?
             .iter()
-            .filter(|version| version.get("served").and_then(Value::as_bool).unwrap_or(true))
+            .filter(|version| {
+                version
+                    .get("served")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true)
+            })
             .collect();
         let mut ordered: Vec<&Value> = served
             .iter()
             .copied()
-            .filter(|version| version.get("storage").and_then(Value::as_bool).unwrap_or(false))
+            .filter(|version| {
+                version
+                    .get("storage")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)
+            })
             .collect();
-        ordered.extend(
-            served
-                .iter()
-                .copied()
-                .filter(|version| !version.get("storage").and_then(Value::as_bool).unwrap_or(false)),
-        );
+        ordered.extend(served.iter().copied().filter(|version| {
+            !version
+                .get("storage")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        }));
         let versions: Vec<String> = ordered
             .iter()
-            .filter_map(|version| version.get("name").and_then(Value::as_str).map(str::to_string))
+            .filter_map(|version| {
+                version
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
             .collect();
         if versions.is_empty() {
             return None;
@@ -125,7 +147,13 @@ impl ResourceType {
         let strings = |value: Option<&Value>| -> Vec<String> {
             value
                 .and_then(Value::as_array)
-                .map(|items| items.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                .map(|items| {
+                    items
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let kind = names.get("kind")?.as_str()?.to_string();
@@ -143,7 +171,10 @@ impl ResourceType {
             status_subresource,
             short_names: strings(names.get("shortNames")),
             categories: strings(names.get("categories")),
-            crd_uid: crd.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_string),
+            crd_uid: crd
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .map(str::to_string),
         })
     }
 }
@@ -173,16 +204,20 @@ pub fn namespace_key() -> ResourceKey {
 impl Default for Registry {
     fn default() -> Self {
         let builtins = [
-            ResourceType::builtin("", "v1", "Namespace", "namespaces", false, true).with_short_names(&["ns"]),
+            ResourceType::builtin("", "v1", "Namespace", "namespaces", false, true)
+                .with_short_names(&["ns"]),
             ResourceType::builtin("", "v1", "Secret", "secrets", true, false),
-            ResourceType::builtin("", "v1", "ConfigMap", "configmaps", true, false).with_short_names(&["cm"]),
+            ResourceType::builtin("", "v1", "ConfigMap", "configmaps", true, false)
+                .with_short_names(&["cm"]),
             ResourceType::builtin("", "v1", "Pod", "pods", true, true).with_short_names(&["po"]),
-            ResourceType::builtin("", "v1", "Event", "events", true, false).with_short_names(&["ev"]),
+            ResourceType::builtin("", "v1", "Event", "events", true, false)
+                .with_short_names(&["ev"]),
             ResourceType::builtin("", "v1", "ServiceAccount", "serviceaccounts", true, false)
                 .with_short_names(&["sa"]),
             ResourceType::builtin("batch", "v1", "Job", "jobs", true, true),
             ResourceType::builtin("coordination.k8s.io", "v1", "Lease", "leases", true, false),
-            ResourceType::builtin("events.k8s.io", "v1", "Event", "events", true, false).with_short_names(&["ev"]),
+            ResourceType::builtin("events.k8s.io", "v1", "Event", "events", true, false)
+                .with_short_names(&["ev"]),
             ResourceType::builtin(
                 "apiextensions.k8s.io",
                 "v1",
@@ -194,7 +229,10 @@ impl Default for Registry {
             .with_short_names(&["crd", "crds"]),
         ];
         Self {
-            types: builtins.into_iter().map(|resource| (resource.key(), resource)).collect(),
+            types: builtins
+                .into_iter()
+                .map(|resource| (resource.key(), resource))
+                .collect(),
         }
     }
 }
@@ -228,7 +266,11 @@ impl Registry {
 
     /// Types whose objects live in namespaces.
     pub fn namespaced_keys(&self) -> Vec<ResourceKey> {
-        self.types.values().filter(|resource| resource.namespaced).map(ResourceType::key).collect()
+        self.types
+            .values()
+            .filter(|resource| resource.namespaced)
+            .map(ResourceType::key)
+            .collect()
     }
 
     /// All served types.
@@ -238,7 +280,11 @@ impl Registry {
 
     fn groups(&self) -> BTreeMap<&str, Vec<&str>> {
         let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for resource in self.types.values().filter(|resource| !resource.group.is_empty()) {
+        for resource in self
+            .types
+            .values()
+            .filter(|resource| !resource.group.is_empty())
+        {
             let versions = groups.entry(resource.group.as_str()).or_default();
             for version in &resource.versions {
                 if !versions.contains(&version.as_str()) {
@@ -293,11 +339,9 @@ impl Registry {
     /// `GET /api/v1` or `GET /apis/<group>/<version>`.
     pub fn resource_list(&self, group: &str, version: &str) -> Option<Value> {
         let mut resources = Vec::new();
-        for resource in self
-            .types
-            .values()
-            .filter(|resource| resource.group == group && resource.versions.iter().any(|served| served == version))
-        {
+        for resource in self.types.values().filter(|resource| {
+            resource.group == group && resource.versions.iter().any(|served| served == version)
+        }) {
             resources.push(json!({
                 "name": resource.plural,
                 "singularName": resource.singular,

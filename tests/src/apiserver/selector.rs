@@ -43,7 +43,11 @@ fn split_terms(input: &str) -> Vec<&str> {
         }
     }
     terms.push(&input[start..]);
-    terms.into_iter().map(str::trim).filter(|term| !term.is_empty()).collect()
+    terms
+        .into_iter()
+        .map(str::trim)
+        .filter(|term| !term.is_empty())
+        .collect()
 }
 
 fn parse_set(key: &str, rest: &str) -> ApiResult<Vec<String>> {
@@ -51,7 +55,11 @@ fn parse_set(key: &str, rest: &str) -> ApiResult<Vec<String>> {
     let inner = rest
         .strip_prefix('(')
         .and_then(|rest| rest.strip_suffix(')'))
-        .ok_or_else(|| ApiError::bad_request(format!("unable to parse requirement: values for {key} need parentheses")))?;
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unable to parse requirement: values for {key} need parentheses"
+            ))
+        })?;
     Ok(inner
         .split(',')
         .map(|value| value.trim().to_string())
@@ -64,13 +72,22 @@ fn parse_term(term: &str) -> ApiResult<Requirement> {
         return Ok(Requirement::DoesNotExist(key.trim().to_string()));
     }
     if let Some((key, value)) = term.split_once("!=") {
-        return Ok(Requirement::NotEquals(key.trim().to_string(), value.trim().to_string()));
+        return Ok(Requirement::NotEquals(
+            key.trim().to_string(),
+            value.trim().to_string(),
+        ));
     }
     if let Some((key, value)) = term.split_once("==") {
-        return Ok(Requirement::Equals(key.trim().to_string(), value.trim().to_string()));
+        return Ok(Requirement::Equals(
+            key.trim().to_string(),
+            value.trim().to_string(),
+        ));
     }
     if let Some((key, value)) = term.split_once('=') {
-        return Ok(Requirement::Equals(key.trim().to_string(), value.trim().to_string()));
+        return Ok(Requirement::Equals(
+            key.trim().to_string(),
+            value.trim().to_string(),
+        ));
     }
     if let Some((key, rest)) = term.split_once(" notin ") {
         let key = key.trim();
@@ -81,7 +98,9 @@ fn parse_term(term: &str) -> ApiResult<Requirement> {
         return Ok(Requirement::In(key.to_string(), parse_set(key, rest)?));
     }
     if term.contains(' ') || term.contains('(') {
-        return Err(ApiError::bad_request(format!("unable to parse requirement: {term:?}")));
+        return Err(ApiError::bad_request(format!(
+            "unable to parse requirement: {term:?}"
+        )));
     }
     Ok(Requirement::Exists(term.to_string()))
 }
@@ -98,14 +117,22 @@ impl Selector {
 
     /// Whether `lookup` (key → value, `None` when absent) satisfies every requirement.
     fn matches_with(&self, lookup: impl Fn(&str) -> Option<String>) -> bool {
-        self.requirements.iter().all(|requirement| match requirement {
-            Requirement::Equals(key, value) => lookup(key).as_deref() == Some(value.as_str()),
-            Requirement::NotEquals(key, value) => lookup(key).as_deref() != Some(value.as_str()),
-            Requirement::In(key, values) => lookup(key).is_some_and(|found| values.contains(&found)),
-            Requirement::NotIn(key, values) => lookup(key).is_none_or(|found| !values.contains(&found)),
-            Requirement::Exists(key) => lookup(key).is_some(),
-            Requirement::DoesNotExist(key) => lookup(key).is_none(),
-        })
+        self.requirements
+            .iter()
+            .all(|requirement| match requirement {
+                Requirement::Equals(key, value) => lookup(key).as_deref() == Some(value.as_str()),
+                Requirement::NotEquals(key, value) => {
+                    lookup(key).as_deref() != Some(value.as_str())
+                }
+                Requirement::In(key, values) => {
+                    lookup(key).is_some_and(|found| values.contains(&found))
+                }
+                Requirement::NotIn(key, values) => {
+                    lookup(key).is_none_or(|found| !values.contains(&found))
+                }
+                Requirement::Exists(key) => lookup(key).is_some(),
+                Requirement::DoesNotExist(key) => lookup(key).is_none(),
+            })
     }
 
     /// Matches against `metadata.labels`.
@@ -144,7 +171,11 @@ mod tests {
     #[test]
     fn set_based_label_selector_matches_like_kubernetes() {
         let object = json!({"metadata": {"labels": {"app": "web", "tier": "front"}}});
-        let check = |selector: &str| Selector::parse(Some(selector)).unwrap().matches_labels(&object);
+        let check = |selector: &str| {
+            Selector::parse(Some(selector))
+                .unwrap()
+                .matches_labels(&object)
+        };
         assert!(check("app=web"));
         assert!(check("app==web,tier"));
         assert!(!check("app!=web"));
@@ -158,7 +189,11 @@ mod tests {
     #[test]
     fn field_selector_reads_dotted_paths() {
         let object = json!({"metadata": {"name": "a"}, "status": {"phase": "Running"}});
-        let check = |selector: &str| Selector::parse(Some(selector)).unwrap().matches_fields(&object);
+        let check = |selector: &str| {
+            Selector::parse(Some(selector))
+                .unwrap()
+                .matches_fields(&object)
+        };
         assert!(check("metadata.name=a,status.phase!=Failed"));
         assert!(!check("metadata.name=b"));
     }

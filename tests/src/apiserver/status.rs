@@ -70,7 +70,11 @@ impl ApiError {
 
     /// 404 for a path the server does not serve.
     pub fn no_route(path: &str) -> Self {
-        Self::new(404, "NotFound", format!("the server could not find the requested resource ({path})"))
+        Self::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        )
     }
 
     /// 409 for a create whose name is taken.
@@ -78,7 +82,11 @@ impl ApiError {
         let mut error = Self::new(
             409,
             "AlreadyExists",
-            format!("{} \"{}\" already exists", subject.qualified(), subject.name),
+            format!(
+                "{} \"{}\" already exists",
+                subject.qualified(),
+                subject.name
+            ),
         );
         error.details = Some(subject.details());
         error
@@ -103,11 +111,16 @@ impl ApiError {
     pub fn invalid(subject: Subject<'_>, field: &str, message: impl Into<String>) -> Self {
         let message = message.into();
         let mut details = subject.details();
-        details["causes"] = json!([{"reason": "FieldValueInvalid", "message": message, "field": field}]);
+        details["causes"] =
+            json!([{"reason": "FieldValueInvalid", "message": message, "field": field}]);
         let mut error = Self::new(
             422,
             "Invalid",
-            format!("{} \"{}\" is invalid: {field}: {message}", subject.qualified(), subject.name),
+            format!(
+                "{} \"{}\" is invalid: {field}: {message}",
+                subject.qualified(),
+                subject.name
+            ),
         );
         error.details = Some(details);
         error
@@ -125,7 +138,11 @@ impl ApiError {
 
     /// 415 for a patch type the server does not accept.
     pub fn unsupported_media_type(content_type: &str) -> Self {
-        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format: {content_type}"))
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format: {content_type}"),
+        )
     }
 
     /// 410 for a watch or continue token older than the kept history.

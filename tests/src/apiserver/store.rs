@@ -117,7 +117,10 @@ fn metadata(object: &Value) -> &Value {
 
 /// A metadata string field, "" when absent.
 pub fn meta_str<'a>(object: &'a Value, field: &str) -> &'a str {
-    metadata(object).get(field).and_then(Value::as_str).unwrap_or("")
+    metadata(object)
+        .get(field)
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 /// `metadata` as a mutable map, created when missing.
@@ -155,9 +158,12 @@ fn without_managed_fields(object: &Value) -> Value {
 fn is_dns_subdomain(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
-        && name
-            .chars()
-            .all(|character| character.is_ascii_lowercase() || character.is_ascii_digit() || character == '-' || character == '.')
+        && name.chars().all(|character| {
+            character.is_ascii_lowercase()
+                || character.is_ascii_digit()
+                || character == '-'
+                || character == '.'
+        })
         && name.starts_with(|character: char| character.is_ascii_alphanumeric())
         && name.ends_with(|character: char| character.is_ascii_alphanumeric())
 }
@@ -185,7 +191,9 @@ impl Store {
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves consistent data behind
         // (every mutation is a single insert/remove), so poisoning is ignored.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A receiver that changes whenever the global `resourceVersion` does.
@@ -235,9 +243,11 @@ impl State {
     }
 
     pub(crate) fn get(&self, key: &ResourceKey, namespace: &str, name: &str) -> Option<&Value> {
-        self.tables
-            .get(key)
-            .and_then(|table| table.objects.get(&(namespace.to_string(), name.to_string())))
+        self.tables.get(key).and_then(|table| {
+            table
+                .objects
+                .get(&(namespace.to_string(), name.to_string()))
+        })
     }
 
     /// Objects of a type, in (namespace, name) order, optionally one namespace.
@@ -248,7 +258,9 @@ impl State {
         table
             .objects
             .iter()
-            .filter(|((object_namespace, _), _)| namespace.is_none_or(|wanted| wanted == object_namespace))
+            .filter(|((object_namespace, _), _)| {
+                namespace.is_none_or(|wanted| wanted == object_namespace)
+            })
             .map(|(_, object)| object)
             .collect()
     }
@@ -257,7 +269,10 @@ impl State {
     pub(crate) fn events_since(&self, key: &ResourceKey, since: u64) -> ApiResult<Vec<LogEntry>> {
         let Some(table) = self.tables.get(key) else {
             return if since < self.resource_version {
-                Err(ApiError::gone(format!("too old resource version: {since} ({})", self.resource_version)))
+                Err(ApiError::gone(format!(
+                    "too old resource version: {since} ({})",
+                    self.resource_version
+                )))
             } else {
                 Ok(Vec::new())
             };
@@ -312,7 +327,9 @@ impl State {
         context: &WriteContext,
     ) -> ApiResult<Value> {
         if !object.is_object() {
-            return Err(ApiError::bad_request("the request body must be a JSON object"));
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
         }
         let mut name = meta_str(&object, "name").to_string();
         if name.is_empty() {
@@ -359,7 +376,10 @@ impl State {
             }
             meta.insert("uid".into(), json!(uid));
             meta.insert("creationTimestamp".into(), json!(now_timestamp()));
-            meta.insert("resourceVersion".into(), json!(resource_version.to_string()));
+            meta.insert(
+                "resourceVersion".into(),
+                json!(resource_version.to_string()),
+            );
             meta.insert("generation".into(), json!(1));
             meta.remove("deletionTimestamp");
             meta.remove("deletionGracePeriodSeconds");
@@ -368,16 +388,20 @@ impl State {
         if key == crd_key() {
             self.serve_crd(resource, &mut object)?;
         }
-        self.uids.insert(uid, (key.clone(), namespace.to_string(), name.clone()));
+        self.uids
+            .insert(uid, (key.clone(), namespace.to_string(), name.clone()));
         self.table(&key)
             .objects
             .insert((namespace.to_string(), name), object.clone());
-        self.record(&key, LogEntry {
-            resource_version,
-            event: EventType::Added,
-            object: Arc::new(object.clone()),
-            previous: None,
-        });
+        self.record(
+            &key,
+            LogEntry {
+                resource_version,
+                event: EventType::Added,
+                object: Arc::new(object.clone()),
+                previous: None,
+            },
+        );
         self.collect_garbage();
         Ok(object)
     }
@@ -401,10 +425,14 @@ impl State {
             return Err(ApiError::not_found(State::subject(resource, name)));
         };
         if !desired.is_object() {
-            return Err(ApiError::bad_request("the request body must be a JSON object"));
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
         }
         let requested_version = meta_str(&desired, "resourceVersion");
-        if !requested_version.is_empty() && requested_version != meta_str(&current, "resourceVersion") {
+        if !requested_version.is_empty()
+            && requested_version != meta_str(&current, "resourceVersion")
+        {
             return Err(ApiError::conflict(State::subject(resource, name)));
         }
         let mut next = if status_write {
@@ -462,7 +490,10 @@ impl State {
             super::kinds::prepare_update(resource, &mut next)?;
         }
         if generation_relevant(&next) != generation_relevant(&current) {
-            let generation = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+            let generation = current
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
             metadata_mut(&mut next).insert("generation".into(), json!(generation + 1));
         }
         if key == crd_key() {
@@ -484,22 +515,35 @@ impl State {
         previous: Option<Value>,
     ) -> ApiResult<Value> {
         let resource_version = self.next_resource_version();
-        metadata_mut(&mut object).insert("resourceVersion".into(), json!(resource_version.to_string()));
+        metadata_mut(&mut object).insert(
+            "resourceVersion".into(),
+            json!(resource_version.to_string()),
+        );
         let namespace = meta_str(&object, "namespace").to_string();
         let name = meta_str(&object, "name").to_string();
-        self.table(key).objects.insert((namespace, name), object.clone());
-        self.record(key, LogEntry {
-            resource_version,
-            event,
-            object: Arc::new(object.clone()),
-            previous: previous.map(Arc::new),
-        });
+        self.table(key)
+            .objects
+            .insert((namespace, name), object.clone());
+        self.record(
+            key,
+            LogEntry {
+                resource_version,
+                event,
+                object: Arc::new(object.clone()),
+                previous: previous.map(Arc::new),
+            },
+        );
         self.collect_garbage();
         Ok(object)
     }
 
     /// Removes an object for good and logs the deletion.
-    pub(crate) fn remove(&mut self, key: &ResourceKey, namespace: &str, name: &str) -> Option<Value> {
+    pub(crate) fn remove(
+        &mut self,
+        key: &ResourceKey,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Value> {
         let mut object = self
             .tables
             .get_mut(key)?
@@ -507,13 +551,19 @@ impl State {
             .remove(&(namespace.to_string(), name.to_string()))?;
         self.uids.remove(meta_str(&object, "uid"));
         let resource_version = self.next_resource_version();
-        metadata_mut(&mut object).insert("resourceVersion".into(), json!(resource_version.to_string()));
-        self.record(key, LogEntry {
-            resource_version,
-            event: EventType::Deleted,
-            object: Arc::new(object.clone()),
-            previous: None,
-        });
+        metadata_mut(&mut object).insert(
+            "resourceVersion".into(),
+            json!(resource_version.to_string()),
+        );
+        self.record(
+            key,
+            LogEntry {
+                resource_version,
+                event: EventType::Deleted,
+                object: Arc::new(object.clone()),
+                previous: None,
+            },
+        );
         if *key == crd_key() {
             self.stop_serving_crd(&object);
         }
@@ -535,14 +585,18 @@ impl State {
             return Err(ApiError::invalid(
                 State::subject(resource, &name),
                 "metadata.name",
-                format!("must be spec.names.plural+\".\"+spec.group ({}.{})", served.plural, served.group),
+                format!(
+                    "must be spec.names.plural+\".\"+spec.group ({}.{})",
+                    served.plural, served.group
+                ),
             ));
         }
-        served.crd_uid = crd.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_string);
+        served.crd_uid = crd
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         let now = now_timestamp();
-        let condition = |kind: &str, reason: &str| {
-            json!({"type": kind, "status": "True", "reason": reason, "message": "", "lastTransitionTime": now})
-        };
+        let condition = |kind: &str, reason: &str| json!({"type": kind, "status": "True", "reason": reason, "message": "", "lastTransitionTime": now});
         crd["status"] = json!({
             "conditions": [condition("NamesAccepted", "NoConflicts"), condition("Established", "InitialNamesAccepted")],
             "acceptedNames": crd.pointer("/spec/names").cloned().unwrap_or(Value::Null),
@@ -596,7 +650,11 @@ fn record_managed_fields(object: &mut Value, context: &WriteContext, status_writ
     entries.retain(|entry| {
         !(entry.get("manager").and_then(Value::as_str) == Some(context.manager.as_str())
             && entry.get("operation").and_then(Value::as_str) == Some(context.operation)
-            && entry.get("subresource").and_then(Value::as_str).unwrap_or("") == subresource)
+            && entry
+                .get("subresource")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                == subresource)
     });
     let mut entry = json!({
         "manager": context.manager,

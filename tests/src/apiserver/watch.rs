@@ -70,7 +70,10 @@ impl WatchRequest {
     /// The event to send for a logged change, if the client selected it.
     fn translate(&self, entry: &LogEntry) -> Option<Bytes> {
         let now = self.selected(&entry.object);
-        let before = entry.previous.as_deref().map(|previous| self.selected(previous));
+        let before = entry
+            .previous
+            .as_deref()
+            .map(|previous| self.selected(previous));
         let event = match (entry.event, before, now) {
             (EventType::Modified, Some(false), true) => EventType::Added,
             (EventType::Modified, Some(true), false) => EventType::Deleted,
@@ -97,10 +100,17 @@ impl WatchRequest {
 type Sender = mpsc::Sender<Result<Bytes, Infallible>>;
 
 /// Reads the log after `position`; `Err` carries the 410 to send.
-fn drain(store: &Store, request: &WatchRequest, position: u64) -> Result<(Vec<Bytes>, u64), ApiError> {
+fn drain(
+    store: &Store,
+    request: &WatchRequest,
+    position: u64,
+) -> Result<(Vec<Bytes>, u64), ApiError> {
     let state = store.lock();
     let entries = state.events_since(&request.resource.key(), position)?;
-    let lines = entries.iter().filter_map(|entry| request.translate(entry)).collect();
+    let lines = entries
+        .iter()
+        .filter_map(|entry| request.translate(entry))
+        .collect();
     Ok((lines, state.resource_version))
 }
 
@@ -173,8 +183,9 @@ pub fn respond(store: Store, request: WatchRequest) -> Response {
     let (sender, receiver) = mpsc::channel(256);
     tokio::spawn(run(store, request, sender));
     let mut response = Response::new(Body::from_stream(receiver));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }

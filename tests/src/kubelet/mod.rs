@@ -13,15 +13,18 @@
 //! with the real reasons (`BackoffLimitExceeded`, `DeadlineExceeded`),
 //! `completionTime` on success. `activeDeadlineSeconds` is enforced by
 //! killing the process. Retries happen without the real back-off delay.
+//! A suspended Job (`spec.suspend: true`) is left alone until resumed.
 //!
 //! Tests ask for failures the host cannot produce with the Job annotation
-//! [`SIMULATE_ANNOTATION`]: `OOMKilled` (the process is killed at start and
-//! reported as exit 137, reason `OOMKilled`) or `DeadlineExceeded` (handled
-//! as if `activeDeadlineSeconds` had just passed).
+//! [`SIMULATE_ANNOTATION`]: `OOMKilled` (the pod goes Running and then
+//! terminates with exit code 137, reason `OOMKilled`) or `DeadlineExceeded`
+//! (handled as if `activeDeadlineSeconds` had just passed). In both cases
+//! the process is never started, so a test can give the Job a command that
+//! really exhausts memory on a real node.
 //!
 //! Not emulated: parallelism/completions above one, init and sidecar
 //! containers, images (the command must be explicit), resource limits,
-//! `suspend`, pod failure policies, and Pods not created by a Job.
+//! pod failure policies, and Pods not created by a Job.
 
 pub mod pod;
 
@@ -145,9 +148,10 @@ fn is_finished(job: &Job) -> bool {
         .as_ref()
         .and_then(|status| status.conditions.as_ref())
         .is_some_and(|conditions| {
-            conditions
-                .iter()
-                .any(|condition| (condition.type_ == "Complete" || condition.type_ == "Failed") && condition.status == "True")
+            conditions.iter().any(|condition| {
+                (condition.type_ == "Complete" || condition.type_ == "Failed")
+                    && condition.status == "True"
+            })
         })
 }
 
@@ -161,7 +165,12 @@ async fn run(client: kube::Client, options: KubeletOptions) {
         let job = match event {
             Ok(watcher::Event::Apply(job) | watcher::Event::InitApply(job)) => job,
             Ok(watcher::Event::Delete(job)) => {
-                if let Some(handle) = job.metadata.uid.as_ref().and_then(|uid| handles.remove(uid)) {
+                if let Some(handle) = job
+                    .metadata
+                    .uid
+                    .as_ref()
+                    .and_then(|uid| handles.remove(uid))
+                {
                     handle.abort();
                 }
                 continue;
@@ -181,7 +190,12 @@ async fn run(client: kube::Client, options: KubeletOptions) {
             }
             continue;
         }
-        if handles.contains_key(&uid) || is_finished(&job) {
+        let suspended = job
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.suspend)
+            .unwrap_or(false);
+        if handles.contains_key(&uid) || is_finished(&job) || suspended {
             continue;
         }
         let handle = running.spawn(run_job(client.clone(), options.clone(), job));
@@ -230,12 +244,16 @@ fn finished_status(outcome: &PodOutcome, succeeded: i32, failed: i32, start_time
 }
 
 async fn write_job_status(jobs: &Api<Job>, name: &str, status: Value) -> Result<(), KubeletError> {
-    jobs.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": status})))
-        .await
-        .map_err(|source| KubeletError::Kube {
-            action: format!("write status of job {name}"),
-            source,
-        })?;
+    jobs.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": status})),
+    )
+    .await
+    .map_err(|source| KubeletError::Kube {
+        action: format!("write status of job {name}"),
+        source,
+    })?;
     Ok(())
 }
 
@@ -254,7 +272,12 @@ async fn run_job(client: kube::Client, options: KubeletOptions, job: Job) {
     }
 }
 
-async fn drive_job(client: &kube::Client, options: &KubeletOptions, jobs: &Api<Job>, job: &Job) -> Result<(), KubeletError> {
+async fn drive_job(
+    client: &kube::Client,
+    options: &KubeletOptions,
+    jobs: &Api<Job>,
+    job: &Job,
+) -> Result<(), KubeletError> {
     let name = job.metadata.name.clone().unwrap_or_default();
     let spec = job.spec.clone().unwrap_or_default();
     let backoff_limit = spec.backoff_limit.unwrap_or(6);
@@ -269,7 +292,12 @@ async fn drive_job(client: &kube::Client, options: &KubeletOptions, jobs: &Api<J
         .and_then(|annotations| annotations.get(SIMULATE_ANNOTATION))
         .cloned();
     let start_time = now();
-    write_job_status(jobs, &name, json!({"startTime": start_time, "active": 1, "ready": 0})).await?;
+    write_job_status(
+        jobs,
+        &name,
+        json!({"startTime": start_time, "active": 1, "ready": 0}),
+    )
+    .await?;
     let mut failed = 0;
     loop {
         let run = PodRun {
@@ -293,7 +321,12 @@ async fn drive_job(client: &kube::Client, options: &KubeletOptions, jobs: &Api<J
         };
         if finished {
             let succeeded = i32::from(matches!(outcome, PodOutcome::Succeeded));
-            return write_job_status(jobs, &name, finished_status(&outcome, succeeded, failed, &start_time)).await;
+            return write_job_status(
+                jobs,
+                &name,
+                finished_status(&outcome, succeeded, failed, &start_time),
+            )
+            .await;
         }
         write_job_status(jobs, &name, json!({"active": 1, "failed": failed})).await?;
     }

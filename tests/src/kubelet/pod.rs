@@ -50,20 +50,25 @@ pub enum PodOutcome {
 
 /// Where a pod's container log is written.
 pub fn log_path(root: &Path, namespace: &str, pod: &str) -> PathBuf {
-    root.join(namespace).join(pod).join("logs").join("container.log")
+    root.join(namespace)
+        .join(pod)
+        .join("logs")
+        .join("container.log")
 }
 
 /// Rewrites each mount path in `text` to its local folder; a mapping
 /// applies only where a whole path matches (followed by `/`, a separator
 /// or the end), longest mount path first.
 pub fn substitute_paths(text: &str, mappings: &[(String, String)]) -> String {
-    let mut ordered: Vec<&(String, String)> = mappings.iter().filter(|(from, _)| from.len() > 1).collect();
+    let mut ordered: Vec<&(String, String)> =
+        mappings.iter().filter(|(from, _)| from.len() > 1).collect();
     ordered.sort_by_key(|(from, _)| std::cmp::Reverse(from.len()));
     let boundary_before = |text: &str, index: usize| {
         index == 0 || text[..index].ends_with(|character: char| " =:,'\"".contains(character))
     };
     let boundary_after = |text: &str, index: usize| {
-        index == text.len() || text[index..].starts_with(|character: char| "/ :,;'\"".contains(character))
+        index == text.len()
+            || text[index..].starts_with(|character: char| "/ :,;'\"".contains(character))
     };
     let mut result = String::with_capacity(text.len());
     let mut index = 0;
@@ -98,7 +103,11 @@ pub fn expand_variables(text: &str, env: &BTreeMap<String, String>) -> String {
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> KubeletError {
     let path = path.to_path_buf();
-    move |source| KubeletError::Io { action, path, source }
+    move |source| KubeletError::Io {
+        action,
+        path,
+        source,
+    }
 }
 
 fn write_file(path: &Path, contents: &[u8]) -> Result<(), KubeletError> {
@@ -161,7 +170,11 @@ impl PodRun {
 
     async fn secret_data(&self, name: &str, optional: bool) -> Result<Data, KubeletError> {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace());
-        match secrets.get_opt(name).await.map_err(kube_error(format!("get secret {name}")))? {
+        match secrets
+            .get_opt(name)
+            .await
+            .map_err(kube_error(format!("get secret {name}")))?
+        {
             Some(secret) => Ok(secret
                 .data
                 .unwrap_or_default()
@@ -169,13 +182,19 @@ impl PodRun {
                 .map(|(key, value)| (key, value.0))
                 .collect()),
             None if optional => Ok(Data::new()),
-            None => Err(KubeletError::Unsupported(format!("secret \"{name}\" not found"))),
+            None => Err(KubeletError::Unsupported(format!(
+                "secret \"{name}\" not found"
+            ))),
         }
     }
 
     async fn config_map_data(&self, name: &str, optional: bool) -> Result<Data, KubeletError> {
         let config_maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace());
-        match config_maps.get_opt(name).await.map_err(kube_error(format!("get configmap {name}")))? {
+        match config_maps
+            .get_opt(name)
+            .await
+            .map_err(kube_error(format!("get configmap {name}")))?
+        {
             Some(config_map) => {
                 let mut data: Data = config_map
                     .data
@@ -183,11 +202,19 @@ impl PodRun {
                     .into_iter()
                     .map(|(key, value)| (key, value.into_bytes()))
                     .collect();
-                data.extend(config_map.binary_data.unwrap_or_default().into_iter().map(|(key, value)| (key, value.0)));
+                data.extend(
+                    config_map
+                        .binary_data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(key, value)| (key, value.0)),
+                );
                 Ok(data)
             }
             None if optional => Ok(Data::new()),
-            None => Err(KubeletError::Unsupported(format!("configmap \"{name}\" not found"))),
+            None => Err(KubeletError::Unsupported(format!(
+                "configmap \"{name}\" not found"
+            ))),
         }
     }
 
@@ -195,10 +222,15 @@ impl PodRun {
         std::fs::create_dir_all(folder).map_err(io_error("create", folder))?;
         let (data, items) = if let Some(secret) = &volume.secret {
             let name = secret.secret_name.clone().unwrap_or_default();
-            (self.secret_data(&name, secret.optional.unwrap_or(false)).await?, secret.items.clone())
+            (
+                self.secret_data(&name, secret.optional.unwrap_or(false))
+                    .await?,
+                secret.items.clone(),
+            )
         } else if let Some(config_map) = &volume.config_map {
             (
-                self.config_map_data(&config_map.name, config_map.optional.unwrap_or(false)).await?,
+                self.config_map_data(&config_map.name, config_map.optional.unwrap_or(false))
+                    .await?,
                 config_map.items.clone(),
             )
         } else if volume.empty_dir.is_some() {
@@ -213,7 +245,10 @@ impl PodRun {
             Some(items) => {
                 for item in items {
                     let value = data.get(&item.key).ok_or_else(|| {
-                        KubeletError::Unsupported(format!("volume \"{}\" has no key \"{}\"", volume.name, item.key))
+                        KubeletError::Unsupported(format!(
+                            "volume \"{}\" has no key \"{}\"",
+                            volume.name, item.key
+                        ))
                     })?;
                     write_file(&folder.join(&item.path), value)?;
                 }
@@ -227,14 +262,21 @@ impl PodRun {
         Ok(())
     }
 
-    async fn env_value(&self, source: &k8s_openapi::api::core::v1::EnvVarSource, pod: &Pod) -> Result<Option<String>, KubeletError> {
+    async fn env_value(
+        &self,
+        source: &k8s_openapi::api::core::v1::EnvVarSource,
+        pod: &Pod,
+    ) -> Result<Option<String>, KubeletError> {
         if let Some(reference) = &source.secret_key_ref {
             let optional = reference.optional.unwrap_or(false);
             let data = self.secret_data(&reference.name, optional).await?;
             return match data.get(&reference.key) {
                 Some(value) => Ok(Some(String::from_utf8_lossy(value).into_owned())),
                 None if optional => Ok(None),
-                None => Err(KubeletError::Unsupported(format!("secret \"{}\" has no key \"{}\"", reference.name, reference.key))),
+                None => Err(KubeletError::Unsupported(format!(
+                    "secret \"{}\" has no key \"{}\"",
+                    reference.name, reference.key
+                ))),
             };
         }
         if let Some(reference) = &source.config_map_key_ref {
@@ -243,7 +285,10 @@ impl PodRun {
             return match data.get(&reference.key) {
                 Some(value) => Ok(Some(String::from_utf8_lossy(value).into_owned())),
                 None if optional => Ok(None),
-                None => Err(KubeletError::Unsupported(format!("configmap \"{}\" has no key \"{}\"", reference.name, reference.key))),
+                None => Err(KubeletError::Unsupported(format!(
+                    "configmap \"{}\" has no key \"{}\"",
+                    reference.name, reference.key
+                ))),
             };
         }
         if let Some(reference) = &source.field_ref {
@@ -252,61 +297,101 @@ impl PodRun {
             let value = match path {
                 "status.podIP" | "status.hostIP" => Some("127.0.0.1".to_string()),
                 _ => {
-                    if let Some(label) = path.strip_prefix("metadata.labels['").and_then(|rest| rest.strip_suffix("']")) {
-                        pod_json.pointer(&format!("/metadata/labels/{label}")).and_then(Value::as_str).map(str::to_string)
-                    } else if let Some(annotation) =
-                        path.strip_prefix("metadata.annotations['").and_then(|rest| rest.strip_suffix("']"))
+                    if let Some(label) = path
+                        .strip_prefix("metadata.labels['")
+                        .and_then(|rest| rest.strip_suffix("']"))
+                    {
+                        pod_json
+                            .pointer(&format!("/metadata/labels/{label}"))
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                    } else if let Some(annotation) = path
+                        .strip_prefix("metadata.annotations['")
+                        .and_then(|rest| rest.strip_suffix("']"))
                     {
                         pod_json
                             .pointer(&format!("/metadata/annotations/{annotation}"))
                             .and_then(Value::as_str)
                             .map(str::to_string)
                     } else {
-                        pod_json.pointer(&format!("/{}", path.replace('.', "/"))).and_then(Value::as_str).map(str::to_string)
+                        pod_json
+                            .pointer(&format!("/{}", path.replace('.', "/")))
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
                     }
                 }
             };
             return Ok(Some(value.unwrap_or_default()));
         }
-        Err(KubeletError::Unsupported("only secretKeyRef, configMapKeyRef and fieldRef env sources are emulated".into()))
+        Err(KubeletError::Unsupported(
+            "only secretKeyRef, configMapKeyRef and fieldRef env sources are emulated".into(),
+        ))
     }
 
-    async fn prepare(&self, pod: &Pod, spec: &PodSpec, container: &Container, folder: &Path) -> Result<Prepared, KubeletError> {
+    async fn prepare(
+        &self,
+        pod: &Pod,
+        spec: &PodSpec,
+        container: &Container,
+        folder: &Path,
+    ) -> Result<Prepared, KubeletError> {
         let volumes_folder = folder.join("volumes");
         let fs_root = folder.join("fs");
         std::fs::create_dir_all(&fs_root).map_err(io_error("create", &fs_root))?;
         for volume in spec.volumes.iter().flatten() {
-            self.materialise_volume(volume, &volumes_folder.join(&volume.name)).await?;
+            self.materialise_volume(volume, &volumes_folder.join(&volume.name))
+                .await?;
         }
         let mut mappings = Vec::new();
         for mount in container.volume_mounts.iter().flatten() {
             let mut source = volumes_folder.join(&mount.name);
             if !source.exists() {
-                return Err(KubeletError::Unsupported(format!("volume mount \"{}\" names no volume", mount.name)));
+                return Err(KubeletError::Unsupported(format!(
+                    "volume mount \"{}\" names no volume",
+                    mount.name
+                )));
             }
-            if let Some(sub_path) = mount.sub_path.as_deref().filter(|sub_path| !sub_path.is_empty()) {
+            if let Some(sub_path) = mount
+                .sub_path
+                .as_deref()
+                .filter(|sub_path| !sub_path.is_empty())
+            {
                 source = source.join(sub_path);
             }
             let target = fs_root.join(mount.mount_path.trim_start_matches('/'));
             copy_tree(&source, &target)?;
-            mappings.push((mount.mount_path.trim_end_matches('/').to_string(), target.display().to_string()));
+            mappings.push((
+                mount.mount_path.trim_end_matches('/').to_string(),
+                target.display().to_string(),
+            ));
         }
         let mut env = BTreeMap::new();
-        env.insert("PATH".to_string(), std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()));
+        env.insert(
+            "PATH".to_string(),
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
+        );
         env.insert("HOME".to_string(), folder.display().to_string());
-        env.insert("HOSTNAME".to_string(), pod.metadata.name.clone().unwrap_or_default());
+        env.insert(
+            "HOSTNAME".to_string(),
+            pod.metadata.name.clone().unwrap_or_default(),
+        );
         env.insert("SLUICE_E2E_ROOT".to_string(), fs_root.display().to_string());
         for source in container.env_from.iter().flatten() {
             let prefix = source.prefix.clone().unwrap_or_default();
             let data = if let Some(secret) = &source.secret_ref {
-                self.secret_data(&secret.name, secret.optional.unwrap_or(false)).await?
+                self.secret_data(&secret.name, secret.optional.unwrap_or(false))
+                    .await?
             } else if let Some(config_map) = &source.config_map_ref {
-                self.config_map_data(&config_map.name, config_map.optional.unwrap_or(false)).await?
+                self.config_map_data(&config_map.name, config_map.optional.unwrap_or(false))
+                    .await?
             } else {
                 continue;
             };
             for (key, value) in data {
-                env.insert(format!("{prefix}{key}"), String::from_utf8_lossy(&value).into_owned());
+                env.insert(
+                    format!("{prefix}{key}"),
+                    String::from_utf8_lossy(&value).into_owned(),
+                );
             }
         }
         for variable in container.env.iter().flatten() {
@@ -319,7 +404,13 @@ impl PodRun {
                 env.insert(variable.name.clone(), substitute_paths(&value, &mappings));
             }
         }
-        let mut words: Vec<String> = container.command.iter().flatten().chain(container.args.iter().flatten()).cloned().collect();
+        let mut words: Vec<String> = container
+            .command
+            .iter()
+            .flatten()
+            .chain(container.args.iter().flatten())
+            .cloned()
+            .collect();
         if container.command.as_ref().is_none_or(Vec::is_empty) {
             return Err(KubeletError::Unsupported(
                 "the container has no command (the emulator runs commands, not images)".into(),
@@ -335,10 +426,18 @@ impl PodRun {
             .get(&command)
             .map(|path| path.display().to_string())
             .unwrap_or(command);
-        let working_dir = match container.working_dir.as_deref().filter(|dir| !dir.is_empty()) {
+        let working_dir = match container
+            .working_dir
+            .as_deref()
+            .filter(|dir| !dir.is_empty())
+        {
             Some(dir) => {
                 let rewritten = substitute_paths(dir, &mappings);
-                if rewritten == dir { fs_root.join(dir.trim_start_matches('/')) } else { PathBuf::from(rewritten) }
+                if rewritten == dir {
+                    fs_root.join(dir.trim_start_matches('/'))
+                } else {
+                    PathBuf::from(rewritten)
+                }
             }
             None => fs_root.clone(),
         };
@@ -380,7 +479,12 @@ impl PodRun {
     fn build_pod(&self, name: &str) -> Result<Pod, KubeletError> {
         let job_name = self.job.metadata.name.clone().unwrap_or_default();
         let job_uid = self.job.metadata.uid.clone().unwrap_or_default();
-        let template = self.job.spec.as_ref().map(|spec| spec.template.clone()).unwrap_or_default();
+        let template = self
+            .job
+            .spec
+            .as_ref()
+            .map(|spec| spec.template.clone())
+            .unwrap_or_default();
         let template_metadata = template.metadata.unwrap_or_default();
         let mut labels = template_metadata.labels.unwrap_or_default();
         for (key, value) in [
@@ -391,7 +495,8 @@ impl PodRun {
         ] {
             labels.insert(key.to_string(), value.clone());
         }
-        let mut spec = serde_json::to_value(template.spec.unwrap_or_default()).unwrap_or_else(|_| json!({}));
+        let mut spec =
+            serde_json::to_value(template.spec.unwrap_or_default()).unwrap_or_else(|_| json!({}));
         spec["nodeName"] = json!("sluice-e2e-kubelet");
         serde_json::from_value(json!({
             "metadata": {
@@ -409,10 +514,19 @@ impl PodRun {
         .map_err(|error| KubeletError::Unsupported(format!("invalid pod template: {error}")))
     }
 
-    async fn write_status(&self, pods: &Api<Pod>, name: &str, status: Value) -> Result<(), KubeletError> {
-        pods.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": status})))
-            .await
-            .map_err(kube_error(format!("write status of pod {name}")))?;
+    async fn write_status(
+        &self,
+        pods: &Api<Pod>,
+        name: &str,
+        status: Value,
+    ) -> Result<(), KubeletError> {
+        pods.patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
+        .await
+        .map_err(kube_error(format!("write status of pod {name}")))?;
         Ok(())
     }
 
@@ -430,21 +544,76 @@ impl PodRun {
             .map_err(kube_error(format!("create pod {name}")))?;
         let spec = pod.spec.clone().unwrap_or_default();
         let Some(container) = spec.containers.first().cloned() else {
-            return Err(KubeletError::Unsupported(format!("pod {name} has no container")));
+            return Err(KubeletError::Unsupported(format!(
+                "pod {name} has no container"
+            )));
         };
         let folder = self.options.root.join(self.namespace()).join(&name);
         let log = log_path(&self.options.root, &self.namespace(), &name);
         let prepared = match self.prepare(&pod, &spec, &container, &folder).await {
             Ok(prepared) => prepared,
             Err(KubeletError::Unsupported(message)) => {
-                return self.finish(&pods, &name, &container, None, 128, "ContainerCannotRun", Some(&message)).await;
+                return self
+                    .finish(
+                        &pods,
+                        &name,
+                        &container,
+                        None,
+                        128,
+                        "ContainerCannotRun",
+                        Some(&message),
+                    )
+                    .await;
             }
             Err(error) => return Err(error),
         };
         write_file(&log, b"")?;
-        let log_file = std::fs::OpenOptions::new().append(true).open(&log).map_err(io_error("open", &log))?;
-        let error_file = log_file.try_clone().map_err(io_error("open", &log))?;
         let started_at = now();
+        let running = json!({
+            "phase": "Running",
+            "startTime": started_at,
+            "hostIP": "127.0.0.1",
+            "podIP": "127.0.0.1",
+            "podIPs": [{"ip": "127.0.0.1"}],
+            "conditions": pod_conditions(true),
+            "containerStatuses": container_status(&container, json!({"running": {"startedAt": started_at}}), true),
+        });
+        match self.simulate.as_deref() {
+            Some("OOMKilled") => {
+                self.write_status(&pods, &name, running).await?;
+                return self
+                    .finish(
+                        &pods,
+                        &name,
+                        &container,
+                        Some(&started_at),
+                        137,
+                        "OOMKilled",
+                        None,
+                    )
+                    .await;
+            }
+            Some("DeadlineExceeded") => {
+                self.write_status(&pods, &name, running).await?;
+                return self
+                    .finish(
+                        &pods,
+                        &name,
+                        &container,
+                        Some(&started_at),
+                        137,
+                        "DeadlineExceeded",
+                        None,
+                    )
+                    .await;
+            }
+            _ => {}
+        }
+        let log_file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .map_err(io_error("open", &log))?;
+        let error_file = log_file.try_clone().map_err(io_error("open", &log))?;
         let spawned = tokio::process::Command::new(&prepared.program)
             .args(&prepared.args)
             .env_clear()
@@ -459,48 +628,48 @@ impl PodRun {
             Ok(child) => child,
             Err(error) => {
                 let message = format!("failed to start {}: {error}", prepared.program);
-                return self.finish(&pods, &name, &container, None, 128, "ContainerCannotRun", Some(&message)).await;
+                return self
+                    .finish(
+                        &pods,
+                        &name,
+                        &container,
+                        None,
+                        128,
+                        "ContainerCannotRun",
+                        Some(&message),
+                    )
+                    .await;
             }
         };
-        self.write_status(&pods, &name, json!({
-            "phase": "Running",
-            "startTime": started_at,
-            "hostIP": "127.0.0.1",
-            "podIP": "127.0.0.1",
-            "podIPs": [{"ip": "127.0.0.1"}],
-            "conditions": pod_conditions(true),
-            "containerStatuses": container_status(&container, json!({"running": {"startedAt": started_at}}), true),
-        }))
-        .await?;
-        let simulate = self.simulate.as_deref();
+        self.write_status(&pods, &name, running).await?;
         let deadline_passed = async {
             match self.deadline {
                 Some(deadline) => tokio::time::sleep_until(deadline).await,
                 None => std::future::pending().await,
             }
         };
-        let exit = if simulate.is_some() {
-            None
-        } else {
-            tokio::select! {
-                exit = child.wait() => Some(exit.map_err(io_error("wait for", Path::new(&prepared.program)))?),
-                () = deadline_passed => None,
+        let exit = tokio::select! {
+            exit = child.wait() => exit.map_err(io_error("wait for", Path::new(&prepared.program)))?,
+            () = deadline_passed => {
+                let _ = child.kill().await;
+                return self.finish(&pods, &name, &container, Some(&started_at), 137, "DeadlineExceeded", None).await;
             }
-        };
-        let Some(exit) = exit else {
-            let _ = child.kill().await;
-            if simulate == Some("OOMKilled") {
-                return self.finish(&pods, &name, &container, Some(&started_at), 137, "OOMKilled", None).await;
-            }
-            self.finish(&pods, &name, &container, Some(&started_at), 137, "DeadlineExceeded", None).await?;
-            return Ok(PodOutcome::DeadlineExceeded);
         };
         let exit_code = exit.code().unwrap_or_else(|| {
             use std::os::unix::process::ExitStatusExt;
             128 + exit.signal().unwrap_or(9)
         });
         let reason = if exit_code == 0 { "Completed" } else { "Error" };
-        self.finish(&pods, &name, &container, Some(&started_at), exit_code, reason, None).await
+        self.finish(
+            &pods,
+            &name,
+            &container,
+            Some(&started_at),
+            exit_code,
+            reason,
+            None,
+        )
+        .await
     }
 
     /// Writes the terminated status; `reason` `DeadlineExceeded` marks the
@@ -528,7 +697,11 @@ impl PodRun {
         if let Some(message) = message {
             terminated["message"] = json!(message);
         }
-        let phase = if exit_code == 0 { "Succeeded" } else { "Failed" };
+        let phase = if exit_code == 0 {
+            "Succeeded"
+        } else {
+            "Failed"
+        };
         let mut status = json!({
             "phase": phase,
             "startTime": started_at.unwrap_or(&finished_at),
@@ -537,7 +710,8 @@ impl PodRun {
         });
         if deadline {
             status["reason"] = json!("DeadlineExceeded");
-            status["message"] = json!("Pod was active on the node longer than the specified deadline");
+            status["message"] =
+                json!("Pod was active on the node longer than the specified deadline");
         }
         self.write_status(pods, name, status).await?;
         Ok(if deadline {
@@ -560,18 +734,36 @@ mod tests {
     #[test]
     fn mount_paths_are_rewritten_only_as_whole_paths() {
         let mappings = vec![
-            ("/etc/sluice".to_string(), "/tmp/p/fs/etc/sluice".to_string()),
-            ("/etc/sluice/secrets".to_string(), "/tmp/p/fs/etc/sluice/secrets".to_string()),
+            (
+                "/etc/sluice".to_string(),
+                "/tmp/p/fs/etc/sluice".to_string(),
+            ),
+            (
+                "/etc/sluice/secrets".to_string(),
+                "/tmp/p/fs/etc/sluice/secrets".to_string(),
+            ),
         ];
-        assert_eq!(substitute_paths("/etc/sluice/secrets/token", &mappings), "/tmp/p/fs/etc/sluice/secrets/token");
-        assert_eq!(substitute_paths("--dir=/etc/sluice", &mappings), "--dir=/tmp/p/fs/etc/sluice");
+        assert_eq!(
+            substitute_paths("/etc/sluice/secrets/token", &mappings),
+            "/tmp/p/fs/etc/sluice/secrets/token"
+        );
+        assert_eq!(
+            substitute_paths("--dir=/etc/sluice", &mappings),
+            "--dir=/tmp/p/fs/etc/sluice"
+        );
         assert_eq!(substitute_paths("/etc/sluicer", &mappings), "/etc/sluicer");
-        assert_eq!(substitute_paths("cat /etc/sluice/a; ls", &mappings), "cat /tmp/p/fs/etc/sluice/a; ls");
+        assert_eq!(
+            substitute_paths("cat /etc/sluice/a; ls", &mappings),
+            "cat /tmp/p/fs/etc/sluice/a; ls"
+        );
     }
 
     #[test]
     fn variables_expand_like_the_kubelet() {
         let env = BTreeMap::from([("NAME".to_string(), "run-1".to_string())]);
-        assert_eq!(expand_variables("--run=$(NAME) $(OTHER)", &env), "--run=run-1 $(OTHER)");
+        assert_eq!(
+            expand_variables("--run=$(NAME) $(OTHER)", &env),
+            "--run=run-1 $(OTHER)"
+        );
     }
 }

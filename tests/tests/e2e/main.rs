@@ -1,0 +1,10 @@
+//! The one end-to-end test binary (one binary keeps build time down on
+//! small machines). Each submodule is a suite; each test gets its own
+//! cluster namespace (and, without `SLUICE_E2E_KUBECONFIG`, its own API
+//! server stand-in).
+
+mod conformance;
+mod kubectl;
+mod kubelet;
+mod standin;
+mod support;
