@@ -4,3 +4,4 @@
 
 pub mod admission;
 pub mod job;
+pub mod outcome;
