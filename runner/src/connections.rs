@@ -151,7 +151,7 @@ fn read_secret_file(path: &Path) -> Option<String> {
 }
 
 /// Replaces secret values (and the encodings a server may echo them in:
-/// percent-encoding, base64, HTTP Basic credentials) with `[REDACTED]`.
+/// percent- and form-encoding, base64, HTTP Basic credentials) with `[REDACTED]`.
 #[derive(Clone, Default)]
 pub struct Redactor {
     needles: Vec<String>,
@@ -176,7 +176,8 @@ impl Redactor {
         }
         let base64 = base64::engine::general_purpose::STANDARD.encode(secret);
         let url_encoded = percent_encode(secret);
-        for needle in [secret.to_owned(), base64, url_encoded] {
+        let form_encoded = url_encoded.replace("%20", "+");
+        for needle in [secret.to_owned(), base64, url_encoded, form_encoded] {
             if !self.needles.contains(&needle) {
                 self.needles.push(needle);
             }
