@@ -5,3 +5,4 @@
 pub mod admission;
 pub mod job;
 pub mod outcome;
+pub mod progress;
