@@ -5,10 +5,15 @@
 //! Each node type lives in its own module and only performs one attempt
 //! (see [`crate::node`]); nothing here schedules or retries.
 
+pub mod fail;
 pub mod http;
 pub mod notify;
 pub mod postgres;
+pub mod shell;
+pub mod transform;
+pub mod wait;
 
+use crate::clock::Clock;
 use crate::node::{Attempt, BoxFuture, Node, NodeContext, NodeError};
 use sluice_crds::NodeType;
 use std::collections::BTreeMap;
@@ -35,9 +40,13 @@ impl Catalog {
     /// Every built-in node type as `sluice-runner run` executes it locally:
     /// `kubernetes` and `workflow` nodes fail at execution with a hint to
     /// use the operator.
-    pub fn local() -> Self {
+    pub fn local(clock: Arc<dyn Clock>) -> Self {
         let mut catalog = Self::empty();
         catalog.register(Arc::new(http::HttpNode));
+        catalog.register(Arc::new(transform::TransformNode));
+        catalog.register(Arc::new(wait::WaitNode::new(clock)));
+        catalog.register(Arc::new(shell::ShellNode));
+        catalog.register(Arc::new(fail::FailNode));
         catalog.register(Arc::new(postgres::PostgresNode));
         catalog.register(Arc::new(notify::NotifyNode));
         catalog.register(Arc::new(NeedsCluster(NodeType::Kubernetes)));

@@ -1,0 +1,137 @@
+//! The engine: runs a [`CompiledWorkflow`] over the [`Node`](crate::node::Node)
+//! trait. It decides *when* nodes run — `needs`, `if` with skip
+//! propagation and `runWhen`, `forEach`, retries with backoff, timeouts,
+//! `continueOnError`, the run's parallelism bound and deadline,
+//! cancellation — and reports every step to a [`Reporter`].
+//!
+//! Pure scheduling logic: all I/O happens inside node implementations, all
+//! time comes from the injected [`Clock`]. The whole run is one future
+//! (nodes run concurrently inside it), so dropping it stops everything.
+
+mod cancel;
+mod execute;
+mod run;
+
+pub use cancel::Cancellation;
+
+use crate::clock::{Clock, Jitter};
+use crate::compiled::CompiledWorkflow;
+use crate::connections::ConnectionStore;
+use crate::node::RunInfo;
+use crate::nodes::Catalog;
+use crate::report::{NodeResult, Reporter, RunSummary};
+use std::sync::{Arc, Mutex};
+
+/// Default cap on one node's output: 1 MiB of compact JSON.
+pub const DEFAULT_OUTPUT_CAP: usize = 1024 * 1024;
+
+/// Runs workflows with a catalog of node types and a clock.
+pub struct Engine {
+    catalog: Catalog,
+    clock: Arc<dyn Clock>,
+    output_cap: usize,
+    jitter_seed: Option<u64>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("catalog", &self.catalog)
+            .field("output_cap", &self.output_cap)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything one run needs besides the workflow.
+#[derive(Clone)]
+pub struct RunRequest {
+    /// The run's input (defaults merged, already checked).
+    pub input: serde_json::Value,
+    /// Identity of the run (`.run` in expressions).
+    pub info: RunInfo,
+    /// Connections nodes may use.
+    pub connections: Arc<ConnectionStore>,
+    /// Shared HTTP client.
+    pub http: reqwest::Client,
+    /// Stops the run when it fires.
+    pub cancel: Cancellation,
+}
+
+impl RunRequest {
+    /// A request with `input`, no connections and a default HTTP client.
+    pub fn new(input: serde_json::Value) -> Self {
+        Self {
+            input,
+            info: RunInfo {
+                namespace: "default".into(),
+                workflow: "workflow".into(),
+                name: "local".into(),
+            },
+            connections: Arc::new(ConnectionStore::default()),
+            http: reqwest::Client::new(),
+            cancel: Cancellation::new(),
+        }
+    }
+}
+
+/// The outcome of a run: its summary and every node's result, in spec order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunResult {
+    /// Phase, reason, output.
+    pub summary: RunSummary,
+    /// One result per node, in spec order.
+    pub nodes: Vec<NodeResult>,
+}
+
+impl RunResult {
+    /// The result of the node named `name`.
+    pub fn node(&self, name: &str) -> Option<&NodeResult> {
+        self.nodes.iter().find(|n| n.node == name)
+    }
+}
+
+impl Engine {
+    /// An engine running `catalog`'s node types on `clock`.
+    pub fn new(catalog: Catalog, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            catalog,
+            clock,
+            output_cap: DEFAULT_OUTPUT_CAP,
+            jitter_seed: None,
+        }
+    }
+
+    /// Sets the per-node output cap in bytes of compact JSON.
+    pub fn with_output_cap(mut self, bytes: usize) -> Self {
+        self.output_cap = bytes;
+        self
+    }
+
+    /// Fixes the seed of backoff jitter (tests); by default it is random.
+    pub fn with_jitter_seed(mut self, seed: u64) -> Self {
+        self.jitter_seed = Some(seed);
+        self
+    }
+
+    /// Runs `workflow` to completion (or cancellation, or its deadline),
+    /// reporting to `reporter`.
+    pub async fn run(
+        &self,
+        workflow: &CompiledWorkflow,
+        request: RunRequest,
+        reporter: Arc<dyn Reporter>,
+    ) -> RunResult {
+        let jitter = self.jitter_seed.map_or_else(Jitter::from_time, Jitter::seeded);
+        let shared = run::Shared {
+            engine: self,
+            workflow,
+            events: Arc::new(run::Events::new(reporter, self.clock.clone())),
+            jitter: Mutex::new(jitter),
+            semaphore: tokio::sync::Semaphore::new(workflow.parallelism),
+        };
+        run::run(&shared, request).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,368 @@
+//! What a run tells the world while it executes: [`Event`]s (run started,
+//! node started, node finished, log line, run finished), each with a
+//! sequence number, delivered to a [`Reporter`].
+//!
+//! The engine only emits events; where they go is the reporter's business:
+//! the terminal locally ([`TerminalReporter`], text or JSON lines), the
+//! operator's run API inside a Job. Reporters must not block for long: they
+//! are called from the engine's task.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sluice_crds::{NodePhase, NodeType, RunPhase};
+use std::io::Write;
+use std::sync::Mutex;
+
+pub use crate::node::LogLevel;
+
+/// Receives a run's events, in sequence order.
+pub trait Reporter: Send + Sync {
+    /// Handles one event.
+    fn report(&self, event: &Event);
+}
+
+/// A reporter that drops every event.
+#[derive(Debug, Default)]
+pub struct NoReport;
+
+impl Reporter for NoReport {
+    fn report(&self, _: &Event) {}
+}
+
+/// A reporter that keeps every event, for tests.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    events: Mutex<Vec<Event>>,
+}
+
+impl Recorder {
+    /// The events so far.
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+}
+
+impl Reporter for Recorder {
+    fn report(&self, event: &Event) {
+        if let Ok(mut events) = self.events.lock() {
+            events.push(event.clone());
+        }
+    }
+}
+
+/// One thing that happened in a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    /// 1 for the first event of a run, then consecutive.
+    pub sequence: u64,
+    /// When it happened (by the engine's clock).
+    pub time: DateTime<Utc>,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "camelCase")]
+pub enum EventKind {
+    /// The run began.
+    #[serde(rename_all = "camelCase")]
+    RunStarted {
+        /// Workflow name.
+        workflow: String,
+        /// Run name.
+        run: String,
+        /// Number of nodes.
+        node_count: usize,
+    },
+    /// A node began executing (its first attempt).
+    #[serde(rename_all = "camelCase")]
+    NodeStarted {
+        /// Node name.
+        node: String,
+        /// Node type.
+        #[serde(rename = "type")]
+        node_type: NodeType,
+        /// Number of forEach items, when the node has forEach.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        items: Option<usize>,
+    },
+    /// A node reached a terminal phase.
+    NodeFinished(NodeResult),
+    /// A log line from a node (or from the engine about a node, e.g. a retry).
+    #[serde(rename_all = "camelCase")]
+    Log {
+        /// Node name (with forEach: `name[index]`).
+        node: String,
+        /// Severity.
+        level: LogLevel,
+        /// The line.
+        message: String,
+    },
+    /// The run ended.
+    RunFinished(RunSummary),
+}
+
+/// The outcome of one node.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeResult {
+    /// Node name.
+    pub node: String,
+    /// Node type.
+    #[serde(rename = "type")]
+    pub node_type: NodeType,
+    /// Succeeded, Failed, Skipped or Cancelled.
+    pub phase: NodePhase,
+    /// Attempts made (with forEach: the most any item needed); 0 when it never ran.
+    pub attempts: u32,
+    /// When it started, if it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished.
+    pub finished_at: DateTime<Utc>,
+    /// Milliseconds from start to finish (0 when it never ran).
+    pub duration_ms: u64,
+    /// Its output (after the cap), when it succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<serde_json::Value>,
+    /// One-line error, when it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Why it was skipped or cancelled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Whether the output was over the cap and replaced by a marker.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    /// Size of the output as compact JSON, before any truncation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_bytes: Option<usize>,
+    /// Whether the node may fail without failing the run.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub continue_on_error: bool,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSummary {
+    /// Succeeded, Failed or Cancelled.
+    pub phase: RunPhase,
+    /// Machine-readable reason: Succeeded, NodeFailed, DeadlineExceeded,
+    /// Cancelled, OutputFailed.
+    pub reason: String,
+    /// Human-readable explanation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The first node whose failure failed the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_node: Option<String>,
+    /// The run's output.
+    pub output: serde_json::Value,
+    /// Milliseconds from start to end.
+    pub duration_ms: u64,
+    /// Nodes per phase.
+    pub counts: PhaseCounts,
+}
+
+/// Nodes per terminal phase.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseCounts {
+    /// Succeeded nodes.
+    pub succeeded: usize,
+    /// Failed nodes.
+    pub failed: usize,
+    /// Skipped nodes.
+    pub skipped: usize,
+    /// Cancelled nodes.
+    pub cancelled: usize,
+}
+
+/// How the terminal reporter writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TerminalFormat {
+    /// One human line per node start and end, on stderr.
+    Text,
+    /// One JSON object per event, on stdout.
+    Json,
+}
+
+/// Prints events for a person (text on stderr) or a program (JSON lines on stdout).
+#[derive(Debug)]
+pub struct TerminalReporter {
+    format: TerminalFormat,
+}
+
+impl TerminalReporter {
+    /// A reporter writing in `format`.
+    pub fn new(format: TerminalFormat) -> Self {
+        Self { format }
+    }
+}
+
+impl Reporter for TerminalReporter {
+    fn report(&self, event: &Event) {
+        match self.format {
+            TerminalFormat::Json => {
+                if let Ok(line) = serde_json::to_string(event) {
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{line}");
+                }
+            }
+            TerminalFormat::Text => {
+                if let Some(line) = text_line(event) {
+                    let _ = writeln!(std::io::stderr().lock(), "{line}");
+                }
+            }
+        }
+    }
+}
+
+/// The human line for an event (none for run start and end: the CLI
+/// prints the run's outcome itself).
+pub fn text_line(event: &Event) -> Option<String> {
+    match &event.kind {
+        EventKind::RunStarted { .. } | EventKind::RunFinished(_) => None,
+        EventKind::NodeStarted {
+            node,
+            node_type,
+            items,
+        } => Some(match items {
+            Some(count) => format!("▶ {node} ({node_type}, {count} items)"),
+            None => format!("▶ {node} ({node_type})"),
+        }),
+        EventKind::Log {
+            node,
+            level,
+            message,
+        } => Some(format!(
+            "  {node} [{}] {message}",
+            serde_json::to_value(level)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        )),
+        EventKind::NodeFinished(result) => {
+            let mark = match result.phase {
+                NodePhase::Succeeded => "✔",
+                NodePhase::Failed => "✘",
+                NodePhase::Skipped => "○",
+                _ => "■",
+            };
+            let mut line = format!("{mark} {} {:?}", result.node, result.phase);
+            if result.attempts > 0 {
+                line.push_str(&format!(" in {}", format_millis(result.duration_ms)));
+            }
+            if result.attempts > 1 {
+                line.push_str(&format!(" (attempt {})", result.attempts));
+            }
+            if let Some(error) = &result.error {
+                line.push_str(&format!(": {error}"));
+                if result.continue_on_error {
+                    line.push_str(" (continueOnError)");
+                }
+            } else if let Some(reason) = &result.reason {
+                line.push_str(&format!(": {reason}"));
+            } else if let Some(output) = &result.output {
+                line.push_str(&format!(" → {}", one_line(output, 100)));
+            }
+            if result.truncated {
+                line.push_str(" [output truncated]");
+            }
+            Some(line)
+        }
+    }
+}
+
+/// `850ms`, `1.2s`, `2m05s`.
+pub fn format_millis(millis: u64) -> String {
+    match millis {
+        0..1000 => format!("{millis}ms"),
+        1000..60_000 => format!("{:.1}s", millis as f64 / 1000.0),
+        _ => format!("{}m{:02}s", millis / 60_000, (millis % 60_000) / 1000),
+    }
+}
+
+/// A value as compact JSON, cut to `limit` characters with `…`.
+pub fn one_line(value: &serde_json::Value, limit: usize) -> String {
+    let text = value.to_string();
+    if text.chars().count() <= limit {
+        return text;
+    }
+    let cut: String = text.chars().take(limit).collect();
+    format!("{cut}…")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn finished(phase: NodePhase) -> NodeResult {
+        NodeResult {
+            node: "fetch".into(),
+            node_type: NodeType::Http,
+            phase,
+            attempts: 2,
+            started_at: None,
+            finished_at: DateTime::UNIX_EPOCH,
+            duration_ms: 1500,
+            output: Some(json!({"status": 200})),
+            error: None,
+            reason: None,
+            truncated: false,
+            output_bytes: Some(14),
+            continue_on_error: false,
+        }
+    }
+
+    #[test]
+    fn text_lines_show_phase_duration_attempt_and_output() {
+        let event = Event {
+            sequence: 3,
+            time: DateTime::UNIX_EPOCH,
+            kind: EventKind::NodeFinished(finished(NodePhase::Succeeded)),
+        };
+        assert_eq!(
+            text_line(&event).unwrap(),
+            "✔ fetch Succeeded in 1.5s (attempt 2) → {\"status\":200}"
+        );
+    }
+
+    #[test]
+    fn json_events_carry_sequence_and_kind() {
+        let event = Event {
+            sequence: 7,
+            time: DateTime::UNIX_EPOCH,
+            kind: EventKind::Log {
+                node: "a".into(),
+                level: LogLevel::Warn,
+                message: "hm".into(),
+            },
+        };
+        let value = serde_json::to_value(&event).unwrap();
+        assert_eq!(value["sequence"], 7);
+        assert_eq!(value["event"], "log");
+        assert_eq!(value["level"], "warn");
+        let finished_event = Event {
+            sequence: 8,
+            time: DateTime::UNIX_EPOCH,
+            kind: EventKind::NodeFinished(finished(NodePhase::Failed)),
+        };
+        let value = serde_json::to_value(&finished_event).unwrap();
+        assert_eq!(value["event"], "nodeFinished");
+        assert_eq!(value["phase"], "Failed");
+        assert_eq!(value["durationMs"], 1500);
+    }
+
+    #[test]
+    fn long_outputs_are_cut() {
+        let long = json!("x".repeat(300));
+        assert!(one_line(&long, 10).ends_with('…'));
+        assert_eq!(one_line(&long, 10).chars().count(), 11);
+    }
+}
