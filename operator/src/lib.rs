@@ -1,6 +1,32 @@
-//! Sluice operator library: controllers, webhook server and the PostgreSQL mirror.
+//! Sluice operator library: controllers, the run API, the PostgreSQL mirror
+//! and the process around them. `main.rs` only parses the configuration and
+//! calls [`run`].
+//!
+//! Map: [`workflow`] (validation, revisions), [`run`] (admission, Jobs,
+//! lifecycle), [`run_api`] (runner ⇄ operator), [`mirror`] and
+//! [`mirror_map`] (PostgreSQL), [`names`] (derived names), [`leader`]
+//! (Lease), [`telemetry`] (metrics, health), [`config`], [`context`].
 
+pub mod config;
+pub mod context;
 pub mod mirror;
+pub mod mirror_map;
 pub mod names;
 pub mod run;
+pub mod run_api;
+pub mod telemetry;
 pub mod workflow;
+
+use context::Context;
+use kube::Api;
+
+/// An Api over every namespace, or the configured one.
+pub fn namespaced_api<K>(context: &Context) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+{
+    match &context.config.namespace {
+        Some(namespace) => Api::namespaced(context.client.clone(), namespace),
+        None => Api::all(context.client.clone()),
+    }
+}

@@ -70,19 +70,19 @@ pub async fn apply_events(
     events: &[&MirrorEvent],
     limits: &Limits,
 ) -> Result<Applied, WriteError> {
-    let mut nodes: Vec<NodeExecutionRecord> = Vec::new();
+    let mut nodes: Vec<&NodeExecutionRecord> = Vec::new();
     let mut node_positions = Vec::new();
-    let mut logs: Vec<LogRecord> = Vec::new();
+    let mut logs: Vec<&LogRecord> = Vec::new();
     let mut log_positions = Vec::new();
     let mut finished: BTreeSet<Uuid> = BTreeSet::new();
     for (index, event) in events.iter().enumerate() {
         match event {
             MirrorEvent::NodeExecution(node) => {
-                nodes.push(node.clone());
+                nodes.push(node);
                 node_positions.push(index);
             }
             MirrorEvent::Log(log) => {
-                logs.push(log.clone());
+                logs.push(log);
                 log_positions.push(index);
             }
             other => {

@@ -9,6 +9,7 @@
 //! its final state, and a `None` payload keeps the stored one.
 //! No commits or retries here.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
@@ -307,7 +308,7 @@ impl NodeColumns {
 /// (into `nodes`) of those whose run has no row yet; they are not written.
 pub async fn write_node_executions(
     conn: &mut PgConnection,
-    nodes: &[NodeExecutionRecord],
+    nodes: &[&NodeExecutionRecord],
     limits: &Limits,
 ) -> Result<Vec<usize>, WriteError> {
     if nodes.is_empty() {
@@ -320,7 +321,7 @@ pub async fn write_node_executions(
 
     // One row per (run, node, attempt) per statement: ON CONFLICT DO UPDATE
     // cannot touch a row twice in one command.
-    let mut merged: Vec<NodeExecutionRecord> = Vec::with_capacity(nodes.len());
+    let mut merged: Vec<Cow<'_, NodeExecutionRecord>> = Vec::with_capacity(nodes.len());
     let mut position: HashMap<(Uuid, &str, i32), usize> = HashMap::with_capacity(nodes.len());
     let mut orphans = Vec::new();
     for (index, node) in nodes.iter().enumerate() {
@@ -330,11 +331,11 @@ pub async fn write_node_executions(
         }
         match position.entry((node.execution_uid, node.node_id.as_str(), node.attempt)) {
             std::collections::hash_map::Entry::Occupied(slot) => {
-                merge_node(&mut merged[*slot.get()], node)
+                merge_node(merged[*slot.get()].to_mut(), node)
             }
             std::collections::hash_map::Entry::Vacant(slot) => {
                 slot.insert(merged.len());
-                merged.push(node.clone());
+                merged.push(Cow::Borrowed(*node));
             }
         }
     }
@@ -356,7 +357,7 @@ pub async fn write_node_executions(
 /// yet; they are not written.
 pub async fn write_logs(
     conn: &mut PgConnection,
-    logs: &[LogRecord],
+    logs: &[&LogRecord],
     limits: &Limits,
 ) -> Result<Vec<usize>, WriteError> {
     if logs.is_empty() {

@@ -6,3 +6,4 @@ pub mod admission;
 pub mod job;
 pub mod outcome;
 pub mod progress;
+pub mod controller;

@@ -26,7 +26,7 @@ pub fn seed_nodes(status: &mut WorkflowRunStatus, spec: &WorkflowSpec) {
             });
         }
     }
-    refresh_counts(status);
+    refresh(status);
 }
 
 /// Applies `events` to `status`.
@@ -34,7 +34,7 @@ pub fn apply_events(status: &mut WorkflowRunStatus, events: &[RunEvent]) {
     for event in events {
         apply_event(status, event);
     }
-    refresh_counts(status);
+    refresh(status);
 }
 
 fn apply_event(status: &mut WorkflowRunStatus, event: &RunEvent) {
@@ -98,7 +98,7 @@ fn apply_event(status: &mut WorkflowRunStatus, event: &RunEvent) {
 }
 
 /// Recomputes counts and progress from the node summaries.
-fn refresh_counts(status: &mut WorkflowRunStatus) {
+pub fn refresh(status: &mut WorkflowRunStatus) {
     let mut counts = NodeCounts::default();
     for summary in &status.nodes {
         let slot = match summary.phase {

@@ -3,3 +3,4 @@
 //! are in [`plan`]; the reconcile shell applies them.
 
 pub mod plan;
+pub mod controller;

@@ -1,0 +1,101 @@
+//! The operator's configuration: command-line flags, each also settable by
+//! an environment variable (the Helm chart uses the variables).
+
+use clap::Parser;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Sluice operator: reconciles Workflows, WorkflowRuns, Schedules and
+/// Connections, runs one Job per run, serves the run API and webhooks, and
+/// mirrors everything into PostgreSQL.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "sluice-operator", version, about, long_about = None)]
+pub struct Config {
+    /// Only watch this namespace. Default: every namespace the operator's
+    /// ServiceAccount may read.
+    #[arg(long, env = "SLUICE_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// PostgreSQL URL of the mirror, e.g. postgres://sluice@db:5432/sluice.
+    /// Without it the mirror is off and everything else works.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Address of the run API (runner pods fetch their run and report
+    /// events here). Served by every replica.
+    #[arg(long, env = "SLUICE_RUN_API_ADDR", default_value = "0.0.0.0:8081")]
+    pub run_api_addr: SocketAddr,
+
+    /// Base URL runner pods use to reach the run API, usually the
+    /// operator's Service, e.g. http://sluice-operator.sluice-system:8081.
+    #[arg(long, env = "SLUICE_RUN_API_URL", default_value = "http://sluice-operator.sluice-system:8081")]
+    pub run_api_url: String,
+
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "SLUICE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+
+    /// Runner image used for Jobs unless a workflow overrides it.
+    #[arg(long, env = "SLUICE_RUNNER_IMAGE", default_value = "ghcr.io/sluice-dev/sluice-runner:0.1.0")]
+    pub runner_image: String,
+
+    /// Command that starts the runner inside the Job (space separated).
+    #[arg(long, env = "SLUICE_RUNNER_COMMAND", default_value = "sluice-runner exec")]
+    pub runner_command: String,
+
+    /// Memory limit of runner containers unless a workflow overrides it.
+    #[arg(long, env = "SLUICE_RUNNER_MEMORY_LIMIT", default_value = "512Mi")]
+    pub runner_memory_limit: String,
+
+    /// CPU request of runner containers unless a workflow overrides it.
+    #[arg(long, env = "SLUICE_RUNNER_CPU_REQUEST", default_value = "100m")]
+    pub runner_cpu_request: String,
+
+    /// Largest node output, in bytes of JSON, kept whole; larger outputs are
+    /// truncated and the truncation recorded.
+    #[arg(long, env = "SLUICE_OUTPUT_CAP_BYTES", default_value_t = 1 << 20)]
+    pub output_cap_bytes: u64,
+
+    /// Name of this replica for leader election (the pod name).
+    #[arg(long, env = "POD_NAME", default_value = "sluice-operator")]
+    pub identity: String,
+
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "sluice-system")]
+    pub lease_namespace: String,
+
+    /// How long a leader holds the Lease without renewing it.
+    #[arg(long, env = "SLUICE_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+
+    /// Turn leader election off (a single replica, tests).
+    #[arg(long, env = "SLUICE_NO_LEADER_ELECTION")]
+    pub no_leader_election: bool,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    sluice_crds::Duration::parse(text)
+        .map(|d| d.as_std())
+        .map_err(|e| e.to_string())
+}
+
+impl Config {
+    /// The runner command as argv.
+    pub fn runner_argv(&self) -> Vec<String> {
+        self.runner_command.split_whitespace().map(str::to_owned).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_and_flags_override() {
+        let config = Config::try_parse_from(["sluice-operator", "--lease-duration", "30s", "--no-leader-election"]).unwrap();
+        assert_eq!(config.lease_duration, Duration::from_secs(30));
+        assert!(config.no_leader_election);
+        assert_eq!(config.runner_argv(), ["sluice-runner", "exec"]);
+        assert!(Config::try_parse_from(["sluice-operator", "--lease-duration", "soon"]).is_err());
+    }
+}

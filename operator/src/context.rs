@@ -1,0 +1,156 @@
+//! What every controller and the run API share: the kube client, the
+//! configuration, the runner defaults, the token key, the mirror, metrics,
+//! and the error type whose categories become Event reasons and metric
+//! labels.
+
+use crate::config::Config;
+use crate::mirror::Mirror;
+use crate::run::job::RunnerDefaults;
+use crate::run_api::token::TokenKey;
+use crate::telemetry::Metrics;
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// Field manager and event reporter name of the operator.
+pub const FIELD_MANAGER: &str = "sluice-operator";
+
+/// Shared state of the operator process.
+pub struct Context {
+    /// Client of the Kubernetes API.
+    pub client: Client,
+    /// Configuration.
+    pub config: Config,
+    /// Defaults of runner pods.
+    pub runner_defaults: RunnerDefaults,
+    /// Key deriving per-run credentials.
+    pub token_key: TokenKey,
+    /// The PostgreSQL mirror, when a database is configured.
+    pub mirror: Option<Mirror>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    recorder: Recorder,
+    admission_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Context {
+    /// Builds the shared state.
+    pub fn new(
+        client: Client,
+        config: Config,
+        token_key: TokenKey,
+        mirror: Option<Mirror>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let runner_defaults = RunnerDefaults {
+            image: config.runner_image.clone(),
+            command: config.runner_argv(),
+            resources: ResourceRequirements {
+                requests: Some(BTreeMap::from([
+                    ("cpu".to_owned(), Quantity(config.runner_cpu_request.clone())),
+                    ("memory".to_owned(), Quantity("64Mi".to_owned())),
+                ])),
+                limits: Some(BTreeMap::from([(
+                    "memory".to_owned(),
+                    Quantity(config.runner_memory_limit.clone()),
+                )])),
+                ..ResourceRequirements::default()
+            },
+            service_account_name: None,
+            run_api_url: config.run_api_url.clone(),
+        };
+        let recorder = Recorder::new(client.clone(), Reporter::from(FIELD_MANAGER));
+        Self {
+            client,
+            config,
+            runner_defaults,
+            token_key,
+            mirror,
+            metrics,
+            recorder,
+            admission_locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Publishes an Event about `object`. Failing to publish is logged, never
+    /// fatal: Events are for people, conditions are the API.
+    pub async fn publish<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        message: String,
+    ) {
+        let event = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.to_owned(),
+            note: Some(truncate(message, 1000)),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::warn!(%error, reason, "failed to publish event");
+        }
+    }
+
+    /// The lock serialising admission decisions of one workflow.
+    pub fn admission_lock(&self, namespace: &str, workflow: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.admission_locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        locks.entry(format!("{namespace}/{workflow}")).or_default().clone()
+    }
+}
+
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max - 3;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
+/// A failed reconcile, by category.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server refused or failed a request.
+    #[error("failed to call the Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// An object lacks a field the API server always sets.
+    #[error("object {0} has no {1}")]
+    MissingField(String, &'static str),
+    /// JSON (de)serialisation failed.
+    #[error("failed to encode or decode JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl Error {
+    /// A bounded label for metrics and the reason of Warning Events.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(status)) if status.code == 409 => "Conflict",
+            Error::Kube(_) => "KubernetesApi",
+            Error::MissingField(..) => "MissingField",
+            Error::Json(_) => "Serialization",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_event_notes_are_cut_on_a_character_boundary() {
+        let text = "é".repeat(600);
+        let cut = truncate(text, 1000);
+        assert!(cut.len() <= 1000);
+        assert!(cut.ends_with('…'));
+    }
+}

@@ -1,0 +1,312 @@
+//! Kubernetes objects and run events → mirror records. The conversions are
+//! pure functions; the `offer_*` helpers hand records to the mirror without
+//! ever blocking a reconcile (a full queue is counted and resynced later).
+
+use crate::context::Context;
+use crate::mirror::{
+    EnvValue, EnvVarRecord, ExecutionRecord, LogLevel, LogRecord, MirrorEvent, NodeExecutionRecord,
+    NodePhase as MirrorNodePhase, RunPhase as MirrorRunPhase, SecretKeyRef, TriggerRecord, WebhookRecord,
+    WorkflowRecord, WorkflowState,
+};
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{Api, ResourceExt};
+use serde_json::{Value, json};
+use sluice_crds::common::{condition_type, find_condition};
+use sluice_crds::run_api::{RunEvent, RunEventKind};
+use sluice_crds::{ConditionStatus, NodePhase, RunPhase, Workflow, WorkflowRun, WorkflowStatus};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// The UID of namespace `name` (the workspace id), read from the API server.
+pub async fn namespace_uid(context: &Context, name: &str) -> Option<Uuid> {
+    let namespaces: Api<Namespace> = Api::all(context.client.clone());
+    let namespace = namespaces.get_opt(name).await.ok().flatten()?;
+    parse_uid(namespace.uid().as_deref())
+}
+
+fn parse_uid(uid: Option<&str>) -> Option<Uuid> {
+    uid.and_then(|uid| Uuid::parse_str(uid).ok())
+}
+
+/// Offers `event` to the mirror if there is one; never waits.
+pub fn offer(context: &Context, event: MirrorEvent) {
+    if let Some(mirror) = &context.mirror
+        && let Err(error) = mirror.offer(event)
+    {
+        tracing::warn!(%error, "mirror queue refused an event; it will be resynced");
+    }
+}
+
+/// Mirrors a Workflow (and its new revision, if any).
+pub fn offer_workflow(context: &Arc<Context>, workflow: &Workflow, status: &WorkflowStatus, _new_revision: Option<i64>) {
+    if context.mirror.is_none() {
+        return;
+    }
+    let context = context.clone();
+    let workflow = workflow.clone();
+    let status = status.clone();
+    tokio::spawn(async move {
+        let Some(namespace) = workflow.namespace() else { return };
+        let Some(workspace_uid) = namespace_uid(&context, &namespace).await else { return };
+        if let Some(record) = workflow_record(&workflow, &status, workspace_uid) {
+            offer(&context, MirrorEvent::Workflow(record));
+        }
+    });
+}
+
+/// Mirrors a run's current state (the mirror keeps finished rows finished).
+pub fn offer_run(context: &Context, run: &WorkflowRun, workflow: &Workflow) {
+    let Some(workflow_uid) = parse_uid(workflow.uid().as_deref()) else { return };
+    if let Some(record) = execution_record(run, workflow_uid, None) {
+        offer(context, MirrorEvent::Execution(record));
+    }
+}
+
+/// The mirror record of `workflow` with `status`.
+pub fn workflow_record(workflow: &Workflow, status: &WorkflowStatus, workspace_uid: Uuid) -> Option<WorkflowRecord> {
+    let uid = parse_uid(workflow.uid().as_deref())?;
+    let spec = &workflow.spec;
+    let valid = find_condition(&status.conditions, condition_type::VALID)
+        .is_some_and(|c| c.status == ConditionStatus::True);
+    let state = if workflow.metadata.deletion_timestamp.is_some() {
+        WorkflowState::Archived
+    } else if !valid {
+        WorkflowState::Draft
+    } else if spec.suspend.unwrap_or(false) {
+        WorkflowState::Inactive
+    } else {
+        WorkflowState::Active
+    };
+    let edges: Vec<Value> = spec
+        .nodes
+        .iter()
+        .flat_map(|node| node.needs.iter().map(|need| json!({"from": need, "to": node.name})))
+        .collect();
+    let mut settings = serde_json::to_value(spec).unwrap_or_default();
+    if let Some(settings) = settings.as_object_mut() {
+        settings.remove("nodes");
+        settings.remove("description");
+    }
+    let namespace = workflow.namespace().unwrap_or_default();
+    let triggers = spec
+        .triggers
+        .iter()
+        .map(|trigger| TriggerRecord {
+            name: trigger.name.clone(),
+            trigger_type: "webhook".to_owned(),
+            settings: serde_json::to_value(&trigger.webhook).unwrap_or_default(),
+            active: trigger.enabled.unwrap_or(true),
+            webhook: Some(WebhookRecord {
+                path: format!("/hooks/{namespace}/{}/{}", workflow.name_any(), trigger.name),
+                secret_ref: Some(SecretKeyRef {
+                    name: trigger.webhook.auth.secret_ref.name.clone(),
+                    key: trigger.webhook.auth.secret_ref.key.clone(),
+                }),
+                last_used_at: None,
+            }),
+        })
+        .collect();
+    Some(WorkflowRecord {
+        uid,
+        workspace_uid,
+        namespace,
+        name: workflow.name_any(),
+        description: spec.description.clone(),
+        nodes: serde_json::to_value(&spec.nodes).unwrap_or_default(),
+        edges: Value::Array(edges),
+        settings,
+        state,
+        revision: status.revision.unwrap_or(1) as i32,
+        labels: workflow.labels().clone(),
+        triggers,
+        env: spec
+            .env
+            .iter()
+            .map(|var| EnvVarRecord {
+                name: var.name.clone(),
+                value: EnvValue::Plain(var.value.clone()),
+            })
+            .collect(),
+        created_at: workflow.metadata.creation_timestamp.as_ref().and_then(jiff_to_chrono),
+        published_at: None,
+    })
+}
+
+fn jiff_to_chrono(time: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(time.0.as_second(), time.0.subsec_nanosecond() as u32)
+}
+
+/// The mirror record of `run` (belonging to the workflow with `workflow_uid`).
+pub fn execution_record(run: &WorkflowRun, workflow_uid: Uuid, full_output: Option<Value>) -> Option<ExecutionRecord> {
+    let uid = parse_uid(run.uid().as_deref())?;
+    let status = run.status.clone().unwrap_or_default();
+    Some(ExecutionRecord {
+        uid,
+        workflow_uid,
+        name: run.name_any(),
+        phase: mirror_run_phase(status.phase.unwrap_or_default()),
+        workflow_revision: status.workflow_revision.map(|r| r as i32),
+        priority: run.spec.priority.unwrap_or(0),
+        input: run.spec.input.clone(),
+        output: full_output.or(status.output.clone()),
+        error: status.message.clone(),
+        trigger: run.spec.trigger.as_ref().and_then(|t| serde_json::to_value(t).ok()),
+        created_at: run.metadata.creation_timestamp.as_ref().and_then(jiff_to_chrono),
+        started_at: status.start_time,
+        ended_at: status.completion_time,
+        job_name: status.job_name.clone(),
+    })
+}
+
+fn mirror_run_phase(phase: RunPhase) -> MirrorRunPhase {
+    match phase {
+        RunPhase::Pending => MirrorRunPhase::Pending,
+        RunPhase::Queued => MirrorRunPhase::Queued,
+        RunPhase::Running => MirrorRunPhase::Running,
+        RunPhase::Succeeded => MirrorRunPhase::Succeeded,
+        RunPhase::Failed => MirrorRunPhase::Failed,
+        RunPhase::Cancelled => MirrorRunPhase::Cancelled,
+    }
+}
+
+fn mirror_node_phase(phase: NodePhase) -> MirrorNodePhase {
+    match phase {
+        NodePhase::Pending => MirrorNodePhase::Pending,
+        NodePhase::Running => MirrorNodePhase::Running,
+        NodePhase::Succeeded => MirrorNodePhase::Succeeded,
+        NodePhase::Failed => MirrorNodePhase::Failed,
+        NodePhase::Skipped => MirrorNodePhase::Skipped,
+        NodePhase::Cancelled => MirrorNodePhase::Cancelled,
+    }
+}
+
+/// The node executions and log lines in `events` of the run `run_uid`,
+/// run by the pod `worker`.
+pub fn event_records(run_uid: Uuid, worker: Option<&str>, events: &[RunEvent]) -> Vec<MirrorEvent> {
+    events
+        .iter()
+        .filter_map(|event| match &event.kind {
+            RunEventKind::NodeStarted {
+                node,
+                node_type,
+                attempt,
+                input,
+            } => Some(MirrorEvent::NodeExecution(NodeExecutionRecord {
+                execution_uid: run_uid,
+                node_id: node.clone(),
+                attempt: attempt.saturating_sub(1) as i32,
+                node_type: node_type.clone(),
+                phase: MirrorNodePhase::Running,
+                started_at: Some(event.time),
+                ended_at: None,
+                input: input.clone(),
+                output: None,
+                error: None,
+                worker_id: worker.map(str::to_owned),
+            })),
+            RunEventKind::NodeFinished {
+                node,
+                node_type,
+                phase,
+                attempts,
+                started_at,
+                output,
+                error,
+                ..
+            } => Some(MirrorEvent::NodeExecution(NodeExecutionRecord {
+                execution_uid: run_uid,
+                node_id: node.clone(),
+                attempt: attempts.saturating_sub(1) as i32,
+                node_type: node_type.clone(),
+                phase: mirror_node_phase(*phase),
+                started_at: *started_at,
+                ended_at: Some(event.time),
+                input: None,
+                output: output.clone(),
+                error: error.clone(),
+                worker_id: worker.map(str::to_owned),
+            })),
+            RunEventKind::Log { node, level, message } => Some(MirrorEvent::Log(LogRecord {
+                execution_uid: run_uid,
+                seq: event.seq as i64,
+                node: node.clone().map(|node| (node, 0)),
+                level: match level.as_str() {
+                    "debug" => LogLevel::Debug,
+                    "warn" => LogLevel::Warn,
+                    "error" => LogLevel::Error,
+                    _ => LogLevel::Info,
+                },
+                message: message.clone().into_bytes(),
+                metadata: None,
+                logged_at: event.time,
+            })),
+            RunEventKind::RunFinished { .. } => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use sluice_crds::NodeSpec;
+
+    const UID: &str = "6f9619ff-8b86-d011-b42d-00cf4fc964ff";
+
+    #[test]
+    fn a_workflow_maps_nodes_edges_and_state() {
+        let mut workflow = Workflow::fixture("w")
+            .with_node(NodeSpec::transform("a", "."))
+            .with_node(NodeSpec::transform("b", ".").needs(&["a"]));
+        workflow.metadata.uid = Some(UID.to_owned());
+        let status = WorkflowStatus {
+            revision: Some(3),
+            ..WorkflowStatus::default()
+        };
+        let record = workflow_record(&workflow, &status, Uuid::nil()).unwrap();
+        assert_eq!(record.edges, json!([{"from": "a", "to": "b"}]));
+        assert_eq!(record.revision, 3);
+        assert_eq!(record.state, WorkflowState::Draft, "not yet validated");
+        assert!(record.settings.get("nodes").is_none());
+    }
+
+    #[test]
+    fn run_events_become_node_attempts_and_numbered_log_lines() {
+        let uid = Uuid::parse_str(UID).unwrap();
+        let time = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let events = [
+            RunEvent {
+                seq: 1,
+                time,
+                kind: RunEventKind::NodeStarted {
+                    node: "a".into(),
+                    node_type: "http".into(),
+                    attempt: 2,
+                    input: Some(json!({"url": "/x"})),
+                },
+            },
+            RunEvent {
+                seq: 2,
+                time,
+                kind: RunEventKind::Log {
+                    node: Some("a".into()),
+                    level: "warn".into(),
+                    message: "slow".into(),
+                },
+            },
+        ];
+        let records = event_records(uid, Some("pod-1"), &events);
+        match &records[0] {
+            MirrorEvent::NodeExecution(record) => {
+                assert_eq!((record.attempt, record.phase), (1, MirrorNodePhase::Running));
+                assert_eq!(record.input, Some(json!({"url": "/x"})));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match &records[1] {
+            MirrorEvent::Log(record) => assert_eq!((record.seq, record.level), (2, LogLevel::Warn)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

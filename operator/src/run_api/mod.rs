@@ -1,0 +1,4 @@
+//! The run API: runner pods fetch their run's frozen snapshot and send
+//! their events here. Served by every replica (not only the leader).
+
+pub mod token;
