@@ -1,1 +1,361 @@
-pub fn main() -> std::process::ExitCode { std::process::ExitCode::SUCCESS }
+//! The `sluice-runner` command line: `run` (execute a workflow file locally),
+//! `validate`, `nodes` (the node catalog) and `exec` (inside a Job).
+//!
+//! Only argument handling, file reading and printing live here; the work is
+//! done by [`crate::validate`], [`crate::engine`] and the node catalog.
+
+use crate::clock::{Clock, SystemClock};
+use crate::compiled::CompiledWorkflow;
+use crate::engine::{Cancellation, Engine, RunRequest};
+use crate::node::RunInfo;
+use crate::nodes::Catalog;
+use crate::report::{TerminalFormat, TerminalReporter, format_millis};
+use crate::validate::{ValidationError, compile, parse_spec};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::Value;
+use sluice_crds::{RunPhase, WorkflowSpec};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Exit code of a failed run.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code of invalid usage, an invalid workflow or input.
+pub const EXIT_INVALID: u8 = 2;
+/// Exit code of a cancelled run (as after SIGINT).
+pub const EXIT_CANCELLED: u8 = 130;
+
+/// Sluice's workflow runner.
+///
+/// Runs Sluice workflows: locally from a YAML file with `run`, or inside a
+/// Kubernetes Job started by the operator with `exec`.
+#[derive(Debug, Parser)]
+#[command(name = "sluice-runner", version, about, long_about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a workflow locally, printing each node as it starts and ends and
+    /// the run's output at the end (exit code 0 when it succeeds, 1 when it
+    /// fails, 2 when the file or input is invalid).
+    Run(RunArgs),
+    /// Check a workflow file and print every error with its field path and
+    /// how to fix it (exit code 1 when there is any).
+    Validate {
+        /// YAML file holding a Workflow (other documents are ignored).
+        file: PathBuf,
+    },
+    /// Print the node catalog as JSON: per node type its name, description,
+    /// category and the JSON schema of its parameters.
+    Nodes,
+    /// Run the WorkflowRun this pod belongs to (inside a Job started by the
+    /// operator; needs the operator's run API).
+    Exec,
+}
+
+/// Arguments of `run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// YAML file holding a Workflow (other documents, such as Connections,
+    /// are ignored).
+    pub file: PathBuf,
+    /// The run's input as JSON, e.g. '{"name": "Ada"}'. Checked against the
+    /// workflow's input schema, with its defaults merged.
+    #[arg(long, conflicts_with = "input_file")]
+    pub input: Option<String>,
+    /// A file holding the run's input as JSON.
+    #[arg(long)]
+    pub input_file: Option<PathBuf>,
+    /// How to print progress: text (for people, on stderr; the output JSON on
+    /// stdout) or json (one event object per line on stdout).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Files or folders of Connection and Secret manifests the workflow's
+    /// nodes use. May be repeated.
+    #[arg(long, num_args = 1..)]
+    pub connections: Vec<PathBuf>,
+    /// Largest node output kept whole, in bytes of JSON; larger outputs are
+    /// replaced by a truncation marker.
+    #[arg(long, default_value_t = crate::engine::DEFAULT_OUTPUT_CAP)]
+    pub output_cap: usize,
+}
+
+/// Progress format of `run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Human lines.
+    Text,
+    /// JSON lines.
+    Json,
+}
+
+/// Why the command could not do its job.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The file could not be read or parsed.
+    #[error("failed to read {path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The workflow is invalid.
+    #[error("{path} is not a valid workflow:\n{}", list(.errors))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Every error.
+        errors: Vec<ValidationError>,
+    },
+    /// The input is not JSON or breaks the input schema.
+    #[error("invalid input: {0}")]
+    Input(String),
+    /// The connections could not be loaded.
+    #[error(transparent)]
+    Connections(#[from] crate::connections::LoadError),
+    /// The runtime could not start.
+    #[error("failed to start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+fn list(errors: &[ValidationError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("  {e}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A Workflow read from a file.
+#[derive(Debug)]
+pub struct WorkflowFile {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.namespace` (or `default`).
+    pub namespace: String,
+    /// The spec.
+    pub spec: WorkflowSpec,
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => finish(run(args)),
+        Command::Validate { file } => validate_file(&file),
+        Command::Nodes => {
+            let catalog = Catalog::local(Arc::new(SystemClock));
+            let text = serde_json::to_string_pretty(&catalog.catalog_json()).unwrap_or_default();
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Command::Exec => {
+            eprintln!(
+                "sluice-runner exec runs a WorkflowRun inside the Job the operator starts for it and needs the operator's run API, which this build does not include yet; run a workflow file locally with `sluice-runner run FILE.yaml`"
+            );
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+fn finish(result: Result<ExitCode, CliError>) -> ExitCode {
+    result.unwrap_or_else(|error| {
+        eprintln!("error: {error}");
+        ExitCode::from(EXIT_INVALID)
+    })
+}
+
+/// Reads the Workflow document of a (possibly multi-document) YAML file.
+pub fn read_workflow(path: &Path) -> Result<WorkflowFile, CliError> {
+    let file_error = |message: String| CliError::File {
+        path: path.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+    let documents: Vec<Value> =
+        serde_saphyr::from_multiple(&text).map_err(|e| file_error(e.to_string()))?;
+    let workflow = documents
+        .into_iter()
+        .find(|doc| doc.get("kind").and_then(Value::as_str) == Some("Workflow"))
+        .ok_or_else(|| {
+            file_error("it holds no document with kind: Workflow: add one (apiVersion: sluice.dev/v1alpha1, kind: Workflow)".into())
+        })?;
+    let metadata = workflow.get("metadata");
+    let text_of = |key: &str| {
+        metadata
+            .and_then(|m| m.get(key))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let spec_value = workflow.get("spec").cloned().unwrap_or(Value::Null);
+    let spec = parse_spec(&spec_value).map_err(|errors| CliError::Invalid {
+        path: path.to_owned(),
+        errors,
+    })?;
+    Ok(WorkflowFile {
+        name: text_of("name").unwrap_or_else(|| "workflow".into()),
+        namespace: text_of("namespace").unwrap_or_else(|| "default".into()),
+        spec,
+    })
+}
+
+/// Reads and compiles a workflow file.
+pub fn load(path: &Path) -> Result<(WorkflowFile, CompiledWorkflow), CliError> {
+    let file = read_workflow(path)?;
+    let compiled = compile(&file.spec).map_err(|errors| CliError::Invalid {
+        path: path.to_owned(),
+        errors,
+    })?;
+    Ok((file, compiled))
+}
+
+fn validate_file(path: &Path) -> ExitCode {
+    match load(path) {
+        Ok((file, compiled)) => {
+            println!(
+                "{}: workflow {:?} is valid ({} nodes)",
+                path.display(),
+                file.name,
+                compiled.nodes.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(CliError::Invalid { errors, .. }) => {
+            for error in &errors {
+                println!("{error}");
+            }
+            eprintln!(
+                "{}: {} error{}",
+                path.display(),
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" }
+            );
+            ExitCode::from(EXIT_FAILED)
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn read_input(args: &RunArgs) -> Result<Value, CliError> {
+    let text = match (&args.input, &args.input_file) {
+        (Some(text), _) => text.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| CliError::File {
+            path: path.clone(),
+            message: e.to_string(),
+        })?,
+        (None, None) => return Ok(Value::Null),
+    };
+    serde_json::from_str(&text).map_err(|e| {
+        CliError::Input(format!(
+            "it is not JSON ({e}): pass an object such as --input '{{\"name\": \"Ada\"}}'"
+        ))
+    })
+}
+
+fn run(args: RunArgs) -> Result<ExitCode, CliError> {
+    let (file, compiled) = load(&args.file)?;
+    let input = crate::input::prepare(file.spec.input.as_ref(), read_input(&args)?).map_err(
+        |errors| {
+            CliError::Input(
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        },
+    )?;
+    let local_connections = if args.connections.is_empty() {
+        None
+    } else {
+        Some(crate::connections::load_manifests(&args.connections)?)
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let engine = Engine::new(Catalog::local(clock.clone()), clock).with_output_cap(args.output_cap);
+    let format = match args.output {
+        OutputFormat::Text => TerminalFormat::Text,
+        OutputFormat::Json => TerminalFormat::Json,
+    };
+    let cancel = Cancellation::new();
+    let request = RunRequest {
+        input,
+        info: RunInfo {
+            namespace: file.namespace.clone(),
+            workflow: file.name.clone(),
+            name: format!("{}-local", file.name),
+        },
+        connections: local_connections
+            .as_ref()
+            .map(|local| local.store())
+            .unwrap_or_default(),
+        http: reqwest::Client::new(),
+        cancel: cancel.clone(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)?;
+    let result = runtime.block_on(async {
+        tokio::spawn(cancel_on_signal(cancel));
+        engine
+            .run(&compiled, request, Arc::new(TerminalReporter::new(format)))
+            .await
+    });
+    drop(local_connections);
+    let summary = &result.summary;
+    if format == TerminalFormat::Text {
+        let output = serde_json::to_string_pretty(&summary.output).unwrap_or_default();
+        let _ = writeln!(std::io::stdout().lock(), "{output}");
+        let counts = summary.counts;
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "run {} in {}: {} succeeded, {} failed, {} skipped, {} cancelled",
+            format!("{:?}", summary.phase).to_lowercase(),
+            format_millis(summary.duration_ms),
+            counts.succeeded,
+            counts.failed,
+            counts.skipped,
+            counts.cancelled
+        );
+    }
+    if let Some(message) = &summary.message
+        && summary.phase != RunPhase::Succeeded
+    {
+        eprintln!("error: {message}");
+    }
+    Ok(match summary.phase {
+        RunPhase::Succeeded => ExitCode::SUCCESS,
+        RunPhase::Cancelled => ExitCode::from(EXIT_CANCELLED),
+        _ => ExitCode::from(EXIT_FAILED),
+    })
+}
+
+/// Cancels the run on SIGTERM or Ctrl-C.
+async fn cancel_on_signal(cancel: Cancellation) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+            return;
+        };
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    cancel.cancel();
+}
