@@ -20,7 +20,6 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 use sluice_crds::nodes::{HttpMethod, ResponseFormat};
 use sluice_crds::{ConnectionType, NodeType};
-use std::sync::OnceLock;
 use std::time::Instant;
 
 /// The `http` node type.
@@ -270,16 +269,14 @@ fn build_body(body: Option<&Value>) -> Option<Vec<u8>> {
     }
 }
 
+/// A client that does not follow redirects, built per request: the option
+/// is rare, and a client cached across tokio runtimes would hold dead
+/// pooled connections.
 fn no_redirect_client() -> Result<reqwest::Client, NodeError> {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    if let Some(client) = CLIENT.get() {
-        return Ok(client.clone());
-    }
-    let client = reqwest::Client::builder()
+    reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| NodeError::permanent(format!("failed to build an HTTP client: {e}")))?;
-    Ok(CLIENT.get_or_init(|| client).clone())
+        .map_err(|e| NodeError::permanent(format!("failed to build an HTTP client: {e}")))
 }
 
 /// Response headers as `{name: value}`; repeated headers are joined with `, `.

@@ -1,0 +1,548 @@
+//! `notify` tests: Slack and webhooks against axum servers, email against
+//! an SMTP server written here, all on 127.0.0.1.
+
+use super::NotifyNode;
+use super::smtp::{build_message, dot_stuff};
+use crate::node::{Node, NodeContext, NodeError};
+use crate::nodes::http::tests::{
+    RecordedLogs, attempt, closed_port_url, connections, context, serve,
+};
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use base64::Engine as _;
+use serde_json::{Value, json};
+use sluice_crds::ConnectionType;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+
+async fn run(context: &NodeContext, params: Value) -> Result<Value, NodeError> {
+    NotifyNode.execute(params, &attempt(), context).await
+}
+
+type Received = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+
+/// Records each POSTed JSON body and its Authorization header; answers
+/// `status` with `answer`.
+async fn webhook_server(status: StatusCode, answer: &'static str) -> (String, Received) {
+    let received: Received = Arc::default();
+    let recorder = Arc::clone(&received);
+    let router = Router::new().route(
+        "/{*path}",
+        post(
+            move |headers: HeaderMap, axum::Json(body): axum::Json<Value>| {
+                let recorder = Arc::clone(&recorder);
+                async move {
+                    let authorization = headers
+                        .get("authorization")
+                        .map(|v| v.to_str().unwrap().to_owned());
+                    recorder.lock().unwrap().push((authorization, body));
+                    (status, answer)
+                }
+            },
+        ),
+    );
+    (serve(router).await, received)
+}
+
+#[tokio::test]
+async fn slack_posts_text_and_payload_to_the_secret_webhook() {
+    let (base, received) = webhook_server(StatusCode::OK, "ok").await;
+    let webhook = format!("{base}/services/T0/B0/CANARY-slack-hook");
+    let connections = connections(&[(
+        "alerts",
+        ConnectionType::Slack,
+        &[],
+        &[("webhookUrl", &webhook)],
+    )]);
+    let logs = Arc::new(RecordedLogs::default());
+    let context = context(&connections, Arc::clone(&logs));
+    let output = run(
+        &context,
+        json!({"connection": "alerts", "text": "VIP signup: Ada", "payload": {"blocks": [{"type": "divider"}]}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        output,
+        json!({"delivered": true, "channel": "slack", "status": 200, "response": "ok"})
+    );
+    assert_eq!(
+        received.lock().unwrap()[0].1,
+        json!({"text": "VIP signup: Ada", "blocks": [{"type": "divider"}]})
+    );
+    assert!(!format!("{output} {:?}", logs.0.lock().unwrap()).contains("CANARY"));
+}
+
+#[tokio::test]
+async fn slack_failures_are_classified_and_never_show_the_webhook_url() {
+    for (status, answer, retryable) in [
+        (StatusCode::NOT_FOUND, "no_service", false),
+        (StatusCode::INTERNAL_SERVER_ERROR, "oops", true),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited", true),
+    ] {
+        let (base, _) = webhook_server(status, answer).await;
+        let webhook = format!("{base}/services/T0/B0/CANARY-slack-hook");
+        let connections = connections(&[(
+            "alerts",
+            ConnectionType::Slack,
+            &[],
+            &[("webhookUrl", &webhook)],
+        )]);
+        let context = context(&connections, Arc::default());
+        let error = run(&context, json!({"connection": "alerts", "text": "hi"}))
+            .await
+            .unwrap_err();
+        assert_eq!(error.retryable, retryable, "{error:?}");
+        assert!(
+            error.message.contains(answer) && !error.message.contains("CANARY"),
+            "{}",
+            error.message
+        );
+    }
+    let webhook = format!(
+        "{}/services/T0/B0/CANARY-slack-hook",
+        closed_port_url().await
+    );
+    let connections = connections(&[(
+        "alerts",
+        ConnectionType::Slack,
+        &[],
+        &[("webhookUrl", &webhook)],
+    )]);
+    let context = context(&connections, Arc::default());
+    let error = run(&context, json!({"connection": "alerts", "text": "hi"}))
+        .await
+        .unwrap_err();
+    assert!(
+        error.retryable && !error.message.contains("CANARY"),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn http_webhooks_carry_subject_payload_and_connection_auth() {
+    let (base, received) = webhook_server(StatusCode::ACCEPTED, "queued").await;
+    let hook = format!("{base}/hooks/ops");
+    let connections = connections(&[(
+        "ops",
+        ConnectionType::Http,
+        &[("baseUrl", &hook), ("auth", "bearer")],
+        &[("token", "CANARY-webhook-token")],
+    )]);
+    let context = context(&connections, Arc::default());
+    let output = run(
+        &context,
+        json!({"connection": "ops", "text": "disk full", "subject": "alert", "payload": {"severity": "high"}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(output["status"], 202);
+    assert_eq!(output["channel"], "webhook");
+    let (authorization, body) = received.lock().unwrap()[0].clone();
+    assert_eq!(
+        authorization.as_deref(),
+        Some("Bearer CANARY-webhook-token")
+    );
+    assert_eq!(
+        body,
+        json!({"text": "disk full", "subject": "alert", "severity": "high"})
+    );
+
+    let wrong = self::connections(&[("db", ConnectionType::Postgres, &[], &[])]);
+    let context = self::context(&wrong, Arc::default());
+    let error = run(&context, json!({"connection": "db", "text": "x"}))
+        .await
+        .unwrap_err();
+    assert!(
+        !error.retryable && error.message.contains("slack, http or smtp"),
+        "{error:?}"
+    );
+}
+
+/// How the test SMTP server behaves.
+#[derive(Clone, Default)]
+struct SmtpBehaviour {
+    /// Mechanisms advertised in EHLO, e.g. "PLAIN LOGIN"; none when empty.
+    auth: &'static str,
+    /// The credentials it accepts.
+    credentials: Option<(&'static str, &'static str)>,
+    /// Recipients refused, with the reply.
+    refuse: Option<(&'static str, &'static str)>,
+}
+
+/// What one SMTP session sent.
+#[derive(Debug, Default, Clone)]
+struct Session {
+    commands: Vec<String>,
+    /// The DATA section exactly as received, dot-stuffing included.
+    data: String,
+}
+
+async fn smtp_server(behaviour: SmtpBehaviour) -> (u16, Arc<Mutex<Vec<Session>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sessions: Arc<Mutex<Vec<Session>>> = Arc::default();
+    let recorded = Arc::clone(&sessions);
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let session = serve_smtp(stream, behaviour.clone()).await;
+            recorded.lock().unwrap().push(session);
+        }
+    });
+    (port, sessions)
+}
+
+async fn serve_smtp(stream: tokio::net::TcpStream, behaviour: SmtpBehaviour) -> Session {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let mut session = Session::default();
+    let decode = |text: &str| {
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let mut authenticated = behaviour.credentials.is_none();
+    write
+        .write_all(b"220 test.local ESMTP ready\r\n")
+        .await
+        .unwrap();
+    while let Ok(Some(line)) = lines.next_line().await {
+        session.commands.push(line.clone());
+        let upper = line.to_ascii_uppercase();
+        let reply = if upper.starts_with("EHLO") {
+            match behaviour.auth {
+                "" => "250-test.local\r\n250 8BITMIME".to_owned(),
+                mechanisms => format!("250-test.local\r\n250-AUTH {mechanisms}\r\n250 8BITMIME"),
+            }
+        } else if let Some(encoded) = line.strip_prefix("AUTH PLAIN ") {
+            let (user, password) = behaviour.credentials.unwrap();
+            authenticated = decode(encoded) == format!("\0{user}\0{password}");
+            if authenticated {
+                "235 2.7.0 ok"
+            } else {
+                "535 5.7.8 bad credentials"
+            }
+            .to_owned()
+        } else if upper == "AUTH LOGIN" {
+            let (user, password) = behaviour.credentials.unwrap();
+            write.write_all(b"334 VXNlcm5hbWU6\r\n").await.unwrap();
+            let given_user = decode(&lines.next_line().await.unwrap().unwrap());
+            write.write_all(b"334 UGFzc3dvcmQ6\r\n").await.unwrap();
+            let given_password = decode(&lines.next_line().await.unwrap().unwrap());
+            authenticated = given_user == user && given_password == password;
+            if authenticated {
+                "235 2.7.0 ok"
+            } else {
+                "535 5.7.8 bad credentials"
+            }
+            .to_owned()
+        } else if upper.starts_with("MAIL FROM:") {
+            if authenticated {
+                "250 2.1.0 ok"
+            } else {
+                "530 5.7.0 authentication required"
+            }
+            .to_owned()
+        } else if upper.starts_with("RCPT TO:") {
+            match behaviour.refuse {
+                Some((address, reply)) if line.contains(address) => reply.to_owned(),
+                _ => "250 2.1.5 ok".to_owned(),
+            }
+        } else if upper == "DATA" {
+            write
+                .write_all(b"354 end with <CRLF>.<CRLF>\r\n")
+                .await
+                .unwrap();
+            while let Ok(Some(data_line)) = lines.next_line().await {
+                if data_line == "." {
+                    break;
+                }
+                session.data.push_str(&data_line);
+                session.data.push_str("\r\n");
+            }
+            "250 2.0.0 Ok: queued as 4F2A".to_owned()
+        } else if upper == "QUIT" {
+            write.write_all(b"221 2.0.0 bye\r\n").await.unwrap();
+            break;
+        } else {
+            "502 5.5.2 unknown command".to_owned()
+        };
+        write
+            .write_all(format!("{reply}\r\n").as_bytes())
+            .await
+            .unwrap();
+    }
+    session
+}
+
+fn smtp_connections(
+    port: u16,
+    extra: &[(&str, &str)],
+    secrets: &[(&str, &str)],
+) -> crate::nodes::http::tests::TestConnections {
+    let port = port.to_string();
+    let mut config = vec![
+        ("host", "127.0.0.1"),
+        ("port", port.as_str()),
+        ("from", "Sluice <sluice@example.com>"),
+    ];
+    config.extend_from_slice(extra);
+    connections(&[("mail", ConnectionType::Smtp, &config, secrets)])
+}
+
+/// The message's headers (by name) and its body, un-stuffed.
+fn parse_message(data: &str) -> (std::collections::BTreeMap<String, String>, String) {
+    let unstuffed: Vec<&str> = data
+        .trim_end_matches("\r\n")
+        .split("\r\n")
+        .map(|line| line.strip_prefix('.').unwrap_or(line))
+        .collect();
+    let blank = unstuffed.iter().position(|line| line.is_empty()).unwrap();
+    let headers = unstuffed[..blank]
+        .iter()
+        .map(|line| {
+            let (name, value) = line.split_once(": ").unwrap();
+            (name.to_owned(), value.to_owned())
+        })
+        .collect();
+    (headers, unstuffed[blank + 1..].join("\n"))
+}
+
+#[tokio::test]
+async fn smtp_delivers_a_dot_stuffed_message_to_every_recipient() {
+    let (port, sessions) = smtp_server(SmtpBehaviour::default()).await;
+    let connections = smtp_connections(
+        port,
+        &[("to", "ops@example.com, Oncall <oncall@example.com>")],
+        &[],
+    );
+    let context = context(&connections, Arc::default());
+    let text = "Disk full on node-1.\n.hidden line\n..two dots\n.\nend";
+    let output = run(
+        &context,
+        json!({"connection": "mail", "text": text, "subject": "Disk\r\nBcc: evil@example.com"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(output["delivered"], true);
+    assert_eq!(
+        output["recipients"],
+        json!(["ops@example.com", "oncall@example.com"])
+    );
+    assert_eq!(output["reply"], "250 2.0.0 Ok: queued as 4F2A");
+
+    let session = sessions.lock().unwrap()[0].clone();
+    let commands: Vec<&str> = session.commands.iter().map(String::as_str).collect();
+    assert!(commands[0].starts_with("EHLO "));
+    assert_eq!(
+        commands[1..],
+        [
+            "MAIL FROM:<sluice@example.com>",
+            "RCPT TO:<ops@example.com>",
+            "RCPT TO:<oncall@example.com>",
+            "DATA",
+            "QUIT"
+        ]
+    );
+    assert!(
+        session
+            .data
+            .contains("\r\n..hidden line\r\n...two dots\r\n..\r\nend\r\n"),
+        "{:?}",
+        session.data
+    );
+    let (headers, body) = parse_message(&session.data);
+    assert_eq!(body, text);
+    assert_eq!(headers["From"], "Sluice <sluice@example.com>");
+    assert_eq!(
+        headers["To"],
+        "ops@example.com, Oncall <oncall@example.com>"
+    );
+    assert_eq!(
+        headers["Subject"], "Disk  Bcc: evil@example.com",
+        "line breaks cannot inject headers"
+    );
+    assert_eq!(headers["Message-ID"], output["messageId"].as_str().unwrap());
+    assert!(headers["Message-ID"].ends_with("@example.com>"));
+    assert_eq!(headers["MIME-Version"], "1.0");
+    assert_eq!(headers["Content-Type"], "text/plain; charset=utf-8");
+    assert!(chrono::DateTime::parse_from_rfc2822(&headers["Date"]).is_ok());
+}
+
+#[tokio::test]
+async fn smtp_authenticates_with_plain_or_login() {
+    for mechanisms in ["PLAIN LOGIN", "LOGIN"] {
+        let (port, sessions) = smtp_server(SmtpBehaviour {
+            auth: mechanisms,
+            credentials: Some(("mailer", "CANARY-smtp-pass")),
+            ..SmtpBehaviour::default()
+        })
+        .await;
+        let credentials = [("username", "mailer"), ("password", "CANARY-smtp-pass")];
+        let connections = smtp_connections(port, &[], &credentials);
+        let logs = Arc::new(RecordedLogs::default());
+        let context = context(&connections, Arc::clone(&logs));
+        let output = run(
+            &context,
+            json!({"connection": "mail", "text": "hi", "to": ["a@example.com"]}),
+        )
+        .await;
+        assert_eq!(output.unwrap()["delivered"], true, "{mechanisms}");
+        let commands = sessions.lock().unwrap()[0].commands.join("\n");
+        assert!(
+            commands.contains(&format!("AUTH {}", mechanisms.split(' ').next().unwrap())),
+            "{commands}"
+        );
+        assert!(
+            logs.0
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|line| line.contains("without TLS"))
+        );
+
+        let wrong = smtp_connections(
+            port,
+            &[],
+            &[("username", "mailer"), ("password", "CANARY-wrong")],
+        );
+        let context = self::context(&wrong, Arc::default());
+        let error = run(
+            &context,
+            json!({"connection": "mail", "text": "hi", "to": ["a@example.com"]}),
+        )
+        .await
+        .unwrap_err();
+        assert!(!error.retryable, "{error:?}");
+        assert!(
+            error.message.contains("535") && error.message.contains("password keys"),
+            "{}",
+            error.message
+        );
+        assert!(!error.message.contains("CANARY"), "{}", error.message);
+    }
+}
+
+#[tokio::test]
+async fn smtp_refusals_and_unreachable_servers_are_classified() {
+    for (reply, retryable) in [
+        ("550 5.1.1 no such user", false),
+        ("451 4.3.0 try later", true),
+    ] {
+        let (port, _) = smtp_server(SmtpBehaviour {
+            refuse: Some(("gone@example.com", reply)),
+            ..SmtpBehaviour::default()
+        })
+        .await;
+        let connections = smtp_connections(port, &[], &[]);
+        let context = context(&connections, Arc::default());
+        let error = run(&context, json!({"connection": "mail", "text": "hi", "to": ["ok@example.com", "gone@example.com"]}))
+            .await
+            .unwrap_err();
+        assert_eq!(error.retryable, retryable, "{error:?}");
+        assert!(
+            error.message.contains("gone@example.com") && error.message.contains(reply),
+            "{}",
+            error.message
+        );
+    }
+    let port = closed_port_url()
+        .await
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let connections = smtp_connections(port, &[("to", "a@example.com")], &[]);
+    let context = context(&connections, Arc::default());
+    assert!(
+        run(&context, json!({"connection": "mail", "text": "hi"}))
+            .await
+            .unwrap_err()
+            .retryable
+    );
+}
+
+#[tokio::test]
+async fn smtp_configuration_mistakes_are_permanent() {
+    let (port, _) = smtp_server(SmtpBehaviour::default()).await;
+    for (extra, params, expected) in [
+        (
+            vec![("tls", "starttls")],
+            json!({"to": ["a@example.com"]}),
+            "not supported yet",
+        ),
+        (
+            vec![("tls", "tls")],
+            json!({"to": ["a@example.com"]}),
+            "not supported yet",
+        ),
+        (vec![], json!({}), "no recipients"),
+        (
+            vec![],
+            json!({"to": ["not-an-address"]}),
+            "not an email address",
+        ),
+        (
+            vec![],
+            json!({"to": ["a@example.com>\r\nRCPT TO:<b@example.com"]}),
+            "not an email address",
+        ),
+    ] {
+        let connections = smtp_connections(port, &extra, &[]);
+        let context = context(&connections, Arc::default());
+        let mut params = params;
+        params["connection"] = json!("mail");
+        params["text"] = json!("hi");
+        let error = run(&context, params).await.unwrap_err();
+        assert!(
+            !error.retryable && error.message.contains(expected),
+            "{expected}: {error:?}"
+        );
+    }
+    let (port, _) = smtp_server(SmtpBehaviour::default()).await;
+    let connections = smtp_connections(
+        port,
+        &[("to", "a@example.com")],
+        &[("username", "only-user")],
+    );
+    let context = context(&connections, Arc::default());
+    let error = run(&context, json!({"connection": "mail", "text": "hi"}))
+        .await
+        .unwrap_err();
+    assert!(error.message.contains("only one of"), "{error:?}");
+}
+
+#[test]
+fn non_ascii_and_long_lines_are_base64_and_subjects_encoded() {
+    let message = build_message(
+        "a@example.com",
+        &["b@example.com".to_owned()],
+        "Grüße",
+        "<id@example.com>",
+        "Grüße\nzweite",
+    );
+    assert!(
+        message.contains("Subject: =?utf-8?B?R3LDvMOfZQ==?=\r\n"),
+        "{message}"
+    );
+    assert!(message.contains("Content-Transfer-Encoding: base64\r\n"));
+    let body = message
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap()
+        .replace("\r\n", "");
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap();
+    assert_eq!(String::from_utf8(decoded).unwrap(), "Grüße\r\nzweite");
+
+    let long = "x".repeat(1200);
+    assert!(build_message("a@example.com", &[], "s", "<i@e>", &long).contains("base64"));
+    assert_eq!(dot_stuff("a\r\n.b\r\n"), "a\r\n..b\r\n.\r\n");
+}
