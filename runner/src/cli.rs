@@ -264,8 +264,8 @@ fn read_input(args: &RunArgs) -> Result<Value, CliError> {
 
 fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     let (file, compiled) = load(&args.file)?;
-    let input = crate::input::prepare(file.spec.input.as_ref(), read_input(&args)?).map_err(
-        |errors| {
+    let input =
+        crate::input::prepare(file.spec.input.as_ref(), read_input(&args)?).map_err(|errors| {
             CliError::Input(
                 errors
                     .iter()
@@ -273,8 +273,7 @@ fn run(args: RunArgs) -> Result<ExitCode, CliError> {
                     .collect::<Vec<_>>()
                     .join("; "),
             )
-        },
-    )?;
+        })?;
     let local_connections = if args.connections.is_empty() {
         None
     } else {

@@ -98,7 +98,11 @@ impl Jitter {
     /// A source seeded with `seed` (0 is replaced by a fixed constant).
     pub fn seeded(seed: u64) -> Self {
         Self {
-            state: if seed == 0 { 0x9E37_79B9_7F4A_7C15 } else { seed },
+            state: if seed == 0 {
+                0x9E37_79B9_7F4A_7C15
+            } else {
+                seed
+            },
         }
     }
 

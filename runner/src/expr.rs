@@ -106,11 +106,7 @@ impl Program {
     /// when it yields nothing).
     pub fn first(&self, input: Val) -> Result<Val, EvalError> {
         let ctx = Ctx::<Data>::new(&self.filter.lut, Vars::new([]));
-        let mut outputs = self
-            .filter
-            .id
-            .run((ctx, input))
-            .map(jaq_core::unwrap_valr);
+        let mut outputs = self.filter.id.run((ctx, input)).map(jaq_core::unwrap_valr);
         match outputs.next() {
             None => Ok(Val::Null),
             Some(Ok(value)) => Ok(value),
@@ -133,10 +129,7 @@ impl Program {
     }
 }
 
-fn load_error(
-    source: &str,
-    errors: jaq_core::load::Errors<&str, ()>,
-) -> CompileError {
+fn load_error(source: &str, errors: jaq_core::load::Errors<&str, ()>) -> CompileError {
     use jaq_core::load::Error;
     for (_, error) in errors {
         match error {
@@ -258,7 +251,10 @@ mod tests {
     #[test]
     fn programs_run_with_the_standard_library() {
         assert_eq!(
-            eval("[.a[] | select(. > 1)] | map(. * 2)", json!({"a": [1, 2, 3]})),
+            eval(
+                "[.a[] | select(. > 1)] | map(. * 2)",
+                json!({"a": [1, 2, 3]})
+            ),
             json!([4, 6])
         );
         assert_eq!(eval(".x | ascii_upcase", json!({"x": "ab"})), json!("AB"));

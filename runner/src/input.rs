@@ -50,7 +50,9 @@ pub fn prepare(spec: Option<&InputSpec>, input: Value) -> Result<Value, Vec<Inpu
 /// Checks that a schema is usable: an object, known types, compiling patterns.
 pub fn check_schema(schema: &Value) -> Result<(), String> {
     let Value::Object(fields) = schema else {
-        return Err("the input schema must be an object, e.g. {type: object, properties: {...}}".into());
+        return Err(
+            "the input schema must be an object, e.g. {type: object, properties: {...}}".into(),
+        );
     };
     if let Some(type_) = fields.get("type") {
         let names: Vec<&str> = match type_ {
@@ -70,7 +72,9 @@ pub fn check_schema(schema: &Value) -> Result<(), String> {
     if let Some(pattern) = fields.get("pattern").and_then(Value::as_str)
         && let Err(error) = regex::Regex::new(pattern)
     {
-        return Err(format!("pattern {pattern:?} is not a valid regular expression: {error}"));
+        return Err(format!(
+            "pattern {pattern:?} is not a valid regular expression: {error}"
+        ));
     }
     if let Some(Value::Object(properties)) = fields.get("properties") {
         for (name, property) in properties {
@@ -150,12 +154,16 @@ fn check(schema: &Value, value: &Value, path: String, errors: &mut Vec<InputErro
         if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
             && length < min
         {
-            fail(format!("is {length} characters long, shorter than minLength {min}"));
+            fail(format!(
+                "is {length} characters long, shorter than minLength {min}"
+            ));
         }
         if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
             && length > max
         {
-            fail(format!("is {length} characters long, longer than maxLength {max}"));
+            fail(format!(
+                "is {length} characters long, longer than maxLength {max}"
+            ));
         }
         if let Some(pattern) = schema.get("pattern").and_then(Value::as_str)
             && let Ok(regex) = regex::Regex::new(pattern)
@@ -250,7 +258,11 @@ mod tests {
 
     #[test]
     fn bad_schemas_are_reported() {
-        assert!(check_schema(&json!({"type": "strng"})).unwrap_err().contains("strng"));
+        assert!(
+            check_schema(&json!({"type": "strng"}))
+                .unwrap_err()
+                .contains("strng")
+        );
         assert!(
             check_schema(&json!({"properties": {"a": {"pattern": "("}}}))
                 .unwrap_err()

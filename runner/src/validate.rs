@@ -79,9 +79,7 @@ pub fn compile(spec: &WorkflowSpec) -> Result<CompiledWorkflow, Vec<ValidationEr
         let condition = node
             .condition
             .as_deref()
-            .and_then(|source| {
-                expression(source, &node.name, &format!("{path}.if"), &mut errors)
-            })
+            .and_then(|source| expression(source, &node.name, &format!("{path}.if"), &mut errors))
             .inspect(|program| reads.push((format!("{path}.if"), program.clone())));
         let for_each = node
             .for_each
@@ -93,7 +91,10 @@ pub fn compile(spec: &WorkflowSpec) -> Result<CompiledWorkflow, Vec<ValidationEr
         let block = nodes::check_block(node, &path, &spec.env, &mut errors);
         if let Some(block) = &block {
             for (field, program) in block.params.programs() {
-                reads.push((format!("{path}.{}{field}", block.node_type), program.clone()));
+                reads.push((
+                    format!("{path}.{}{field}", block.node_type),
+                    program.clone(),
+                ));
             }
         }
         graph::check_reads(spec, index, &reads, &names, &upstream, &mut errors);
@@ -153,7 +154,12 @@ pub fn compile(spec: &WorkflowSpec) -> Result<CompiledWorkflow, Vec<ValidationEr
         env: spec
             .env
             .iter()
-            .map(|var| (var.name.clone(), serde_json::Value::String(var.value.clone())))
+            .map(|var| {
+                (
+                    var.name.clone(),
+                    serde_json::Value::String(var.value.clone()),
+                )
+            })
             .collect(),
     })
 }
@@ -187,7 +193,9 @@ fn check_spec_fields(spec: &WorkflowSpec, errors: &mut Vec<ValidationError>) {
     {
         errors.push(ValidationError::new(
             "spec.activeDeadlineSeconds",
-            format!("activeDeadlineSeconds {seconds} is not positive: use at least 1, or remove it"),
+            format!(
+                "activeDeadlineSeconds {seconds} is not positive: use at least 1, or remove it"
+            ),
         ));
     }
     for (index, var) in spec.env.iter().enumerate() {
@@ -196,7 +204,10 @@ fn check_spec_fields(spec: &WorkflowSpec, errors: &mut Vec<ValidationError>) {
             .chars()
             .next()
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && var.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            && var
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
             errors.push(ValidationError::new(
                 format!("spec.env[{index}].name"),

@@ -71,7 +71,13 @@ fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
 #[tokio::test]
 async fn hello_runs_and_prints_its_output() {
     let file = example("hello.yaml");
-    let output = runner(&["run", file.to_str().unwrap(), "--input", r#"{"name": "Grace"}"#]).await;
+    let output = runner(&[
+        "run",
+        file.to_str().unwrap(),
+        "--input",
+        r#"{"name": "Grace"}"#,
+    ])
+    .await;
     assert_eq!(code(&output), 0, "{}", text(&output.stderr));
     let result: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(
@@ -82,7 +88,13 @@ async fn hello_runs_and_prints_its_output() {
     assert!(stderr.contains("✔ greet Succeeded"), "{stderr}");
     assert!(stderr.contains("run succeeded"), "{stderr}");
 
-    let short = runner(&["run", file.to_str().unwrap(), "--input", r#"{"name": "Ada"}"#]).await;
+    let short = runner(&[
+        "run",
+        file.to_str().unwrap(),
+        "--input",
+        r#"{"name": "Ada"}"#,
+    ])
+    .await;
     assert!(text(&short.stderr).contains("○ celebrate Skipped: its if condition was false"));
 }
 
@@ -103,7 +115,10 @@ async fn json_output_is_one_numbered_event_per_line() {
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
-    let sequence: Vec<u64> = events.iter().map(|e| e["sequence"].as_u64().unwrap()).collect();
+    let sequence: Vec<u64> = events
+        .iter()
+        .map(|e| e["sequence"].as_u64().unwrap())
+        .collect();
     assert_eq!(sequence, (1..=events.len() as u64).collect::<Vec<_>>());
     assert_eq!(events.last().unwrap()["event"], "runFinished");
     assert_eq!(events.last().unwrap()["output"]["greeting"], "Hello, Ada!");
@@ -123,16 +138,33 @@ async fn input_is_checked_against_the_schema() {
 #[tokio::test]
 async fn a_failing_run_exits_1_naming_the_node_and_its_error() {
     let file = example("disk-check.yaml");
-    let healthy = runner(&["run", file.to_str().unwrap(), "--input", r#"{"maxPercent": 100}"#]).await;
+    let healthy = runner(&[
+        "run",
+        file.to_str().unwrap(),
+        "--input",
+        r#"{"maxPercent": 100}"#,
+    ])
+    .await;
     assert_eq!(code(&healthy), 0, "{}", text(&healthy.stderr));
     let usage: Value = serde_json::from_slice(&healthy.stdout).unwrap();
     let used = usage["usedPercent"].as_u64().unwrap();
-    assert!(used >= 2, "the test needs a filesystem at least 2% full, / is {used}%");
-    let full = runner(&["run", file.to_str().unwrap(), "--input", r#"{"maxPercent": 1}"#]).await;
+    assert!(
+        used >= 2,
+        "the test needs a filesystem at least 2% full, / is {used}%"
+    );
+    let full = runner(&[
+        "run",
+        file.to_str().unwrap(),
+        "--input",
+        r#"{"maxPercent": 1}"#,
+    ])
+    .await;
     assert_eq!(code(&full), 1);
     let stderr = text(&full.stderr);
     assert!(
-        stderr.contains(&format!("error: node \"too-full\" failed: / is {used}% full, above the limit of 1%")),
+        stderr.contains(&format!(
+            "error: node \"too-full\" failed: / is {used}% full, above the limit of 1%"
+        )),
         "{stderr}"
     );
 }
@@ -170,9 +202,16 @@ spec:
         "needs form a cycle: a → c → b → a",
         "spec.nodes[2].if: node \"c\" reads .nodes.zzz, but there is no node named \"zzz\"",
     ] {
-        assert!(stdout.contains(expected), "{expected:?} missing from:\n{stdout}");
+        assert!(
+            stdout.contains(expected),
+            "{expected:?} missing from:\n{stdout}"
+        );
     }
-    assert!(text(&output.stderr).contains("5 errors"), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("5 errors"),
+        "{}",
+        text(&output.stderr)
+    );
 
     let unknown = write(
         dir.path(),
@@ -182,7 +221,9 @@ spec:
     let output = runner(&["validate", unknown.to_str().unwrap()]).await;
     assert_eq!(code(&output), 1);
     assert!(
-        text(&output.stdout).contains("spec.nodes[0].slack: node \"a\" has an unknown node type or field \"slack\""),
+        text(&output.stdout).contains(
+            "spec.nodes[0].slack: node \"a\" has an unknown node type or field \"slack\""
+        ),
         "{}",
         text(&output.stdout)
     );
@@ -199,7 +240,13 @@ async fn every_example_workflow_validates() {
             continue;
         }
         let output = runner(&["validate", path.to_str().unwrap()]).await;
-        assert_eq!(code(&output), 0, "{}: {}", path.display(), text(&output.stdout));
+        assert_eq!(
+            code(&output),
+            0,
+            "{}: {}",
+            path.display(),
+            text(&output.stdout)
+        );
         validated += 1;
     }
     assert!(validated >= 6, "only {validated} example workflows");
@@ -210,10 +257,23 @@ async fn nodes_prints_the_catalog() {
     let output = runner(&["nodes"]).await;
     assert_eq!(code(&output), 0);
     let catalog: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
-    let names: Vec<&str> = catalog.iter().map(|n| n["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = catalog
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
     assert_eq!(
         names,
-        ["http", "transform", "wait", "postgres", "shell", "kubernetes", "workflow", "notify", "fail"]
+        [
+            "http",
+            "transform",
+            "wait",
+            "postgres",
+            "shell",
+            "kubernetes",
+            "workflow",
+            "notify",
+            "fail"
+        ]
     );
     for node in &catalog {
         assert!(!node["description"].as_str().unwrap().is_empty());
@@ -234,7 +294,10 @@ async fn exec_explains_that_it_needs_the_run_api() {
 #[tokio::test]
 async fn version_and_help_explain_the_commands() {
     let version = runner(&["--version"]).await;
-    assert_eq!(text(&version.stdout).trim(), format!("sluice-runner {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        text(&version.stdout).trim(),
+        format!("sluice-runner {}", env!("CARGO_PKG_VERSION"))
+    );
     let help = text(&runner(&["--help"]).await.stdout);
     for command in ["run", "validate", "nodes", "exec"] {
         assert!(help.contains(command), "{help}");
@@ -306,8 +369,17 @@ async fn triage_signup_calls_the_crm_and_alerts_sales() {
     let connections = write(
         dir.path(),
         "connections.yaml",
-        &(connection("crm-api", "http", json!({"baseUrl": base, "auth": "bearer"}), json!({"token": "t0k"}))
-            + &connection("sales-slack", "slack", json!({}), json!({"webhookUrl": format!("{base}/slack")}))),
+        &(connection(
+            "crm-api",
+            "http",
+            json!({"baseUrl": base, "auth": "bearer"}),
+            json!({"token": "t0k"}),
+        ) + &connection(
+            "sales-slack",
+            "slack",
+            json!({}),
+            json!({"webhookUrl": format!("{base}/slack")}),
+        )),
     );
     let file = example("triage-signup.yaml");
     let output = runner(&[
@@ -323,12 +395,29 @@ async fn triage_signup_calls_the_crm_and_alerts_sales() {
     let result: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(result, json!({"vip": true, "tagged": 2}));
     let seen = seen.lock().unwrap().clone();
-    assert!(seen.contains(&("GET".into(), "/api/people?email=ada%40example.com".into(), Value::Null)), "{seen:?}");
-    let tags: Vec<&Value> = seen.iter().filter(|s| s.1 == "/api/tags").map(|s| &s.2).collect();
+    assert!(
+        seen.contains(&(
+            "GET".into(),
+            "/api/people?email=ada%40example.com".into(),
+            Value::Null
+        )),
+        "{seen:?}"
+    );
+    let tags: Vec<&Value> = seen
+        .iter()
+        .filter(|s| s.1 == "/api/tags")
+        .map(|s| &s.2)
+        .collect();
     assert_eq!(tags.len(), 2);
     assert!(tags.contains(&&json!({"email": "ada@example.com", "tag": "engines"})));
-    let slack = seen.iter().find(|s| s.1 == "/slack").expect("sales alerted");
-    assert_eq!(slack.2["text"], "VIP signup: Ada Lovelace (ada@example.com)");
+    let slack = seen
+        .iter()
+        .find(|s| s.1 == "/slack")
+        .expect("sales alerted");
+    assert_eq!(
+        slack.2["text"],
+        "VIP signup: Ada Lovelace (ada@example.com)"
+    );
 }
 
 #[tokio::test]
@@ -369,7 +458,10 @@ async fn account_reminders_fans_out_in_item_order() {
     .await;
     assert_eq!(code(&output), 0, "{}", text(&output.stderr));
     let result: Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(result, json!({"checked": 6, "reminded": ["late-1", "late-2", "late-3"]}));
+    assert_eq!(
+        result,
+        json!({"checked": 6, "reminded": ["late-1", "late-2", "late-3"]})
+    );
     let mut reminders: Vec<Value> = seen.lock().unwrap().iter().map(|s| s.2.clone()).collect();
     reminders.sort_by_key(|r| r["position"].as_u64());
     assert_eq!(
@@ -483,7 +575,12 @@ async fn signup_report_posts_database_numbers() {
             "postgres",
             json!({"host": "127.0.0.1", "port": "5432", "database": database, "user": "postgres", "sslMode": "disable"}),
             json!({"password": "unused-with-trust-auth"}),
-        ) + &connection("reports-api", "http", json!({"baseUrl": base, "auth": "bearer"}), json!({"token": "t"}))),
+        ) + &connection(
+            "reports-api",
+            "http",
+            json!({"baseUrl": base, "auth": "bearer"}),
+            json!({"token": "t"}),
+        )),
     );
     let file = example("signup-report.yaml");
     let output = runner(&[
@@ -495,7 +592,13 @@ async fn signup_report_posts_database_numbers() {
     .await;
     assert_eq!(code(&output), 0, "{}", text(&output.stderr));
     let expected = json!({"days": 7, "total": 3, "byPlan": {"free": 2, "pro": 1}});
-    assert_eq!(serde_json::from_slice::<Value>(&output.stdout).unwrap(), expected);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&output.stdout).unwrap(),
+        expected
+    );
     let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen, vec![("POST".into(), "/api/reports/signups".into(), expected)]);
+    assert_eq!(
+        seen,
+        vec![("POST".into(), "/api/reports/signups".into(), expected)]
+    );
 }

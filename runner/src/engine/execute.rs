@@ -99,8 +99,9 @@ impl Outcome {
             attempts: self.attempts,
             started_at,
             finished_at,
-            duration_ms: started_at
-                .map_or(0, |start| (finished_at - start).num_milliseconds().max(0) as u64),
+            duration_ms: started_at.map_or(0, |start| {
+                (finished_at - start).num_milliseconds().max(0) as u64
+            }),
             output,
             error: self.error,
             reason: self.reason,
@@ -214,12 +215,7 @@ pub(super) async fn execute_node<'a>(
         ),
         None => Outcome::succeeded(
             attempts,
-            serde_json::Value::Array(
-                results
-                    .into_iter()
-                    .filter_map(|r| r.result.ok())
-                    .collect(),
-            ),
+            serde_json::Value::Array(results.into_iter().filter_map(|r| r.result.ok()).collect()),
         ),
     };
     (index, outcome)

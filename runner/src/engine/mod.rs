@@ -121,7 +121,9 @@ impl Engine {
         request: RunRequest,
         reporter: Arc<dyn Reporter>,
     ) -> RunResult {
-        let jitter = self.jitter_seed.map_or_else(Jitter::from_time, Jitter::seeded);
+        let jitter = self
+            .jitter_seed
+            .map_or_else(Jitter::from_time, Jitter::seeded);
         let shared = run::Shared {
             engine: self,
             workflow,

@@ -7,9 +7,7 @@ use crate::clock::{Clock, Jitter};
 use crate::compiled::CompiledWorkflow;
 use crate::expr::{json_to_val, val_to_json};
 use crate::node::{LogLevel, LogSink, NodeContext};
-use crate::report::{
-    Event, EventKind, NodeResult, PhaseCounts, Reporter, RunSummary,
-};
+use crate::report::{Event, EventKind, NodeResult, PhaseCounts, Reporter, RunSummary};
 use chrono::{DateTime, Utc};
 use futures::stream::{FuturesUnordered, StreamExt};
 use jaq_json::{Map, Val};
@@ -139,11 +137,26 @@ pub(super) async fn run(shared: &Shared<'_>, request: RunRequest) -> RunResult {
                 Err(reason) => Some(skipped(shared, index, reason)),
                 Ok(()) => {
                     let context_val = base.with_nodes(&nodes_val);
-                    match node.condition.as_ref().map(|c| c.truthy(context_val.clone())) {
-                        Some(Ok(false)) => Some(skipped(shared, index, "its if condition was false".into())),
-                        Some(Err(error)) => Some(Outcome::failed_before_start(
-                            format!("failed to evaluate if: {}", error.message),
-                        ).into_result(shared, index, None, clock.now())),
+                    match node
+                        .condition
+                        .as_ref()
+                        .map(|c| c.truthy(context_val.clone()))
+                    {
+                        Some(Ok(false)) => {
+                            Some(skipped(shared, index, "its if condition was false".into()))
+                        }
+                        Some(Err(error)) => Some(
+                            Outcome::failed_before_start(format!(
+                                "failed to evaluate if: {}",
+                                error.message
+                            ))
+                            .into_result(
+                                shared,
+                                index,
+                                None,
+                                clock.now(),
+                            ),
+                        ),
                         Some(Ok(true)) | None => {
                             let now = clock.now();
                             slots[index].phase = NodePhase::Running;
@@ -155,7 +168,15 @@ pub(super) async fn run(shared: &Shared<'_>, request: RunRequest) -> RunResult {
                 }
             };
             if let Some(result) = finished {
-                finish(shared, index, result, &mut slots, &mut ready, &mut nodes_val, &mut failed_node);
+                finish(
+                    shared,
+                    index,
+                    result,
+                    &mut slots,
+                    &mut ready,
+                    &mut nodes_val,
+                    &mut failed_node,
+                );
             }
         }
         if running.is_empty() {
@@ -183,23 +204,31 @@ pub(super) async fn run(shared: &Shared<'_>, request: RunRequest) -> RunResult {
             ),
         };
         let now = clock.now();
-        for index in 0..slots.len() {
-            if !slots[index].phase.is_terminal() {
+        for (index, slot) in slots.iter_mut().enumerate() {
+            if !slot.phase.is_terminal() {
                 let result = Outcome::cancelled(reason.clone()).into_result(
                     shared,
                     index,
-                    slots[index].started_at,
+                    slot.started_at,
                     now,
                 );
                 shared.events.emit(EventKind::NodeFinished(result.clone()));
-                slots[index].phase = NodePhase::Cancelled;
-                slots[index].result = Some(result);
+                slot.phase = NodePhase::Cancelled;
+                slot.result = Some(result);
             }
         }
     }
 
     let nodes: Vec<NodeResult> = slots.into_iter().filter_map(|s| s.result).collect();
-    let summary = summarize(shared, &base, &nodes_val, &nodes, stop, failed_node, started);
+    let summary = summarize(
+        shared,
+        &base,
+        &nodes_val,
+        &nodes,
+        stop,
+        failed_node,
+        started,
+    );
     shared.events.emit(EventKind::RunFinished(summary.clone()));
     RunResult { summary, nodes }
 }
@@ -327,7 +356,9 @@ fn summarize(
         }
     }
     let output = match &workflow.output {
-        Some(program) => program.first(base.with_nodes(nodes_val)).map(|v| val_to_json(&v)),
+        Some(program) => program
+            .first(base.with_nodes(nodes_val))
+            .map(|v| val_to_json(&v)),
         None => Ok(serde_json::Value::Object(
             workflow
                 .nodes
@@ -365,7 +396,10 @@ fn summarize(
         (None, None, Err(error)) => (
             RunPhase::Failed,
             "OutputFailed",
-            Some(format!("failed to compute the run output (spec.output): {}", error.message)),
+            Some(format!(
+                "failed to compute the run output (spec.output): {}",
+                error.message
+            )),
             serde_json::Value::Null,
         ),
         (None, None, Ok(output)) => (RunPhase::Succeeded, "Succeeded", None, output),

@@ -160,11 +160,16 @@ async fn nodes_read_input_and_upstream_outputs_and_sinks_form_the_output() {
     let h = harness();
     let workflow = Workflow::fixture("w")
         .with_node(NodeSpec::transform("greet", r#""hello " + .input.name"#))
-        .with_node(NodeSpec::transform("shout", ".nodes.greet.output | ascii_upcase").needs(&["greet"]))
+        .with_node(
+            NodeSpec::transform("shout", ".nodes.greet.output | ascii_upcase").needs(&["greet"]),
+        )
         .with_node(NodeSpec::transform("count", ".nodes.greet.output | length").needs(&["greet"]));
     let result = h.run(workflow, json!({"name": "Ada"})).await;
     assert_eq!(result.summary.phase, RunPhase::Succeeded);
-    assert_eq!(result.summary.output, json!({"shout": "HELLO ADA", "count": 9}));
+    assert_eq!(
+        result.summary.output,
+        json!({"shout": "HELLO ADA", "count": 9})
+    );
     assert_eq!(result.summary.counts.succeeded, 3);
 }
 
@@ -173,7 +178,11 @@ async fn a_false_if_skips_the_node_and_skips_propagate_unless_run_when_allows() 
     let h = harness();
     let workflow = Workflow::fixture("w")
         .with_node(NodeSpec::transform("gate", "false"))
-        .with_node(NodeSpec::transform("branch", "1").needs(&["gate"]).when(".nodes.gate.output"))
+        .with_node(
+            NodeSpec::transform("branch", "1")
+                .needs(&["gate"])
+                .when(".nodes.gate.output"),
+        )
         .with_node(NodeSpec::transform("after", "2").needs(&["branch"]))
         .with_node(
             NodeSpec::transform("tolerant", "3")
@@ -201,9 +210,18 @@ async fn a_false_if_skips_the_node_and_skips_propagate_unless_run_when_allows() 
         Some("its if condition was false")
     );
     assert!(
-        result.node("after").unwrap().reason.as_deref().unwrap().contains("\"branch\" was skipped")
+        result
+            .node("after")
+            .unwrap()
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("\"branch\" was skipped")
     );
-    assert_eq!(result.node("always").unwrap().output, Some(json!("Skipped")));
+    assert_eq!(
+        result.node("always").unwrap().output,
+        Some(json!("Skipped"))
+    );
     assert_eq!(result.summary.phase, RunPhase::Succeeded);
 }
 
@@ -233,7 +251,10 @@ async fn run_when_decides_what_follows_a_failure_allowed_by_continue_on_error() 
             ("cleanup", NodePhase::Succeeded),
         ]
     );
-    assert_eq!(result.node("cleanup").unwrap().output, Some(json!("scripted failure")));
+    assert_eq!(
+        result.node("cleanup").unwrap().output,
+        Some(json!("scripted failure"))
+    );
     assert_eq!(result.summary.phase, RunPhase::Succeeded, "continueOnError");
 }
 
@@ -341,7 +362,10 @@ async fn retries_stop_at_the_limit_and_at_permanent_errors() {
     let result = h.run(workflow, json!({})).await;
     let flaky = result.node("flaky").unwrap();
     assert_eq!(flaky.attempts, 3);
-    assert_eq!(flaky.error.as_deref(), Some("flaky failure 3 (attempt 3 of 3)"));
+    assert_eq!(
+        flaky.error.as_deref(),
+        Some("flaky failure 3 (attempt 3 of 3)")
+    );
     assert_eq!(result.node("broken").unwrap().attempts, 1);
     let logs: Vec<String> = h
         .recorder
@@ -377,11 +401,16 @@ async fn jitter_spreads_each_backoff_from_the_seeded_source() {
         .retry
         .clone();
     let mut jitter = crate::clock::Jitter::seeded(42);
-    let expected: Vec<Duration> = (1..=3).map(|n| settings.delay(n, jitter.next_unit())).collect();
+    let expected: Vec<Duration> = (1..=3)
+        .map(|n| settings.delay(n, jitter.next_unit()))
+        .collect();
     assert_eq!(h.clock.sleeps(), expected);
-    assert!(expected.iter().zip([1000u128, 2000, 4000]).all(|(d, base)| {
-        (base / 2..=base * 3 / 2).contains(&d.as_millis())
-    }));
+    assert!(
+        expected
+            .iter()
+            .zip([1000u128, 2000, 4000])
+            .all(|(d, base)| { (base / 2..=base * 3 / 2).contains(&d.as_millis()) })
+    );
     assert_ne!(expected[0], Duration::from_secs(1), "jitter moved the wait");
 }
 
@@ -396,7 +425,10 @@ async fn a_timeout_fails_the_attempt_and_counts_as_retryable() {
     let node = result.node("stuck").unwrap();
     assert_eq!(node.phase, NodePhase::Failed);
     assert_eq!(node.attempts, 2);
-    assert_eq!(node.error.as_deref(), Some("timed out after 5.0s (attempt 2 of 2)"));
+    assert_eq!(
+        node.error.as_deref(),
+        Some("timed out after 5.0s (attempt 2 of 2)")
+    );
     assert_eq!(h.clock.elapsed(), Duration::from_secs(11));
     assert_eq!(node.duration_ms, 11_000);
 }
@@ -418,10 +450,17 @@ async fn cancellation_stops_running_nodes_and_reports_them_cancelled() {
     assert_eq!(result.summary.phase, RunPhase::Cancelled);
     assert_eq!(
         phases(&result),
-        vec![("stuck", NodePhase::Cancelled), ("later", NodePhase::Cancelled)]
+        vec![
+            ("stuck", NodePhase::Cancelled),
+            ("later", NodePhase::Cancelled)
+        ]
     );
     assert_eq!(result.node("stuck").unwrap().duration_ms, 2000);
-    assert_eq!(h.scripted.running.load(Ordering::SeqCst), 0, "attempt dropped");
+    assert_eq!(
+        h.scripted.running.load(Ordering::SeqCst),
+        0,
+        "attempt dropped"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -436,7 +475,10 @@ async fn the_run_deadline_fails_the_run_and_cancels_its_nodes() {
     assert_eq!(result.summary.reason, "DeadlineExceeded");
     assert_eq!(
         phases(&result),
-        vec![("quick", NodePhase::Succeeded), ("stuck", NodePhase::Cancelled)]
+        vec![
+            ("quick", NodePhase::Succeeded),
+            ("stuck", NodePhase::Cancelled)
+        ]
     );
     assert_eq!(h.clock.elapsed(), Duration::from_secs(3));
 }
@@ -471,11 +513,17 @@ async fn the_output_expression_shapes_the_run_output() {
 #[tokio::test(start_paused = true)]
 async fn an_if_that_fails_to_evaluate_fails_the_node() {
     let h = harness();
-    let workflow = Workflow::fixture("w").with_node(NodeSpec::transform("a", "1").when(".input.x + 1"));
+    let workflow =
+        Workflow::fixture("w").with_node(NodeSpec::transform("a", "1").when(".input.x + 1"));
     let result = h.run(workflow, json!({"x": "text"})).await;
     let node = result.node("a").unwrap();
     assert_eq!(node.phase, NodePhase::Failed);
-    assert!(node.error.as_deref().unwrap().starts_with("failed to evaluate if"));
+    assert!(
+        node.error
+            .as_deref()
+            .unwrap()
+            .starts_with("failed to evaluate if")
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -483,7 +531,10 @@ async fn wait_nodes_sleep_on_the_injected_clock() {
     let h = harness();
     let workflow = Workflow::fixture("w").with_node(NodeSpec::wait("pause", "90s"));
     let result = h.run(workflow, json!({})).await;
-    assert_eq!(result.node("pause").unwrap().output, Some(json!({"waitedMs": 90000})));
+    assert_eq!(
+        result.node("pause").unwrap().output,
+        Some(json!({"waitedMs": 90000}))
+    );
     assert_eq!(h.clock.elapsed(), Duration::from_secs(90));
 }
 
@@ -499,11 +550,23 @@ async fn events_are_numbered_in_order() {
     assert_eq!(sequence, (1..=events.len() as u64).collect::<Vec<_>>());
     let kinds: Vec<String> = events
         .iter()
-        .map(|e| serde_json::to_value(e).unwrap()["event"].as_str().unwrap().to_owned())
+        .map(|e| {
+            serde_json::to_value(e).unwrap()["event"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert_eq!(
         kinds,
-        vec!["runStarted", "nodeStarted", "nodeFinished", "nodeStarted", "nodeFinished", "runFinished"]
+        vec![
+            "runStarted",
+            "nodeStarted",
+            "nodeFinished",
+            "nodeStarted",
+            "nodeFinished",
+            "runFinished"
+        ]
     );
 }
 
@@ -524,5 +587,8 @@ async fn templates_render_item_and_index_for_each_item() {
             .for_each("[\"a\", \"b\"]"),
     );
     let result = h.run(workflow, json!({})).await;
-    assert_eq!(result.node("never").unwrap().output, Some(json!(["0:a", "1:b"])));
+    assert_eq!(
+        result.node("never").unwrap().output,
+        Some(json!(["0:a", "1:b"]))
+    );
 }

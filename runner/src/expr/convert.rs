@@ -60,7 +60,9 @@ fn key_text(key: &Val) -> String {
 fn num_to_json(number: &Num) -> Value {
     match number {
         Num::Int(int) => Value::from(*int as i64),
-        Num::Float(float) => serde_json::Number::from_f64(*float).map_or(Value::Null, Value::Number),
+        Num::Float(float) => {
+            serde_json::Number::from_f64(*float).map_or(Value::Null, Value::Number)
+        }
         Num::BigInt(_) | Num::Dec(_) => {
             let text = number.to_string();
             serde_json::from_str::<Value>(&text)

@@ -265,8 +265,8 @@ mod tests {
 
     #[test]
     fn errors_name_the_path_and_template() {
-        let errors = Template::compile(&json!({"body": [1, "x ${{ .a | }}"], "u": "${{ .b"}))
-            .unwrap_err();
+        let errors =
+            Template::compile(&json!({"body": [1, "x ${{ .a | }}"], "u": "${{ .b"})).unwrap_err();
         assert_eq!(errors.len(), 2);
         assert_eq!(errors[0].path, ".body[1]");
         assert_eq!(errors[0].template, "${{ .a | }}");

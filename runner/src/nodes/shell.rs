@@ -160,9 +160,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_exit_code_names_the_last_stderr_line() {
-        let error = run(params(json!({"script": "echo one >&2; echo two >&2; exit 3"})))
-            .await
-            .unwrap_err();
+        let error = run(params(
+            json!({"script": "echo one >&2; echo two >&2; exit 3"}),
+        ))
+        .await
+        .unwrap_err();
         assert_eq!(error.message, "\"/bin/sh\" exited with code 3: two");
         let ok = run(params(json!({"script": "exit 3", "successExitCodes": [3]}))).await;
         assert_eq!(ok.unwrap()["exitCode"], 3);
@@ -174,6 +176,10 @@ mod tests {
             .await
             .unwrap_err();
         assert!(!error.retryable);
-        assert!(error.message.starts_with("failed to start"), "{}", error.message);
+        assert!(
+            error.message.starts_with("failed to start"),
+            "{}",
+            error.message
+        );
     }
 }

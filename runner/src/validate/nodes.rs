@@ -79,9 +79,8 @@ pub(super) fn check_block(
     let params = match action {
         NodeAction::Transform(transform) => {
             let program = expression(&transform.jq, name, &format!("{block_path}.jq"), errors);
-            program.map(|program| {
-                Template::Object(vec![("jq".to_owned(), Template::Value(program))])
-            })
+            program
+                .map(|program| Template::Object(vec![("jq".to_owned(), Template::Value(program))]))
         }
         _ => compile_templates(name, &action, &block_path, workflow_env, errors),
     };
@@ -121,7 +120,12 @@ fn compile_templates(
     {
         let mut env: serde_json::Map<String, serde_json::Value> = workflow_env
             .iter()
-            .map(|var| (var.name.clone(), serde_json::Value::String(var.value.clone())))
+            .map(|var| {
+                (
+                    var.name.clone(),
+                    serde_json::Value::String(var.value.clone()),
+                )
+            })
             .collect();
         if let Some(serde_json::Value::Object(own)) = fields.remove("env") {
             env.extend(own);
@@ -159,13 +163,7 @@ fn is_template(text: &str) -> bool {
     text.contains("${{")
 }
 
-fn required(
-    name: &str,
-    value: &str,
-    path: String,
-    what: &str,
-    errors: &mut Vec<ValidationError>,
-) {
+fn required(name: &str, value: &str, path: String, what: &str, errors: &mut Vec<ValidationError>) {
     if value.trim().is_empty() {
         errors.push(ValidationError::new(
             path,
@@ -206,13 +204,13 @@ fn check_parameters(
                     ));
                 }
             }
-            (None, Some(until)) if !is_template(until) => {
-                if chrono::DateTime::parse_from_rfc3339(until).is_err() {
-                    errors.push(ValidationError::new(
-                        format!("{path}.until"),
-                        format!("node {name:?}: until {until:?} is not an RFC 3339 time: write it like 2026-01-01T09:00:00Z"),
-                    ));
-                }
+            (None, Some(until))
+                if !is_template(until) && chrono::DateTime::parse_from_rfc3339(until).is_err() =>
+            {
+                errors.push(ValidationError::new(
+                    format!("{path}.until"),
+                    format!("node {name:?}: until {until:?} is not an RFC 3339 time: write it like 2026-01-01T09:00:00Z"),
+                ));
             }
             _ => {}
         },
@@ -229,7 +227,7 @@ fn check_parameters(
             }
         }
         NodeAction::Shell(shell) => {
-            if shell.script.is_some() == !shell.command.is_empty() {
+            if shell.script.is_some() != shell.command.is_empty() {
                 errors.push(ValidationError::new(
                     path,
                     format!("node {name:?}: a shell node needs exactly one of script and command: set script for /bin/sh -c, or command for a program and its arguments"),
@@ -302,13 +300,19 @@ pub(super) fn check_retry(
     if retry.limit > 100 {
         errors.push(ValidationError::new(
             format!("{path}.limit"),
-            format!("node {name:?}: retry limit {} is above 100: use 0 to 100", retry.limit),
+            format!(
+                "node {name:?}: retry limit {} is above 100: use 0 to 100",
+                retry.limit
+            ),
         ));
     }
     let backoff = retry.backoff.clone().unwrap_or_default();
     let settings = RetrySettings {
         limit: retry.limit,
-        initial: backoff.initial.as_ref().map_or(defaults.initial, |d| d.as_std()),
+        initial: backoff
+            .initial
+            .as_ref()
+            .map_or(defaults.initial, |d| d.as_std()),
         max: backoff.max.as_ref().map_or(defaults.max, |d| d.as_std()),
         factor: backoff.factor.unwrap_or(defaults.factor),
         jitter_percent: backoff.jitter_percent.unwrap_or(defaults.jitter_percent),
@@ -316,7 +320,10 @@ pub(super) fn check_retry(
     if !(1..=10).contains(&settings.factor) {
         errors.push(ValidationError::new(
             format!("{path}.backoff.factor"),
-            format!("node {name:?}: backoff factor {} is out of range: use 1 to 10", settings.factor),
+            format!(
+                "node {name:?}: backoff factor {} is out of range: use 1 to 10",
+                settings.factor
+            ),
         ));
     }
     if settings.jitter_percent > 100 {

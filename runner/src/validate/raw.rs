@@ -38,7 +38,9 @@ pub fn parse_spec(spec: &Value) -> Result<WorkflowSpec, Vec<ValidationError>> {
             if errors.is_empty() {
                 errors.push(ValidationError::new(
                     "spec",
-                    format!("the spec does not fit the Workflow API: {error}: fix the field it names"),
+                    format!(
+                        "the spec does not fit the Workflow API: {error}: fix the field it names"
+                    ),
                 ));
             }
             Err(errors)
