@@ -28,7 +28,11 @@ pub struct Config {
 
     /// Base URL runner pods use to reach the run API, usually the
     /// operator's Service, e.g. http://sluice-operator.sluice-system:8081.
-    #[arg(long, env = "SLUICE_RUN_API_URL", default_value = "http://sluice-operator.sluice-system:8081")]
+    #[arg(
+        long,
+        env = "SLUICE_RUN_API_URL",
+        default_value = "http://sluice-operator.sluice-system:8081"
+    )]
     pub run_api_url: String,
 
     /// Address of /metrics, /healthz and /readyz.
@@ -36,11 +40,19 @@ pub struct Config {
     pub metrics_addr: SocketAddr,
 
     /// Runner image used for Jobs unless a workflow overrides it.
-    #[arg(long, env = "SLUICE_RUNNER_IMAGE", default_value = "ghcr.io/sluice-dev/sluice-runner:0.1.0")]
+    #[arg(
+        long,
+        env = "SLUICE_RUNNER_IMAGE",
+        default_value = "ghcr.io/sluice-dev/sluice-runner:0.1.0"
+    )]
     pub runner_image: String,
 
     /// Command that starts the runner inside the Job (space separated).
-    #[arg(long, env = "SLUICE_RUNNER_COMMAND", default_value = "sluice-runner exec")]
+    #[arg(
+        long,
+        env = "SLUICE_RUNNER_COMMAND",
+        default_value = "sluice-runner exec"
+    )]
     pub runner_command: String,
 
     /// Memory limit of runner containers unless a workflow overrides it.
@@ -82,7 +94,10 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 impl Config {
     /// The runner command as argv.
     pub fn runner_argv(&self) -> Vec<String> {
-        self.runner_command.split_whitespace().map(str::to_owned).collect()
+        self.runner_command
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
     }
 }
 
@@ -92,7 +107,13 @@ mod tests {
 
     #[test]
     fn defaults_parse_and_flags_override() {
-        let config = Config::try_parse_from(["sluice-operator", "--lease-duration", "30s", "--no-leader-election"]).unwrap();
+        let config = Config::try_parse_from([
+            "sluice-operator",
+            "--lease-duration",
+            "30s",
+            "--no-leader-election",
+        ])
+        .unwrap();
         assert_eq!(config.lease_duration, Duration::from_secs(30));
         assert!(config.no_leader_election);
         assert_eq!(config.runner_argv(), ["sluice-runner", "exec"]);

@@ -50,7 +50,10 @@ impl Context {
             command: config.runner_argv(),
             resources: ResourceRequirements {
                 requests: Some(BTreeMap::from([
-                    ("cpu".to_owned(), Quantity(config.runner_cpu_request.clone())),
+                    (
+                        "cpu".to_owned(),
+                        Quantity(config.runner_cpu_request.clone()),
+                    ),
                     ("memory".to_owned(), Quantity("64Mi".to_owned())),
                 ])),
                 limits: Some(BTreeMap::from([(
@@ -86,7 +89,11 @@ impl Context {
         message: String,
     ) {
         let event = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: reason.to_owned(),
             note: Some(truncate(message, 1000)),
             action: action.to_owned(),
@@ -99,8 +106,14 @@ impl Context {
 
     /// The lock serialising admission decisions of one workflow.
     pub fn admission_lock(&self, namespace: &str, workflow: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.admission_locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        locks.entry(format!("{namespace}/{workflow}")).or_default().clone()
+        let mut locks = self
+            .admission_locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        locks
+            .entry(format!("{namespace}/{workflow}"))
+            .or_default()
+            .clone()
     }
 }
 

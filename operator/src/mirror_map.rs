@@ -5,8 +5,8 @@
 use crate::context::Context;
 use crate::mirror::{
     EnvValue, EnvVarRecord, ExecutionRecord, LogLevel, LogRecord, MirrorEvent, NodeExecutionRecord,
-    NodePhase as MirrorNodePhase, RunPhase as MirrorRunPhase, SecretKeyRef, TriggerRecord, WebhookRecord,
-    WorkflowRecord, WorkflowState,
+    NodePhase as MirrorNodePhase, RunPhase as MirrorRunPhase, SecretKeyRef, TriggerRecord,
+    WebhookRecord, WorkflowRecord, WorkflowState,
 };
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Namespace;
@@ -39,7 +39,12 @@ pub fn offer(context: &Context, event: MirrorEvent) {
 }
 
 /// Mirrors a Workflow (and its new revision, if any).
-pub fn offer_workflow(context: &Arc<Context>, workflow: &Workflow, status: &WorkflowStatus, _new_revision: Option<i64>) {
+pub fn offer_workflow(
+    context: &Arc<Context>,
+    workflow: &Workflow,
+    status: &WorkflowStatus,
+    _new_revision: Option<i64>,
+) {
     if context.mirror.is_none() {
         return;
     }
@@ -47,8 +52,12 @@ pub fn offer_workflow(context: &Arc<Context>, workflow: &Workflow, status: &Work
     let workflow = workflow.clone();
     let status = status.clone();
     tokio::spawn(async move {
-        let Some(namespace) = workflow.namespace() else { return };
-        let Some(workspace_uid) = namespace_uid(&context, &namespace).await else { return };
+        let Some(namespace) = workflow.namespace() else {
+            return;
+        };
+        let Some(workspace_uid) = namespace_uid(&context, &namespace).await else {
+            return;
+        };
         if let Some(record) = workflow_record(&workflow, &status, workspace_uid) {
             offer(&context, MirrorEvent::Workflow(record));
         }
@@ -56,15 +65,26 @@ pub fn offer_workflow(context: &Arc<Context>, workflow: &Workflow, status: &Work
 }
 
 /// Mirrors a run's current state (the mirror keeps finished rows finished).
-pub fn offer_run(context: &Context, run: &WorkflowRun, workflow: &Workflow) {
-    let Some(workflow_uid) = parse_uid(workflow.uid().as_deref()) else { return };
-    if let Some(record) = execution_record(run, workflow_uid, None) {
+pub fn offer_run(context: &Context, run: &WorkflowRun) {
+    if let Some(record) = workflow_uid(run).and_then(|uid| execution_record(run, uid, None)) {
         offer(context, MirrorEvent::Execution(record));
     }
 }
 
+/// The UID of the run's Workflow, from the owner reference admission sets.
+pub fn workflow_uid(run: &WorkflowRun) -> Option<Uuid> {
+    run.owner_references()
+        .iter()
+        .find(|owner| owner.kind == "Workflow")
+        .and_then(|owner| Uuid::parse_str(&owner.uid).ok())
+}
+
 /// The mirror record of `workflow` with `status`.
-pub fn workflow_record(workflow: &Workflow, status: &WorkflowStatus, workspace_uid: Uuid) -> Option<WorkflowRecord> {
+pub fn workflow_record(
+    workflow: &Workflow,
+    status: &WorkflowStatus,
+    workspace_uid: Uuid,
+) -> Option<WorkflowRecord> {
     let uid = parse_uid(workflow.uid().as_deref())?;
     let spec = &workflow.spec;
     let valid = find_condition(&status.conditions, condition_type::VALID)
@@ -81,7 +101,11 @@ pub fn workflow_record(workflow: &Workflow, status: &WorkflowStatus, workspace_u
     let edges: Vec<Value> = spec
         .nodes
         .iter()
-        .flat_map(|node| node.needs.iter().map(|need| json!({"from": need, "to": node.name})))
+        .flat_map(|node| {
+            node.needs
+                .iter()
+                .map(|need| json!({"from": need, "to": node.name}))
+        })
         .collect();
     let mut settings = serde_json::to_value(spec).unwrap_or_default();
     if let Some(settings) = settings.as_object_mut() {
@@ -98,7 +122,11 @@ pub fn workflow_record(workflow: &Workflow, status: &WorkflowStatus, workspace_u
             settings: serde_json::to_value(&trigger.webhook).unwrap_or_default(),
             active: trigger.enabled.unwrap_or(true),
             webhook: Some(WebhookRecord {
-                path: format!("/hooks/{namespace}/{}/{}", workflow.name_any(), trigger.name),
+                path: format!(
+                    "/hooks/{namespace}/{}/{}",
+                    workflow.name_any(),
+                    trigger.name
+                ),
                 secret_ref: Some(SecretKeyRef {
                     name: trigger.webhook.auth.secret_ref.name.clone(),
                     key: trigger.webhook.auth.secret_ref.key.clone(),
@@ -128,17 +156,27 @@ pub fn workflow_record(workflow: &Workflow, status: &WorkflowStatus, workspace_u
                 value: EnvValue::Plain(var.value.clone()),
             })
             .collect(),
-        created_at: workflow.metadata.creation_timestamp.as_ref().and_then(jiff_to_chrono),
+        created_at: workflow
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .and_then(jiff_to_chrono),
         published_at: None,
     })
 }
 
-fn jiff_to_chrono(time: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> Option<DateTime<Utc>> {
+fn jiff_to_chrono(
+    time: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(time.0.as_second(), time.0.subsec_nanosecond() as u32)
 }
 
 /// The mirror record of `run` (belonging to the workflow with `workflow_uid`).
-pub fn execution_record(run: &WorkflowRun, workflow_uid: Uuid, full_output: Option<Value>) -> Option<ExecutionRecord> {
+pub fn execution_record(
+    run: &WorkflowRun,
+    workflow_uid: Uuid,
+    full_output: Option<Value>,
+) -> Option<ExecutionRecord> {
     let uid = parse_uid(run.uid().as_deref())?;
     let status = run.status.clone().unwrap_or_default();
     Some(ExecutionRecord {
@@ -149,10 +187,20 @@ pub fn execution_record(run: &WorkflowRun, workflow_uid: Uuid, full_output: Opti
         workflow_revision: status.workflow_revision.map(|r| r as i32),
         priority: run.spec.priority.unwrap_or(0),
         input: run.spec.input.clone(),
-        output: full_output.or(status.output.clone()),
+        // Status holds only a capped copy; the full output comes from the
+        // runner's final event, and an absent output keeps the stored one.
+        output: full_output,
         error: status.message.clone(),
-        trigger: run.spec.trigger.as_ref().and_then(|t| serde_json::to_value(t).ok()),
-        created_at: run.metadata.creation_timestamp.as_ref().and_then(jiff_to_chrono),
+        trigger: run
+            .spec
+            .trigger
+            .as_ref()
+            .and_then(|t| serde_json::to_value(t).ok()),
+        created_at: run
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .and_then(jiff_to_chrono),
         started_at: status.start_time,
         ended_at: status.completion_time,
         job_name: status.job_name.clone(),
@@ -227,7 +275,11 @@ pub fn event_records(run_uid: Uuid, worker: Option<&str>, events: &[RunEvent]) -
                 error: error.clone(),
                 worker_id: worker.map(str::to_owned),
             })),
-            RunEventKind::Log { node, level, message } => Some(MirrorEvent::Log(LogRecord {
+            RunEventKind::Log {
+                node,
+                level,
+                message,
+            } => Some(MirrorEvent::Log(LogRecord {
                 execution_uid: run_uid,
                 seq: event.seq as i64,
                 node: node.clone().map(|node| (node, 0)),
@@ -299,7 +351,10 @@ mod tests {
         let records = event_records(uid, Some("pod-1"), &events);
         match &records[0] {
             MirrorEvent::NodeExecution(record) => {
-                assert_eq!((record.attempt, record.phase), (1, MirrorNodePhase::Running));
+                assert_eq!(
+                    (record.attempt, record.phase),
+                    (1, MirrorNodePhase::Running)
+                );
                 assert_eq!(record.input, Some(json!({"url": "/x"})));
             }
             other => panic!("unexpected {other:?}"),

@@ -54,15 +54,35 @@ impl Metrics {
             reconcile_errors.clone(),
         );
         let runs_finished = Family::<Labels, Counter>::default();
-        registry.register("runs_finished", "Runs that ended, by phase", runs_finished.clone());
+        registry.register(
+            "runs_finished",
+            "Runs that ended, by phase",
+            runs_finished.clone(),
+        );
         let run_duration = Histogram::new(exponential_buckets(0.1, 2.0, 16));
-        registry.register("run_duration_seconds", "Wall time of finished runs", run_duration.clone());
+        registry.register(
+            "run_duration_seconds",
+            "Wall time of finished runs",
+            run_duration.clone(),
+        );
         let queued_runs = Gauge::default();
-        registry.register("queued_runs", "Runs waiting for a concurrency slot", queued_runs.clone());
+        registry.register(
+            "queued_runs",
+            "Runs waiting for a concurrency slot",
+            queued_runs.clone(),
+        );
         let mirror_backlog = Gauge::default();
-        registry.register("mirror_backlog", "Mirror events not yet in PostgreSQL", mirror_backlog.clone());
+        registry.register(
+            "mirror_backlog",
+            "Mirror events not yet in PostgreSQL",
+            mirror_backlog.clone(),
+        );
         let mirror_down = Gauge::default();
-        registry.register("mirror_down", "1 while PostgreSQL is unreachable", mirror_down.clone());
+        registry.register(
+            "mirror_down",
+            "1 while PostgreSQL is unreachable",
+            mirror_down.clone(),
+        );
         let leader = Gauge::default();
         registry.register("leader", "1 while this replica leads", leader.clone());
         Self {
@@ -81,19 +101,26 @@ impl Metrics {
 
     /// Counts a reconcile of `controller`.
     pub fn reconciled(&self, controller: &'static str) {
-        self.reconciles.get_or_create(&vec![("controller", controller.to_owned())]).inc();
+        self.reconciles
+            .get_or_create(&vec![("controller", controller.to_owned())])
+            .inc();
     }
 
     /// Counts a failed reconcile.
     pub fn reconcile_failed(&self, controller: &'static str, category: &'static str) {
         self.reconcile_errors
-            .get_or_create(&vec![("controller", controller.to_owned()), ("category", category.to_owned())])
+            .get_or_create(&vec![
+                ("controller", controller.to_owned()),
+                ("category", category.to_owned()),
+            ])
             .inc();
     }
 
     /// Records a finished run.
     pub fn run_finished(&self, phase: &str, seconds: Option<f64>) {
-        self.runs_finished.get_or_create(&vec![("phase", phase.to_owned())]).inc();
+        self.runs_finished
+            .get_or_create(&vec![("phase", phase.to_owned())])
+            .inc();
         if let Some(seconds) = seconds {
             self.run_duration.observe(seconds);
         }
@@ -116,7 +143,10 @@ impl Metrics {
 /// Routes `/metrics`, `/healthz` and `/readyz`.
 pub fn router(metrics: Arc<Metrics>) -> Router {
     Router::new()
-        .route("/metrics", get(|State(m): State<Arc<Metrics>>| async move { m.render() }))
+        .route(
+            "/metrics",
+            get(|State(m): State<Arc<Metrics>>| async move { m.render() }),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
@@ -142,8 +172,19 @@ mod tests {
         metrics.reconcile_failed("run", "Conflict");
         metrics.run_finished("Succeeded", Some(1.5));
         let text = metrics.render();
-        assert!(text.contains(r#"sluice_reconciles_total{controller="workflow"} 1"#), "{text}");
-        assert!(text.contains(r#"sluice_reconcile_errors_total{controller="run",category="Conflict"} 1"#), "{text}");
-        assert!(text.contains("sluice_run_duration_seconds_count 1"), "{text}");
+        assert!(
+            text.contains(r#"sluice_reconciles_total{controller="workflow"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"sluice_reconcile_errors_total{controller="run",category="Conflict"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("sluice_run_duration_seconds_count 1"),
+            "{text}"
+        );
     }
 }

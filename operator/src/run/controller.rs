@@ -15,7 +15,10 @@
 //! final state, so deleting a run (or a history limit) never loses it.
 
 use super::admission::{Admission, RunView, plan_admission};
-use super::job::{MountedConnection, RUN_LABEL, TOKEN_KEY, build_job, controller_reference, referenced_connections};
+use super::job::{
+    MountedConnection, RUN_LABEL, TOKEN_KEY, build_job, controller_reference,
+    referenced_connections,
+};
 use super::outcome::observe_job_outcome;
 use super::progress::seed_nodes;
 use crate::context::{Context, Error};
@@ -34,7 +37,8 @@ use sluice_crds::common::{condition_type, find_condition, set_condition};
 use sluice_crds::run_api::RunSnapshot;
 use sluice_crds::workflow::HistoryLimits;
 use sluice_crds::{
-    Condition, ConditionStatus, Connection, NodePhase, RunPhase, Workflow, WorkflowRun, WorkflowRunStatus,
+    Condition, ConditionStatus, Connection, NodePhase, RunPhase, Workflow, WorkflowRun,
+    WorkflowRunStatus,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -53,16 +57,23 @@ const MANAGED: &str = "app.kubernetes.io/managed-by=sluice-operator";
 const DEFAULT_HISTORY: u32 = 10;
 
 /// Runs the controller until the process shuts down.
-pub async fn run(context: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    context: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let runs: Api<WorkflowRun> = crate::namespaced_api(&context);
     let jobs: Api<Job> = crate::namespaced_api(&context);
     let pods: Api<Pod> = crate::namespaced_api(&context);
     Controller::new(runs, watcher::Config::default())
         .owns(jobs, watcher::Config::default().labels(MANAGED))
-        .watches(pods, watcher::Config::default().labels(MANAGED), |pod: Pod| {
-            let name = pod.annotations().get(RUN_NAME_ANNOTATION)?.clone();
-            Some(ObjectRef::new(&name).within(&pod.namespace()?))
-        })
+        .watches(
+            pods,
+            watcher::Config::default().labels(MANAGED),
+            |pod: Pod| {
+                let name = pod.annotations().get(RUN_NAME_ANNOTATION)?.clone();
+                Some(ObjectRef::new(&name).within(&pod.namespace()?))
+            },
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|_| async {})
@@ -99,7 +110,9 @@ pub async fn reconcile(run: Arc<WorkflowRun>, context: Arc<Context>) -> Result<A
 
     let phase = run.status.as_ref().and_then(|s| s.phase);
     match phase {
-        None | Some(RunPhase::Pending) | Some(RunPhase::Queued) => admit(&run, &context, &namespace).await,
+        None | Some(RunPhase::Pending) | Some(RunPhase::Queued) => {
+            admit(&run, &context, &namespace).await
+        }
         Some(RunPhase::Running) => supervise(&run, &context, &namespace).await,
         Some(_) => finish(&run, &context, &namespace).await,
     }
@@ -109,7 +122,14 @@ async fn admit(run: &WorkflowRun, context: &Context, namespace: &str) -> Result<
     let workflows: Api<Workflow> = Api::namespaced(context.client.clone(), namespace);
     let workflow_name = &run.spec.workflow_ref.name;
     if run.spec.cancel == Some(true) {
-        return end(run, context, RunPhase::Cancelled, "Cancelled", "cancelled before it started".to_owned()).await;
+        return end(
+            run,
+            context,
+            RunPhase::Cancelled,
+            "Cancelled",
+            "cancelled before it started".to_owned(),
+        )
+        .await;
     }
     let Some(workflow) = workflows.get_opt(workflow_name).await? else {
         let message = format!(
@@ -117,6 +137,10 @@ async fn admit(run: &WorkflowRun, context: &Context, namespace: &str) -> Result<
         );
         return end(run, context, RunPhase::Failed, "WorkflowNotFound", message).await;
     };
+    if crate::mirror_map::workflow_uid(run).is_none() {
+        adopt(run, &workflow, context, namespace).await?;
+        return Ok(Action::requeue(Duration::ZERO));
+    }
     let workflow_status = workflow.status.clone().unwrap_or_default();
     if workflow_status.observed_generation != workflow.metadata.generation {
         // The workflow controller has not looked at this spec yet.
@@ -133,7 +157,10 @@ async fn admit(run: &WorkflowRun, context: &Context, namespace: &str) -> Result<
         let detail = find_condition(&workflow_status.conditions, condition_type::VALID)
             .filter(|valid| valid.status == ConditionStatus::False)
             .unwrap_or(ready);
-        let message = format!("workflow {workflow_name:?} is not ready: {}", detail.message);
+        let message = format!(
+            "workflow {workflow_name:?} is not ready: {}",
+            detail.message
+        );
         return end(run, context, RunPhase::Failed, reason, message).await;
     }
     let requested = run.spec.input.clone().unwrap_or(serde_json::Value::Null);
@@ -142,7 +169,11 @@ async fn admit(run: &WorkflowRun, context: &Context, namespace: &str) -> Result<
         Err(errors) => {
             let message = format!(
                 "spec.input does not match workflow {workflow_name:?}'s input schema: {}",
-                errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
             );
             return end(run, context, RunPhase::Failed, "InvalidInput", message).await;
         }
@@ -159,30 +190,73 @@ async fn admit(run: &WorkflowRun, context: &Context, namespace: &str) -> Result<
         .filter(|other| other.spec.workflow_ref.name == *workflow_name)
         .map(run_view)
         .collect();
-    match plan_admission(workflow.spec.concurrency.as_ref(), &run_view(run), &siblings) {
+    match plan_admission(
+        workflow.spec.concurrency.as_ref(),
+        &run_view(run),
+        &siblings,
+    ) {
         Admission::Start => start(run, &workflow, input, context, namespace).await,
         Admission::StartReplacing { cancel } => {
             for victim in cancel {
                 let patch = serde_json::json!({"spec": {"cancel": true}});
-                runs.patch(&victim, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+                runs.patch(&victim, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
             }
             start(run, &workflow, input, context, namespace).await
         }
         Admission::Queue { position } => {
             let mut status = run.status.clone().unwrap_or_default();
-            let changed = status.phase != Some(RunPhase::Queued) || status.queue_position != Some(position as i32);
+            let changed = status.phase != Some(RunPhase::Queued)
+                || status.queue_position != Some(position as i32);
             if changed {
                 status.phase = Some(RunPhase::Queued);
                 status.queue_position = Some(position as i32);
                 status.reason = Some("ConcurrencyLimit".to_owned());
-                status.message = Some(format!("waiting for a concurrency slot: position {position} in the queue"));
+                status.message = Some(format!(
+                    "waiting for a concurrency slot: position {position} in the queue"
+                ));
                 write_status(run, context, status).await?;
-                crate::mirror_map::offer_run(context, run, &workflow);
+                crate::mirror_map::offer_run(context, run);
             }
             Ok(Action::requeue(Duration::from_secs(2)))
         }
-        Admission::Refuse { message } => end(run, context, RunPhase::Failed, "ConcurrencyLimit", message).await,
+        Admission::Refuse { message } => {
+            end(run, context, RunPhase::Failed, "ConcurrencyLimit", message).await
+        }
     }
+}
+
+/// Makes the workflow an owner of the run (not its controller), so deleting
+/// a workflow deletes its runs after the mirror has stored them.
+async fn adopt(
+    run: &WorkflowRun,
+    workflow: &Workflow,
+    context: &Context,
+    namespace: &str,
+) -> Result<(), Error> {
+    let uid = workflow
+        .uid()
+        .ok_or_else(|| Error::MissingField(workflow.name_any(), "metadata.uid"))?;
+    let mut owners = run.owner_references().to_vec();
+    owners.push(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: sluice_crds::API_VERSION.to_owned(),
+            kind: "Workflow".to_owned(),
+            name: workflow.name_any(),
+            uid,
+            controller: None,
+            block_owner_deletion: None,
+        },
+    );
+    let patch = serde_json::json!({"metadata": {"ownerReferences": owners, "resourceVersion": run.resource_version()}});
+    let runs: Api<WorkflowRun> = Api::namespaced(context.client.clone(), namespace);
+    runs.patch(
+        &run.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
 }
 
 fn run_view(run: &WorkflowRun) -> RunView {
@@ -208,7 +282,9 @@ async fn start(
     namespace: &str,
 ) -> Result<Action, Error> {
     let run_name = run.name_any();
-    let uid = run.uid().ok_or_else(|| Error::MissingField(run_name.clone(), "metadata.uid"))?;
+    let uid = run
+        .uid()
+        .ok_or_else(|| Error::MissingField(run_name.clone(), "metadata.uid"))?;
     let workflow_status = workflow.status.clone().unwrap_or_default();
 
     let connection_api: Api<Connection> = Api::namespaced(context.client.clone(), namespace);
@@ -241,7 +317,10 @@ async fn start(
     let owner = controller_reference(run);
     let labels = BTreeMap::from([
         (RUN_LABEL.to_owned(), names::fit_label(&run_name)),
-        ("app.kubernetes.io/managed-by".to_owned(), "sluice-operator".to_owned()),
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            "sluice-operator".to_owned(),
+        ),
     ]);
 
     let config_map = ConfigMap {
@@ -252,10 +331,17 @@ async fn start(
             owner_references: Some(vec![owner.clone()]),
             ..Default::default()
         },
-        data: Some(BTreeMap::from([(SNAPSHOT_KEY.to_owned(), serde_json::to_string(&snapshot)?)])),
+        data: Some(BTreeMap::from([(
+            SNAPSHOT_KEY.to_owned(),
+            serde_json::to_string(&snapshot)?,
+        )])),
         ..ConfigMap::default()
     };
-    create_once(&Api::namespaced(context.client.clone(), namespace), &config_map).await?;
+    create_once(
+        &Api::namespaced(context.client.clone(), namespace),
+        &config_map,
+    )
+    .await?;
 
     let secret = Secret {
         metadata: kube::api::ObjectMeta {
@@ -301,23 +387,36 @@ async fn start(
             condition_type::STARTED,
             ConditionStatus::True,
             "JobCreated",
-            format!("job {} runs the workflow at revision {}", status.job_name.clone().unwrap_or_default(), snapshot.workflow_revision),
+            format!(
+                "job {} runs the workflow at revision {}",
+                status.job_name.clone().unwrap_or_default(),
+                snapshot.workflow_revision
+            ),
             run.metadata.generation,
             now,
         ),
     );
     write_status(run, context, status).await?;
     context
-        .publish(run, false, "Started", "Start", format!("created job {}", job.metadata.name.unwrap_or_default()))
+        .publish(
+            run,
+            false,
+            "Started",
+            "Start",
+            format!("created job {}", job.metadata.name.unwrap_or_default()),
+        )
         .await;
-    crate::mirror_map::offer_run(context, run, workflow);
+    crate::mirror_map::offer_run(context, run);
     Ok(Action::requeue(Duration::from_secs(30)))
 }
 
 async fn supervise(run: &WorkflowRun, context: &Context, namespace: &str) -> Result<Action, Error> {
     let status = run.status.clone().unwrap_or_default();
     let jobs: Api<Job> = Api::namespaced(context.client.clone(), namespace);
-    let job_name = status.job_name.clone().unwrap_or_else(|| names::job_name(&run.name_any()));
+    let job_name = status
+        .job_name
+        .clone()
+        .unwrap_or_else(|| names::job_name(&run.name_any()));
     if run.spec.cancel == Some(true) {
         let background = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Background),
@@ -328,17 +427,43 @@ async fn supervise(run: &WorkflowRun, context: &Context, namespace: &str) -> Res
         {
             return Err(error.into());
         }
-        return end(run, context, RunPhase::Cancelled, "Cancelled", "cancelled by spec.cancel".to_owned()).await;
+        return end(
+            run,
+            context,
+            RunPhase::Cancelled,
+            "Cancelled",
+            "cancelled by spec.cancel".to_owned(),
+        )
+        .await;
     }
     let Some(job) = jobs.get_opt(&job_name).await? else {
         let message = format!("the run's job {job_name} was deleted before the run ended");
-        return end(run, context, RunPhase::Failed, super::outcome::reason::RUNNER_LOST, message).await;
+        return end(
+            run,
+            context,
+            RunPhase::Failed,
+            super::outcome::reason::RUNNER_LOST,
+            message,
+        )
+        .await;
     };
     let pods: Api<Pod> = Api::namespaced(context.client.clone(), namespace);
     let selector = format!("{RUN_LABEL}={}", names::fit_label(&run.name_any()));
-    let pods = pods.list(&ListParams::default().labels(&selector)).await?.items;
+    let pods = pods
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items;
     match observe_job_outcome(&job, &pods) {
-        Some(outcome) => end(run, context, RunPhase::Failed, outcome.reason, outcome.message).await,
+        Some(outcome) => {
+            end(
+                run,
+                context,
+                RunPhase::Failed,
+                outcome.reason,
+                outcome.message,
+            )
+            .await
+        }
         None => Ok(Action::requeue(Duration::from_secs(60))),
     }
 }
@@ -358,7 +483,11 @@ async fn end(
     status.message = Some(message.clone());
     status.queue_position = None;
     status.completion_time = Some(now);
-    let final_phase = if phase == RunPhase::Cancelled { NodePhase::Cancelled } else { NodePhase::Failed };
+    let final_phase = if phase == RunPhase::Cancelled {
+        NodePhase::Cancelled
+    } else {
+        NodePhase::Failed
+    };
     for node in &mut status.nodes {
         if node.phase == NodePhase::Running {
             node.phase = final_phase;
@@ -392,7 +521,10 @@ async fn finish(run: &WorkflowRun, context: &Context, namespace: &str) -> Result
                 condition_type::COMPLETED,
                 ConditionStatus::True,
                 &reason,
-                status.message.clone().unwrap_or_else(|| format!("the run {}", reason.to_lowercase())),
+                status
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| format!("the run {}", reason.to_lowercase())),
                 run.metadata.generation,
                 now,
             ),
@@ -401,19 +533,31 @@ async fn finish(run: &WorkflowRun, context: &Context, namespace: &str) -> Result
         write_status(run, context, status.clone()).await?;
         context.metrics.run_finished(&reason, seconds);
         if phase == RunPhase::Succeeded {
-            context.publish(run, false, "Succeeded", "Finish", "the run succeeded".to_owned()).await;
+            context
+                .publish(
+                    run,
+                    false,
+                    "Succeeded",
+                    "Finish",
+                    "the run succeeded".to_owned(),
+                )
+                .await;
         }
     }
     let workflows: Api<Workflow> = Api::namespaced(context.client.clone(), namespace);
     if let Some(workflow) = workflows.get_opt(&run.spec.workflow_ref.name).await? {
-        crate::mirror_map::offer_run(context, run, &workflow);
+        crate::mirror_map::offer_run(context, run);
         apply_history_limits(context, namespace, &workflow).await?;
     }
     Ok(Action::await_change())
 }
 
 /// Deletes the oldest finished runs of `workflow` beyond its history limits.
-async fn apply_history_limits(context: &Context, namespace: &str, workflow: &Workflow) -> Result<(), Error> {
+async fn apply_history_limits(
+    context: &Context,
+    namespace: &str,
+    workflow: &Workflow,
+) -> Result<(), Error> {
     let limits: HistoryLimits = workflow.spec.history_limits.clone().unwrap_or_default();
     let keep_succeeded = limits.successful.unwrap_or(DEFAULT_HISTORY) as usize;
     let keep_failed = limits.failed.unwrap_or(DEFAULT_HISTORY) as usize;
@@ -423,14 +567,26 @@ async fn apply_history_limits(context: &Context, namespace: &str, workflow: &Wor
         .await?
         .items
         .into_iter()
-        .filter(|run| run.spec.workflow_ref.name == workflow.name_any() && run.metadata.deletion_timestamp.is_none())
-        .filter(|run| run.status.as_ref().and_then(|s| s.phase).is_some_and(RunPhase::is_terminal))
+        .filter(|run| {
+            run.spec.workflow_ref.name == workflow.name_any()
+                && run.metadata.deletion_timestamp.is_none()
+        })
+        .filter(|run| {
+            run.status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .is_some_and(RunPhase::is_terminal)
+        })
         .collect();
-    finished.sort_by_key(|run| std::cmp::Reverse(run.status.as_ref().and_then(|s| s.completion_time)));
+    finished
+        .sort_by_key(|run| std::cmp::Reverse(run.status.as_ref().and_then(|s| s.completion_time)));
     let (succeeded, failed): (Vec<_>, Vec<_>) = finished
         .iter()
         .partition(|run| run.status.as_ref().and_then(|s| s.phase) == Some(RunPhase::Succeeded));
-    let expired = succeeded.into_iter().skip(keep_succeeded).chain(failed.into_iter().skip(keep_failed));
+    let expired = succeeded
+        .into_iter()
+        .skip(keep_succeeded)
+        .chain(failed.into_iter().skip(keep_failed));
     for run in expired {
         match runs.delete(&run.name_any(), &DeleteParams::default()).await {
             Ok(_) => {}
@@ -452,21 +608,20 @@ fn format_duration(seconds: f64) -> String {
 
 /// Whether the mirror holds the run's final state (trivially true without a mirror).
 async fn mirror_committed(context: &Context, run: &WorkflowRun) -> bool {
-    let Some(mirror) = &context.mirror else { return true };
-    let workflows: Api<Workflow> = Api::namespaced(context.client.clone(), &run.namespace().unwrap_or_default());
-    let workflow_uid = match workflows.get_opt(&run.spec.workflow_ref.name).await {
-        Ok(Some(workflow)) => workflow.uid(),
-        _ => None,
+    let Some(mirror) = &context.mirror else {
+        return true;
     };
-    let Some(record) = workflow_uid
-        .and_then(|uid| uuid::Uuid::parse_str(&uid).ok())
+    let Some(record) = crate::mirror_map::workflow_uid(run)
         .and_then(|uid| crate::mirror_map::execution_record(run, uid, None))
     else {
-        // Without its workflow the run cannot be stored; do not hold it forever.
+        // Never admitted, so never tied to a workflow row: nothing to keep.
         return true;
     };
     match mirror.offer_tracked(crate::mirror::MirrorEvent::Execution(record)) {
-        Ok(commit) => matches!(tokio::time::timeout(Duration::from_secs(10), commit.wait()).await, Ok(Ok(()))),
+        Ok(commit) => matches!(
+            tokio::time::timeout(Duration::from_secs(10), commit.wait()).await,
+            Ok(Ok(()))
+        ),
         Err(_) => false,
     }
 }
@@ -475,27 +630,49 @@ async fn add_finalizer(runs: &Api<WorkflowRun>, run: &WorkflowRun) -> Result<(),
     let mut finalizers = run.finalizers().to_vec();
     finalizers.push(FINALIZER.to_owned());
     let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": run.resource_version()}});
-    runs.patch(&run.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    runs.patch(
+        &run.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
     Ok(())
 }
 
 async fn remove_finalizer(runs: &Api<WorkflowRun>, run: &WorkflowRun) -> Result<(), Error> {
-    let finalizers: Vec<&String> = run.finalizers().iter().filter(|f| *f != FINALIZER).collect();
+    let finalizers: Vec<&String> = run
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .collect();
     let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": run.resource_version()}});
-    match runs.patch(&run.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match runs
+        .patch(
+            &run.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
         Ok(_) => Ok(()),
         Err(error) if is_not_found(&error) => Ok(()),
         Err(error) => Err(error.into()),
     }
 }
 
-async fn write_status(run: &WorkflowRun, context: &Context, status: WorkflowRunStatus) -> Result<(), Error> {
-    let runs: Api<WorkflowRun> = Api::namespaced(context.client.clone(), &run.namespace().unwrap_or_default());
+async fn write_status(
+    run: &WorkflowRun,
+    context: &Context,
+    status: WorkflowRunStatus,
+) -> Result<(), Error> {
+    let runs: Api<WorkflowRun> =
+        Api::namespaced(context.client.clone(), &run.namespace().unwrap_or_default());
     let mut updated = run.clone();
     let mut status = status;
     status.observed_generation = run.metadata.generation;
     updated.status = Some(status);
-    runs.replace_status(&run.name_any(), &PostParams::default(), &updated).await?;
+    runs.replace_status(&run.name_any(), &PostParams::default(), &updated)
+        .await?;
     Ok(())
 }
 
@@ -516,7 +693,9 @@ fn is_not_found(error: &kube::Error) -> bool {
 }
 
 fn error_policy(run: Arc<WorkflowRun>, error: &Error, context: Arc<Context>) -> Action {
-    context.metrics.reconcile_failed(CONTROLLER, error.category());
+    context
+        .metrics
+        .reconcile_failed(CONTROLLER, error.category());
     tracing::warn!(run = %run.name_any(), %error, "reconcile failed");
     let delay = if error.category() == "Conflict" { 0 } else { 2 };
     Action::requeue(Duration::from_secs(delay))

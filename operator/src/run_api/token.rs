@@ -45,7 +45,8 @@ impl TokenKey {
     }
 
     fn mac(&self, run_uid: &str) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("HMAC accepts keys of any length");
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0)
+            .expect("HMAC accepts keys of any length");
         mac.update(run_uid.as_bytes());
         mac
     }
@@ -73,9 +74,15 @@ mod tests {
         let key = TokenKey::generate();
         let token = key.token_for("uid-a");
         assert!(key.verify("uid-a", &token));
-        assert!(!key.verify("uid-b", &token), "another run's token is refused");
+        assert!(
+            !key.verify("uid-b", &token),
+            "another run's token is refused"
+        );
         assert!(!key.verify("uid-a", "not hex"));
-        assert!(!TokenKey::generate().verify("uid-a", &token), "another operator key is refused");
+        assert!(
+            !TokenKey::generate().verify("uid-a", &token),
+            "another operator key is refused"
+        );
     }
 
     #[test]

@@ -17,7 +17,10 @@ use std::time::Duration;
 const CONTROLLER: &str = "workflow";
 
 /// Runs the controller until the process shuts down.
-pub async fn run(context: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    context: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let workflows: Api<Workflow> = crate::namespaced_api(&context);
     Controller::new(workflows, watcher::Config::default())
         .graceful_shutdown_on(shutdown)
@@ -46,7 +49,13 @@ pub async fn reconcile(workflow: Arc<Workflow>, context: Arc<Context>) -> Result
     }
     for event in &plan.events {
         context
-            .publish(&*workflow, event.warning, event.reason, "Validate", event.message.clone())
+            .publish(
+                &*workflow,
+                event.warning,
+                event.reason,
+                "Validate",
+                event.message.clone(),
+            )
             .await;
     }
     crate::mirror_map::offer_workflow(&context, &workflow, &plan.status, plan.new_revision);
@@ -58,7 +67,11 @@ pub async fn reconcile(workflow: Arc<Workflow>, context: Arc<Context>) -> Result
     })
 }
 
-async fn observe(workflow: &Workflow, context: &Context, namespace: &str) -> Result<Observed, Error> {
+async fn observe(
+    workflow: &Workflow,
+    context: &Context,
+    namespace: &str,
+) -> Result<Observed, Error> {
     let errors = sluice_runner::validate::validate(&workflow.spec)
         .into_iter()
         .map(|error| ValidationIssue {
@@ -78,7 +91,10 @@ async fn observe(workflow: &Workflow, context: &Context, namespace: &str) -> Res
             .into_iter()
             .map(|c| c.name_any())
             .collect();
-        referenced.into_iter().filter(|name| !existing.contains(name)).collect()
+        referenced
+            .into_iter()
+            .filter(|name| !existing.contains(name))
+            .collect()
     };
     Ok(Observed {
         errors,
@@ -87,7 +103,9 @@ async fn observe(workflow: &Workflow, context: &Context, namespace: &str) -> Res
 }
 
 fn error_policy(workflow: Arc<Workflow>, error: &Error, context: Arc<Context>) -> Action {
-    context.metrics.reconcile_failed(CONTROLLER, error.category());
+    context
+        .metrics
+        .reconcile_failed(CONTROLLER, error.category());
     tracing::warn!(workflow = %workflow.name_any(), %error, "reconcile failed");
     Action::requeue(Duration::from_secs(5))
 }
