@@ -11,7 +11,9 @@
 
 pub(crate) mod auth;
 #[cfg(test)]
-pub(crate) mod tests;
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;
 
 use crate::connections::Redactor;
 use crate::node::{Attempt, BoxFuture, LogLevel, Node, NodeContext, NodeError, parse_params};

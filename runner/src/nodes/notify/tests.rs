@@ -4,7 +4,7 @@
 use super::NotifyNode;
 use super::smtp::{build_message, dot_stuff};
 use crate::node::{Node, NodeContext, NodeError};
-use crate::nodes::http::tests::{
+use crate::nodes::http::testing::{
     RecordedLogs, attempt, closed_port_url, connections, context, serve,
 };
 use axum::Router;
@@ -284,7 +284,7 @@ fn smtp_connections(
     port: u16,
     extra: &[(&str, &str)],
     secrets: &[(&str, &str)],
-) -> crate::nodes::http::tests::TestConnections {
+) -> crate::nodes::http::testing::TestConnections {
     let port = port.to_string();
     let mut config = vec![
         ("host", "127.0.0.1"),

@@ -4,7 +4,7 @@
 
 use super::PostgresNode;
 use crate::node::{Node, NodeContext, NodeError};
-use crate::nodes::http::tests::{Pairs, TestConnections, attempt, connections, context};
+use crate::nodes::http::testing::{Pairs, TestConnections, attempt, connections, context};
 use serde_json::{Value, json};
 use sluice_crds::ConnectionType;
 use std::sync::Arc;
@@ -307,7 +307,7 @@ async fn an_unreachable_server_is_retryable_and_bad_config_permanent() {
             "{error:?}"
         );
     }
-    let connections = crate::nodes::http::tests::connections(&[(
+    let connections = crate::nodes::http::testing::connections(&[(
         "db",
         ConnectionType::Postgres,
         &[("user", "u")],
