@@ -291,3 +291,6 @@ fn dashed_node_path(source: &str) -> Option<String> {
         .collect();
     name.contains('-').then_some(name)
 }
+
+#[cfg(test)]
+mod tests;
