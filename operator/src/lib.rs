@@ -9,9 +9,11 @@
 
 pub mod config;
 pub mod context;
+pub mod leader;
 pub mod mirror;
 pub mod mirror_map;
 pub mod names;
+pub mod process;
 pub mod run;
 pub mod run_api;
 pub mod telemetry;

@@ -1,0 +1,220 @@
+//! The operator process: connects to Kubernetes (and PostgreSQL when
+//! configured), serves the run API and metrics on every replica, and runs
+//! the controllers on the leader only. SIGTERM stops the controllers
+//! gracefully and then the servers.
+
+use crate::config::Config;
+use crate::context::Context;
+use crate::mirror::{Mirror, MirrorConfig, run_migrations};
+use crate::run_api::token::{KEY_SECRET_KEY, KEY_SECRET_NAME, TokenKey};
+use crate::telemetry::Metrics;
+use anyhow::Context as _;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::{Api, ObjectMeta, PostParams};
+use sqlx::postgres::PgConnectOptions;
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Runs the operator until SIGTERM or Ctrl-C.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let client = Client::try_default()
+        .await
+        .context("failed to build a Kubernetes client (in-cluster config or KUBECONFIG)")?;
+    let metrics = Arc::new(Metrics::new());
+    let mirror = match &config.database_url {
+        Some(url) => Some(start_mirror(url, metrics.clone())?),
+        None => {
+            tracing::info!("no database configured: the PostgreSQL mirror is off");
+            None
+        }
+    };
+    let token_key = load_token_key(&client, &config.lease_namespace).await?;
+    let context = Arc::new(Context::new(
+        client.clone(),
+        config.clone(),
+        token_key,
+        mirror,
+        metrics.clone(),
+    ));
+
+    let (stop, stopping) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        stop.send_replace(true);
+    });
+
+    let run_api = serve(
+        config.run_api_addr,
+        crate::run_api::server::router(context.clone()),
+        stopping.clone(),
+    );
+    let telemetry = serve(
+        config.metrics_addr,
+        crate::telemetry::router(metrics.clone()),
+        stopping.clone(),
+    );
+
+    let (leader_tx, mut leader_rx) = watch::channel(config.no_leader_election);
+    if !config.no_leader_election {
+        tokio::spawn(crate::leader::campaign(
+            client.clone(),
+            config.lease_namespace.clone(),
+            config.identity.clone(),
+            config.lease_duration,
+            leader_tx,
+        ));
+    }
+    let controllers = {
+        let context = context.clone();
+        let stopping = stopping.clone();
+        async move {
+            let mut stopping_wait = stopping.clone();
+            tokio::select! {
+                _ = leader_rx.wait_for(|leading| *leading) => {}
+                _ = stopping_wait.wait_for(|stop| *stop) => return Ok(()),
+            }
+            context.metrics.leader.set(1);
+            context.metrics.set_ready();
+            tracing::info!("starting controllers");
+            let until_stop = |mut receiver: watch::Receiver<bool>| async move {
+                let _ = receiver.wait_for(|stop| *stop).await;
+            };
+            let lost = async {
+                let _ = leader_rx.wait_for(|leading| !*leading).await;
+            };
+            tokio::select! {
+                _ = futures::future::join(
+                    crate::workflow::controller::run(context.clone(), until_stop(stopping.clone())),
+                    crate::run::controller::run(context.clone(), until_stop(stopping.clone())),
+                ) => Ok(()),
+                _ = lost => anyhow::bail!("lost the leader lease: exiting so another replica can lead"),
+            }
+        }
+    };
+    let (run_api, telemetry, controllers) = tokio::join!(run_api, telemetry, controllers);
+    run_api?;
+    telemetry?;
+    controllers
+}
+
+async fn serve(
+    address: std::net::SocketAddr,
+    router: axum::Router,
+    stopping: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("failed to listen on {address}"))?;
+    tracing::info!(%address, "listening");
+    let mut stopping = stopping;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        })
+        .await
+        .context("server failed")
+}
+
+/// Starts the mirror's writer at once and applies migrations in the
+/// background, retrying while PostgreSQL is unreachable: the operator
+/// never waits for the database.
+fn start_mirror(url: &str, metrics: Arc<Metrics>) -> anyhow::Result<Mirror> {
+    let options = PgConnectOptions::from_str(url).context("failed to parse the database URL")?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(options.clone());
+    // sqlx's migrator future is not `Send` for every lifetime, so it runs
+    // on a thread of its own rather than on the multi-threaded runtime.
+    let migrations = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the migration runtime")?;
+    std::thread::spawn(move || {
+        migrations.block_on(async move {
+            let mut delay = Duration::from_secs(1);
+            loop {
+                match run_migrations(&options).await {
+                    Ok(()) => {
+                        tracing::info!("database migrations applied");
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "failed to migrate the database; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+        })
+    });
+    let (mirror, _writer) = Mirror::start(pool, MirrorConfig::default(), None);
+    let observed = mirror.clone();
+    tokio::spawn(async move {
+        loop {
+            metrics.mirror_backlog.set(observed.backlog() as i64);
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    });
+    Ok(mirror)
+}
+
+/// The operator-wide key of runner credentials: read from its Secret, or
+/// created once. Replicas racing to create it all end up reading the winner's.
+async fn load_token_key(client: &Client, namespace: &str) -> anyhow::Result<TokenKey> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    for _ in 0..3 {
+        if let Some(secret) = secrets.get_opt(KEY_SECRET_NAME).await? {
+            let key = secret
+                .data
+                .and_then(|mut data| data.remove(KEY_SECRET_KEY))
+                .with_context(|| {
+                    format!("secret {namespace}/{KEY_SECRET_NAME} has no key {KEY_SECRET_KEY:?}")
+                })?;
+            return Ok(TokenKey::new(key.0));
+        }
+        let key = TokenKey::generate();
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(KEY_SECRET_NAME.to_owned()),
+                ..ObjectMeta::default()
+            },
+            data: Some(BTreeMap::from([(
+                KEY_SECRET_KEY.to_owned(),
+                ByteString(key.as_bytes().to_vec()),
+            )])),
+            ..Secret::default()
+        };
+        match secrets.create(&PostParams::default(), &secret).await {
+            Ok(_) => return Ok(key),
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(error) => return Err(error).context("failed to create the run API key secret"),
+        }
+    }
+    anyhow::bail!("failed to read or create secret {namespace}/{KEY_SECRET_NAME}")
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
