@@ -221,12 +221,10 @@ impl State {
         self.resource_version
     }
 
+    /// The table of a type; built-in types' tables start empty with their
+    /// whole history kept (custom types get theirs in `serve_crd`).
     fn table(&mut self, key: &ResourceKey) -> &mut Table {
-        let current = self.resource_version;
-        self.tables.entry(key.clone()).or_insert_with(|| Table {
-            oldest_resource_version: current,
-            ..Table::default()
-        })
+        self.tables.entry(key.clone()).or_default()
     }
 
     fn record(&mut self, key: &ResourceKey, entry: LogEntry) {
@@ -268,14 +266,8 @@ impl State {
     /// Changes after `since`, or 410 when they are no longer all kept.
     pub(crate) fn events_since(&self, key: &ResourceKey, since: u64) -> ApiResult<Vec<LogEntry>> {
         let Some(table) = self.tables.get(key) else {
-            return if since < self.resource_version {
-                Err(ApiError::gone(format!(
-                    "too old resource version: {since} ({})",
-                    self.resource_version
-                )))
-            } else {
-                Ok(Vec::new())
-            };
+            // Nothing of this type was ever written: nothing was missed.
+            return Ok(Vec::new());
         };
         if since < table.oldest_resource_version {
             return Err(ApiError::gone(format!(
@@ -595,6 +587,13 @@ impl State {
             .pointer("/metadata/uid")
             .and_then(Value::as_str)
             .map(str::to_string);
+        // Like the real server's watch cache, history starts when the type
+        // is first served: watching from before that is 410 Gone.
+        let serving_since = self.resource_version;
+        self.tables.entry(served.key()).or_insert_with(|| Table {
+            oldest_resource_version: serving_since,
+            ..Table::default()
+        });
         let now = now_timestamp();
         let condition = |kind: &str, reason: &str| json!({"type": kind, "status": "True", "reason": reason, "message": "", "lastTransitionTime": now});
         crd["status"] = json!({

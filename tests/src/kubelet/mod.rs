@@ -35,7 +35,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 use tokio::task::{AbortHandle, JoinSet};
 
@@ -157,7 +157,7 @@ fn is_finished(job: &Job) -> bool {
 
 async fn run(client: kube::Client, options: KubeletOptions) {
     let jobs = jobs_api(&client, options.namespace.as_deref());
-    let mut events = std::pin::pin!(watcher(jobs, watcher::Config::default()));
+    let mut events = std::pin::pin!(watcher(jobs, watcher::Config::default()).default_backoff());
     let mut running: JoinSet<()> = JoinSet::new();
     let mut handles: HashMap<String, AbortHandle> = HashMap::new();
     while let Some(event) = events.next().await {
