@@ -1,7 +1,8 @@
 //! The `notify` node type: sends `text` through a Connection, by its type —
 //! `slack` (POST `{text, ...payload}` to the Secret's `webhookUrl`), `http`
 //! (POST `{text, subject?, ...payload}` to the connection's `baseUrl`, with
-//! its credentials as for `http` nodes) or `smtp` (an email, see [`smtp`]).
+//! its credentials as for `http` nodes) or `smtp` (an email, see [`smtp`],
+//! over [`tls`] when asked).
 //! Output: `{delivered: true, channel, …}`.
 //!
 //! Delivery failures follow the `http` rules (connection errors, 5xx, 429
@@ -12,6 +13,7 @@
 mod smtp;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use super::http::auth::Auth;
 use super::http::{read_body, status_error, transport_error};

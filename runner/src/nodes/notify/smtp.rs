@@ -1,34 +1,48 @@
 //! A minimal SMTP client for `notify` through a `smtp` Connection: EHLO,
-//! optional AUTH PLAIN/LOGIN, MAIL FROM, RCPT TO per recipient, DATA with
-//! dot-stuffing, QUIT — over plain TCP.
+//! STARTTLS when `config.tls: starttls`, optional AUTH PLAIN/LOGIN, MAIL
+//! FROM, RCPT TO per recipient, DATA with dot-stuffing, QUIT — over TCP,
+//! TLS from the start with `config.tls: tls`, or in clear with `none`.
 //!
 //! It builds one `text/plain; charset=utf-8` message per node and must not
 //! let a parameter inject headers (line breaks in header values are
-//! rejected or folded away). TLS (`config.tls: starttls|tls`) is not
-//! implemented yet and fails permanently rather than sending in clear.
-//! Replies 4xx are retryable, 5xx permanent; credentials never appear in
-//! errors or logs.
+//! rejected or folded away), nor fall back to clear text when TLS was asked
+//! for. Replies 4xx are retryable, 5xx permanent; credentials never appear
+//! in errors or logs.
 
+use super::tls::{self, Channel, TlsError};
 use crate::connections::ResolvedConnection;
 use crate::node::{Attempt, LogLevel, NodeContext, NodeError};
 use base64::Engine as _;
 use serde_json::{Value, json};
 use sluice_crds::nodes::NotifyNode;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
 
 /// How long to wait for the connection and for each reply.
 const TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest reply line read (RFC 5321 allows 512; be lenient).
-const MAX_LINE: u64 = 8192;
+const MAX_LINE: usize = 8192;
 /// Longest body line sent as is; longer ones force base64 (RFC 5322: 998).
 const MAX_TEXT_LINE: usize = 998;
+
+/// How the session is protected (`config.tls`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TlsMode {
+    /// In clear.
+    None,
+    /// In clear, then STARTTLS before anything else (port 587).
+    StartTls,
+    /// TLS from the first byte (port 465).
+    Implicit,
+}
 
 /// What the connection says about the server and the sender.
 struct Settings {
     host: String,
     port: u16,
+    tls: TlsMode,
+    /// The CA bundle to trust (`config.caFile`), else the system's.
+    ca_file: Option<String>,
     from: String,
     from_address: String,
     credentials: Option<(String, String)>,
@@ -42,7 +56,7 @@ pub(super) async fn send(
     context: &NodeContext,
 ) -> Result<Value, NodeError> {
     let settings = settings(connection)?;
-    if settings.credentials.is_some() {
+    if settings.credentials.is_some() && settings.tls == TlsMode::None {
         context.logs.log(
             &attempt.node,
             LogLevel::Warn,
@@ -88,9 +102,18 @@ pub(super) async fn send(
     .map_err(|_| NodeError::retryable("timed out connecting"))
     .and_then(|result| result.map_err(|e| NodeError::retryable(format!("failed to connect: {e}"))))
     .map_err(fail)?;
-    let mut session = Session {
-        stream: BufReader::new(stream),
+    let tls_config = match settings.tls {
+        TlsMode::None => None,
+        _ => Some(tls::client_config(settings.ca_file.as_deref()).map_err(|e| fail(tls_error(e)))?),
     };
+    let mut session = Session {
+        channel: Channel::plain(stream),
+        tls_config,
+        host: settings.host.clone(),
+    };
+    if settings.tls == TlsMode::Implicit {
+        session.start_tls().await.map_err(fail)?;
+    }
     let reply = session
         .deliver(&settings, &addresses, &message)
         .await
@@ -106,19 +129,16 @@ pub(super) async fn send(
 
 fn settings(connection: &ResolvedConnection<'_>) -> Result<Settings, NodeError> {
     let name = connection.name;
-    match connection.config("tls").unwrap_or("none") {
-        "none" => {}
-        tls @ ("starttls" | "tls") => {
-            return Err(NodeError::permanent(format!(
-                "connection {name:?} sets config.tls {tls:?}, which is not supported yet: use tls none with a relay you trust (e.g. a local MTA or a mail sidecar)"
-            )));
-        }
+    let (tls, default_port) = match connection.config("tls").unwrap_or("none") {
+        "none" => (TlsMode::None, 25),
+        "starttls" => (TlsMode::StartTls, 587),
+        "tls" => (TlsMode::Implicit, 465),
         other => {
             return Err(NodeError::permanent(format!(
-                "connection {name:?} has an invalid config.tls {other:?}: use none"
+                "connection {name:?} has an invalid config.tls {other:?}: use none, starttls or tls"
             )));
         }
-    }
+    };
     let host = connection.config("host").ok_or_else(|| {
         NodeError::permanent(format!(
             "connection {name:?} has no config.host: set the SMTP server's host name"
@@ -128,7 +148,7 @@ fn settings(connection: &ResolvedConnection<'_>) -> Result<Settings, NodeError> 
         Some(port) => port.parse().map_err(|_| {
             NodeError::permanent(format!("connection {name:?} has an invalid config.port {port:?}: use a number such as 25 or 587"))
         })?,
-        None => 25,
+        None => default_port,
     };
     let from = connection.config("from").ok_or_else(|| {
         NodeError::permanent(format!(
@@ -151,6 +171,8 @@ fn settings(connection: &ResolvedConnection<'_>) -> Result<Settings, NodeError> 
     Ok(Settings {
         host: host.to_owned(),
         port,
+        tls,
+        ca_file: connection.config("caFile").map(str::to_owned),
         from: from.to_owned(),
         from_address,
         credentials,
@@ -305,7 +327,10 @@ pub(super) fn dot_stuff(message: &str) -> String {
 }
 
 struct Session {
-    stream: BufReader<TcpStream>,
+    channel: Channel,
+    /// Set when the connection asks for TLS.
+    tls_config: Option<std::sync::Arc<rustls::ClientConfig>>,
+    host: String,
 }
 
 /// A server reply: its code and its lines' text.
@@ -332,8 +357,21 @@ impl Session {
             .ok()
             .filter(|name| !name.is_empty())
             .unwrap_or_else(|| "localhost".to_owned());
-        self.write(&format!("EHLO {helo_name}\r\n")).await?;
-        let ehlo = self.read_reply().await?;
+        let mut ehlo = self.send_and_read(&format!("EHLO {helo_name}\r\n")).await?;
+        if settings.tls == TlsMode::StartTls {
+            let offered = ehlo
+                .lines
+                .iter()
+                .any(|line| line.eq_ignore_ascii_case("STARTTLS"));
+            if ehlo.code != 250 || !offered {
+                return Err(NodeError::permanent(
+                    "the server does not offer STARTTLS: use config.tls tls (port 465) if it speaks TLS from the start",
+                ));
+            }
+            self.command("STARTTLS\r\n", "STARTTLS", 220).await?;
+            self.start_tls().await?;
+            ehlo = self.send_and_read(&format!("EHLO {helo_name}\r\n")).await?;
+        }
         if ehlo.code != 250 {
             self.command(&format!("HELO {helo_name}\r\n"), "HELO", 250)
                 .await?;
@@ -437,8 +475,20 @@ impl Session {
         }
     }
 
+    async fn start_tls(&mut self) -> Result<(), NodeError> {
+        let config = self
+            .tls_config
+            .clone()
+            .ok_or_else(|| NodeError::permanent("TLS is not configured"))?;
+        let connection = tls::client_connection(config, &self.host).map_err(tls_error)?;
+        tokio::time::timeout(TIMEOUT, self.channel.start_tls(connection))
+            .await
+            .map_err(|_| NodeError::retryable("timed out in the TLS handshake"))?
+            .map_err(tls_error)
+    }
+
     async fn write(&mut self, data: &str) -> Result<(), NodeError> {
-        tokio::time::timeout(TIMEOUT, self.stream.get_mut().write_all(data.as_bytes()))
+        tokio::time::timeout(TIMEOUT, self.channel.write_all(data.as_bytes()))
             .await
             .map_err(|_| NodeError::retryable("timed out sending"))?
             .map_err(|e| NodeError::retryable(format!("failed to send: {e}")))
@@ -448,18 +498,11 @@ impl Session {
     async fn read_reply(&mut self) -> Result<Reply, NodeError> {
         let mut lines = Vec::new();
         loop {
-            let mut line = String::new();
-            let read = tokio::time::timeout(
-                TIMEOUT,
-                (&mut self.stream).take(MAX_LINE).read_line(&mut line),
-            )
-            .await
-            .map_err(|_| NodeError::retryable("timed out waiting for a reply"))?
-            .map_err(|e| NodeError::retryable(format!("failed to read a reply: {e}")))?;
-            if read == 0 {
-                return Err(NodeError::retryable("the server closed the connection"));
-            }
-            let line = line.trim_end_matches(['\r', '\n']);
+            let line = tokio::time::timeout(TIMEOUT, self.channel.read_line(MAX_LINE))
+                .await
+                .map_err(|_| NodeError::retryable("timed out waiting for a reply"))?
+                .map_err(|e| NodeError::retryable(format!("failed to read a reply: {e}")))?
+                .ok_or_else(|| NodeError::retryable("the server closed the connection"))?;
             let code = line
                 .get(..3)
                 .and_then(|code| code.parse::<u16>().ok())
@@ -474,6 +517,28 @@ impl Session {
                 return Ok(Reply { code, lines });
             }
         }
+    }
+}
+
+/// Certificate and configuration problems are permanent; a handshake cut
+/// short by the network is retryable.
+fn tls_error(error: TlsError) -> NodeError {
+    let message = match &error {
+        TlsError::Handshake(_) => {
+            format!("{error}: check config.host, config.tls and config.caFile")
+        }
+        _ => error.to_string(),
+    };
+    match &error {
+        TlsError::Handshake(io_error)
+            if !matches!(
+                io_error.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::Other
+            ) =>
+        {
+            NodeError::retryable(message)
+        }
+        _ => NodeError::permanent(message),
     }
 }
 

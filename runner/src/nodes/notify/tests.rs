@@ -3,6 +3,7 @@
 
 use super::NotifyNode;
 use super::smtp::{build_message, dot_stuff};
+use super::tls::Channel;
 use crate::node::{Node, NodeContext, NodeError};
 use crate::nodes::http::testing::{
     RecordedLogs, attempt, closed_port_url, connections, context, serve,
@@ -14,7 +15,6 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use sluice_crds::ConnectionType;
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 
 async fn run(context: &NodeContext, params: Value) -> Result<Value, NodeError> {
     NotifyNode.execute(params, &attempt(), context).await
@@ -169,6 +169,73 @@ struct SmtpBehaviour {
     credentials: Option<(&'static str, &'static str)>,
     /// Recipients refused, with the reply.
     refuse: Option<(&'static str, &'static str)>,
+    /// TLS the server speaks.
+    tls: ServerTls,
+}
+
+#[derive(Clone, Copy, Default, PartialEq)]
+enum ServerTls {
+    #[default]
+    None,
+    /// Offers STARTTLS.
+    StartTls,
+    /// TLS from the first byte.
+    Implicit,
+}
+
+/// A test CA (valid 2000–2100) and a certificate it issued for localhost
+/// and 127.0.0.1, with its key: test material only.
+const TEST_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBZjCCAQugAwIBAgIBATAKBggqhkjOPQQDAjAZMRcwFQYDVQQDDA5TbHVpY2Ug
+VGVzdCBDQTAgFw0wMDAxMDEwMDAwMDBaGA8yMTAwMDEwMTAwMDAwMFowGTEXMBUG
+A1UEAwwOU2x1aWNlIFRlc3QgQ0EwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAARr
+o/l64leXwLhzFtpOM5fbkkl1EDjBpOSLGL7RN7ikhkqbZ5bYI+gUuKehI626V4RN
+SJV1G2GgwSEmMWFpHU8do0IwQDAPBgNVHRMBAf8EBTADAQH/MA4GA1UdDwEB/wQE
+AwICBDAdBgNVHQ4EFgQUOylB9zhF7gwzyin+f/VYQrlbpIIwCgYIKoZIzj0EAwID
+SQAwRgIhANkAi3bmzm73SHc4kRFp51fSLzOPaOX+PEi8abFtzwuwAiEA2AA8EXLg
+Lq0Q1O0N8o2e6NVokRFKIZ25vO58amli5bk=
+-----END CERTIFICATE-----";
+const TEST_SERVER_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBsjCCAVegAwIBAgIBAjAKBggqhkjOPQQDAjAZMRcwFQYDVQQDDA5TbHVpY2Ug
+VGVzdCBDQTAgFw0wMDAxMDEwMDAwMDBaGA8yMTAwMDEwMTAwMDAwMFowFDESMBAG
+A1UEAwwJbG9jYWxob3N0MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEng5/JFHh
+uI3BLKV//ajuMFyxYrVuXOcRR2g6pxctsUQfvJ7FStFvOsLG+qgTAgNqs6J67q/O
+ojRIZCg8i9QjaKOBkjCBjzAaBgNVHREEEzARgglsb2NhbGhvc3SHBH8AAAEwDAYD
+VR0TAQH/BAIwADAOBgNVHQ8BAf8EBAMCB4AwEwYDVR0lBAwwCgYIKwYBBQUHAwEw
+HQYDVR0OBBYEFIJtH1Rs33XQ5wv0RiQVT9BkJsDFMB8GA1UdIwQYMBaAFDspQfc4
+Re4MM8op/n/1WEK5W6SCMAoGCCqGSM49BAMCA0kAMEYCIQDhO99vrlsjzYOWinT7
+X12sy07GXTJFmhssB2GP+HAsUgIhAOOYtqVhJ1T+b9dQYx0iPylZDBTKmFT+SfZV
+Mgd7Wb4p
+-----END CERTIFICATE-----";
+const TEST_SERVER_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQggg+cMdlKnL0uYjHK
+h/x/QBUG8dT3/tk/KROlYD7lqCKhRANCAASeDn8kUeG4jcEspX/9qO4wXLFitW5c
+5xFHaDqnFy2xRB+8nsVK0W86wsb6qBMCA2qzonrur86iNEhkKDyL1CNo
+-----END PRIVATE KEY-----";
+
+fn server_tls() -> rustls::Connection {
+    use rustls::pki_types::pem::PemObject as _;
+    let certificate =
+        rustls::pki_types::CertificateDer::from_pem_slice(TEST_SERVER_CERT.as_bytes()).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(TEST_SERVER_KEY.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![certificate], key)
+    .unwrap();
+    rustls::ServerConnection::new(Arc::new(config))
+        .unwrap()
+        .into()
+}
+
+/// A temporary file holding the test CA, for `config.caFile`.
+fn test_ca_file() -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), TEST_CA).unwrap();
+    file
 }
 
 /// What one SMTP session sent.
@@ -177,6 +244,8 @@ struct Session {
     commands: Vec<String>,
     /// The DATA section exactly as received, dot-stuffing included.
     data: String,
+    /// Whether the message came through TLS.
+    tls: bool,
 }
 
 async fn smtp_server(behaviour: SmtpBehaviour) -> (u16, Arc<Mutex<Vec<Session>>>) {
@@ -187,17 +256,24 @@ async fn smtp_server(behaviour: SmtpBehaviour) -> (u16, Arc<Mutex<Vec<Session>>>
     tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
-            let session = serve_smtp(stream, behaviour.clone()).await;
-            recorded.lock().unwrap().push(session);
+            let behaviour = behaviour.clone();
+            let recorded = Arc::clone(&recorded);
+            tokio::spawn(async move {
+                let session = serve_smtp(stream, behaviour).await;
+                recorded.lock().unwrap().push(session);
+            });
         }
     });
     (port, sessions)
 }
 
 async fn serve_smtp(stream: tokio::net::TcpStream, behaviour: SmtpBehaviour) -> Session {
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
+    let mut channel = Channel::plain(stream);
     let mut session = Session::default();
+    if behaviour.tls == ServerTls::Implicit {
+        channel.start_tls(server_tls()).await.unwrap();
+        session.tls = true;
+    }
     let decode = |text: &str| {
         String::from_utf8(
             base64::engine::general_purpose::STANDARD
@@ -207,18 +283,27 @@ async fn serve_smtp(stream: tokio::net::TcpStream, behaviour: SmtpBehaviour) -> 
         .unwrap()
     };
     let mut authenticated = behaviour.credentials.is_none();
-    write
+    channel
         .write_all(b"220 test.local ESMTP ready\r\n")
         .await
         .unwrap();
-    while let Ok(Some(line)) = lines.next_line().await {
+    while let Ok(Some(line)) = channel.read_line(1 << 20).await {
         session.commands.push(line.clone());
         let upper = line.to_ascii_uppercase();
         let reply = if upper.starts_with("EHLO") {
-            match behaviour.auth {
-                "" => "250-test.local\r\n250 8BITMIME".to_owned(),
-                mechanisms => format!("250-test.local\r\n250-AUTH {mechanisms}\r\n250 8BITMIME"),
+            let mut reply = "250-test.local\r\n".to_owned();
+            if behaviour.tls == ServerTls::StartTls && !session.tls {
+                reply.push_str("250-STARTTLS\r\n");
             }
+            if !behaviour.auth.is_empty() {
+                reply.push_str(&format!("250-AUTH {}\r\n", behaviour.auth));
+            }
+            reply + "250 8BITMIME"
+        } else if upper == "STARTTLS" {
+            channel.write_all(b"220 2.0.0 go ahead\r\n").await.unwrap();
+            channel.start_tls(server_tls()).await.unwrap();
+            session.tls = true;
+            continue;
         } else if let Some(encoded) = line.strip_prefix("AUTH PLAIN ") {
             let (user, password) = behaviour.credentials.unwrap();
             authenticated = decode(encoded) == format!("\0{user}\0{password}");
@@ -230,10 +315,10 @@ async fn serve_smtp(stream: tokio::net::TcpStream, behaviour: SmtpBehaviour) -> 
             .to_owned()
         } else if upper == "AUTH LOGIN" {
             let (user, password) = behaviour.credentials.unwrap();
-            write.write_all(b"334 VXNlcm5hbWU6\r\n").await.unwrap();
-            let given_user = decode(&lines.next_line().await.unwrap().unwrap());
-            write.write_all(b"334 UGFzc3dvcmQ6\r\n").await.unwrap();
-            let given_password = decode(&lines.next_line().await.unwrap().unwrap());
+            channel.write_all(b"334 VXNlcm5hbWU6\r\n").await.unwrap();
+            let given_user = decode(&channel.read_line(1 << 20).await.unwrap().unwrap());
+            channel.write_all(b"334 UGFzc3dvcmQ6\r\n").await.unwrap();
+            let given_password = decode(&channel.read_line(1 << 20).await.unwrap().unwrap());
             authenticated = given_user == user && given_password == password;
             if authenticated {
                 "235 2.7.0 ok"
@@ -254,11 +339,11 @@ async fn serve_smtp(stream: tokio::net::TcpStream, behaviour: SmtpBehaviour) -> 
                 _ => "250 2.1.5 ok".to_owned(),
             }
         } else if upper == "DATA" {
-            write
+            channel
                 .write_all(b"354 end with <CRLF>.<CRLF>\r\n")
                 .await
                 .unwrap();
-            while let Ok(Some(data_line)) = lines.next_line().await {
+            while let Ok(Some(data_line)) = channel.read_line(1 << 20).await {
                 if data_line == "." {
                     break;
                 }
@@ -267,12 +352,12 @@ async fn serve_smtp(stream: tokio::net::TcpStream, behaviour: SmtpBehaviour) -> 
             }
             "250 2.0.0 Ok: queued as 4F2A".to_owned()
         } else if upper == "QUIT" {
-            write.write_all(b"221 2.0.0 bye\r\n").await.unwrap();
+            channel.write_all(b"221 2.0.0 bye\r\n").await.unwrap();
             break;
         } else {
             "502 5.5.2 unknown command".to_owned()
         };
-        write
+        channel
             .write_all(format!("{reply}\r\n").as_bytes())
             .await
             .unwrap();
@@ -473,14 +558,19 @@ async fn smtp_configuration_mistakes_are_permanent() {
     let (port, _) = smtp_server(SmtpBehaviour::default()).await;
     for (extra, params, expected) in [
         (
-            vec![("tls", "starttls")],
+            vec![("tls", "ssl")],
             json!({"to": ["a@example.com"]}),
-            "not supported yet",
+            "use none, starttls or tls",
         ),
         (
-            vec![("tls", "tls")],
+            vec![("tls", "starttls")],
             json!({"to": ["a@example.com"]}),
-            "not supported yet",
+            "does not offer STARTTLS",
+        ),
+        (
+            vec![("tls", "tls"), ("caFile", "/nonexistent/ca.pem")],
+            json!({"to": ["a@example.com"]}),
+            "failed to load CA certificates",
         ),
         (vec![], json!({}), "no recipients"),
         (
@@ -545,4 +635,89 @@ fn non_ascii_and_long_lines_are_base64_and_subjects_encoded() {
     let long = "x".repeat(1200);
     assert!(build_message("a@example.com", &[], "s", "<i@e>", &long).contains("base64"));
     assert_eq!(dot_stuff("a\r\n.b\r\n"), "a\r\n..b\r\n.\r\n");
+}
+
+#[tokio::test]
+async fn smtp_starttls_and_implicit_tls_verify_the_server_and_protect_auth() {
+    let ca_file = test_ca_file();
+    let ca_path = ca_file.path().to_str().unwrap().to_owned();
+    for (server_tls, mode) in [
+        (ServerTls::StartTls, "starttls"),
+        (ServerTls::Implicit, "tls"),
+    ] {
+        let (port, sessions) = smtp_server(SmtpBehaviour {
+            auth: "PLAIN",
+            credentials: Some(("mailer", "CANARY-tls-pass")),
+            tls: server_tls,
+            ..SmtpBehaviour::default()
+        })
+        .await;
+        let config = [
+            ("tls", mode),
+            ("caFile", ca_path.as_str()),
+            ("to", "a@example.com"),
+        ];
+        let credentials = [("username", "mailer"), ("password", "CANARY-tls-pass")];
+        let connections = smtp_connections(port, &config, &credentials);
+        let logs = Arc::new(RecordedLogs::default());
+        let context = context(&connections, Arc::clone(&logs));
+        let output = run(&context, json!({"connection": "mail", "text": "over TLS"}))
+            .await
+            .unwrap();
+        assert_eq!(output["delivered"], true, "{mode}");
+        let session = sessions.lock().unwrap()[0].clone();
+        assert!(session.tls, "{mode}: the message went through TLS");
+        assert!(session.data.contains("over TLS"));
+        if server_tls == ServerTls::StartTls {
+            let commands: Vec<&str> = session
+                .commands
+                .iter()
+                .map(|c| c.split(' ').next().unwrap())
+                .collect();
+            assert_eq!(
+                commands[..4],
+                ["EHLO", "STARTTLS", "EHLO", "AUTH"],
+                "AUTH only after STARTTLS"
+            );
+        }
+        assert!(
+            !logs
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|line| line.contains("without TLS"))
+        );
+    }
+
+    // A server whose certificate the connection does not trust: no fallback to clear text.
+    let other_ca = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(other_ca.path(), TEST_SERVER_CERT).unwrap();
+    let (port, sessions) = smtp_server(SmtpBehaviour {
+        tls: ServerTls::StartTls,
+        ..SmtpBehaviour::default()
+    })
+    .await;
+    let config = [
+        ("tls", "starttls"),
+        ("caFile", other_ca.path().to_str().unwrap()),
+        ("to", "a@example.com"),
+    ];
+    let connections = smtp_connections(port, &config, &[]);
+    let context = context(&connections, Arc::default());
+    let error = run(&context, json!({"connection": "mail", "text": "secret"}))
+        .await
+        .unwrap_err();
+    assert!(
+        !error.retryable && error.message.contains("TLS handshake failed"),
+        "{error:?}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(
+        sessions
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|session| session.data.is_empty())
+    );
 }
