@@ -12,6 +12,8 @@
 
 mod smtp;
 #[cfg(test)]
+mod smtp_tests;
+#[cfg(test)]
 mod tests;
 mod tls;
 
