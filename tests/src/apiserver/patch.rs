@@ -75,13 +75,25 @@ pub fn merge_patch(current: &Value, patch: &Value) -> Value {
     result
 }
 
-/// Applies a JSON patch; any failing operation (a failed `test` included) is 422.
+/// Applies a JSON patch; any failing operation (a failed `test` included)
+/// is 422. Like the real server (evanphx/json-patch), a `test` for `null`
+/// succeeds on a missing path — kube-runtime's finalizer helper relies on
+/// it when it adds the first finalizer.
 pub fn json_patch(current: &Value, body: &[u8], subject: Subject<'_>) -> ApiResult<Value> {
     let operations: json_patch::Patch = serde_json::from_slice(body)
         .map_err(|error| ApiError::bad_request(format!("invalid JSON patch: {error}")))?;
     let mut result = current.clone();
-    json_patch::patch(&mut result, &operations)
-        .map_err(|error| ApiError::invalid(subject, &error.path.to_string(), error.to_string()))?;
+    for operation in &operations.0 {
+        if let json_patch::PatchOperation::Test(test) = operation
+            && test.value.is_null()
+            && result.pointer(test.path.as_str()).is_none()
+        {
+            continue;
+        }
+        json_patch::patch(&mut result, std::slice::from_ref(operation)).map_err(|error| {
+            ApiError::invalid(subject, &error.path.to_string(), error.to_string())
+        })?;
+    }
     Ok(result)
 }
 

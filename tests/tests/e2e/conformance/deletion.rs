@@ -223,3 +223,45 @@ async fn namespaces_scope_objects_and_delete_their_contents() {
     wait_gone(&namespaces, &extra_name).await;
     cluster.finish().await.unwrap();
 }
+
+#[tokio::test]
+async fn kube_runtime_finalizer_helper_adds_and_removes_its_finalizer() {
+    use kube::runtime::controller::Action;
+    use kube::runtime::finalizer::{Event, finalizer};
+    use std::sync::Arc;
+
+    const NAME: &str = "e2e.sluice.dev/cleanup";
+    let cluster = cluster_with_widgets("finalizer-helper").await;
+    let api = widgets(&cluster);
+    let created = api
+        .create(
+            &PostParams::default(),
+            &widget("managed", WidgetSpec::default()),
+        )
+        .await
+        .unwrap();
+    let step = |object: Widget| {
+        let api = api.clone();
+        async move {
+            finalizer(&api, NAME, Arc::new(object), |event| async move {
+                Ok::<_, std::convert::Infallible>(match event {
+                    Event::Apply(_) | Event::Cleanup(_) => Action::await_change(),
+                })
+            })
+            .await
+            .expect("the finalizer helper succeeds")
+        }
+    };
+    step(created).await;
+    let with_finalizer = api.get("managed").await.unwrap();
+    assert_eq!(with_finalizer.finalizers(), [NAME]);
+
+    api.delete("managed", &DeleteParams::default())
+        .await
+        .unwrap();
+    let terminating = api.get("managed").await.unwrap();
+    assert!(terminating.meta().deletion_timestamp.is_some());
+    step(terminating).await;
+    wait_gone(&api, "managed").await;
+    cluster.finish().await.unwrap();
+}
