@@ -511,4 +511,23 @@ spec: {nodes: []}
         let error = load_manifests(&[bad]).unwrap_err().to_string();
         assert!(error.contains("not a valid name"), "{error}");
     }
+
+    #[test]
+    fn the_example_connections_load() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/crm-connection.yaml");
+        let local = load_manifests(&[example]).unwrap();
+        let store = local.store();
+        assert_eq!(
+            store.names().collect::<Vec<_>>(),
+            ["crm-api", "sales-slack"]
+        );
+        assert_eq!(
+            store
+                .get("sales-slack")
+                .unwrap()
+                .secret("webhookUrl")
+                .unwrap(),
+            "https://hooks.slack.com/services/T000/B000/replace-me"
+        );
+    }
 }
