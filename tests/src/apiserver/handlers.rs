@@ -6,7 +6,8 @@
 //! `/version`); get, list (label and field selectors, `limit` with continue
 //! tokens), watch, create, replace, patch (merge, JSON, strategic, apply),
 //! delete and delete-collection on objects and on their `/status`
-//! subresource, and the minimal `/openapi/v3` documents kubectl apply needs
+//! subresource (also as `PartialObjectMetadata` when the Accept header
+//! asks for it), and the minimal `/openapi/v3` documents kubectl apply needs
 //! (see `openapi.rs`). Not served: `/openapi/v2` (404),
 //! protobuf, Table output, `dryRun`, pod logs, exec, authentication and
 //! authorization (every request is allowed).
@@ -113,6 +114,15 @@ fn parse_route(path: &str) -> Option<Route> {
         name: owned(rest.get(1)),
         subresource: owned(rest.get(2)),
     }))
+}
+
+/// The `PartialObjectMetadata` form of an object.
+pub(crate) fn partial_metadata(object: &Value) -> Value {
+    json!({
+        "apiVersion": "meta.k8s.io/v1",
+        "kind": "PartialObjectMetadata",
+        "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({})),
+    })
 }
 
 fn json_response(code: StatusCode, value: &Value) -> Response {
@@ -242,6 +252,25 @@ impl ResourceRequest<'_> {
         object
     }
 
+    /// Whether the client asked for `PartialObjectMetadata` (kube's
+    /// `get_metadata`/`list_metadata`/metadata watcher).
+    fn metadata_only(&self) -> bool {
+        self.headers
+            .get(header::ACCEPT)
+            .and_then(|accept| accept.to_str().ok())
+            .is_some_and(|accept| accept.contains("as=PartialObjectMetadata"))
+    }
+
+    /// An object as returned to the client.
+    fn output(&self, object: Value) -> Value {
+        let object = self.present(object);
+        if self.metadata_only() {
+            partial_metadata(&object)
+        } else {
+            object
+        }
+    }
+
     fn serve(self, method: &Method) -> ApiResult<Response> {
         if self.resource.namespaced != self.path.namespace.is_some()
             && !(self.resource.namespaced
@@ -322,7 +351,7 @@ impl ResourceRequest<'_> {
             .get(&self.resource.key(), self.namespace(), name)
             .cloned()
             .ok_or_else(|| ApiError::not_found(StoreState::subject(&self.resource, name)))?;
-        Ok(json_response(StatusCode::OK, &self.present(object)))
+        Ok(json_response(StatusCode::OK, &self.output(object)))
     }
 
     fn list(&self) -> ApiResult<Response> {
@@ -378,7 +407,7 @@ impl ResourceRequest<'_> {
         drop(state);
         let items: Vec<Value> = items
             .into_iter()
-            .map(|object| self.present(object))
+            .map(|object| self.output(object))
             .collect();
         let mut metadata = json!({"resourceVersion": list_version.to_string()});
         if let Some((token, remaining)) = continue_token {
@@ -392,9 +421,20 @@ impl ResourceRequest<'_> {
     }
 
     fn list_document(&self, items: Vec<Value>, metadata: Value) -> Value {
+        let (api_version, kind) = if self.metadata_only() {
+            (
+                "meta.k8s.io/v1".to_string(),
+                "PartialObjectMetadataList".to_string(),
+            )
+        } else {
+            (
+                self.resource.api_version(&self.path.version),
+                format!("{}List", self.resource.kind),
+            )
+        };
         json!({
-            "apiVersion": self.resource.api_version(&self.path.version),
-            "kind": format!("{}List", self.resource.kind),
+            "apiVersion": api_version,
+            "kind": kind,
             "metadata": metadata,
             "items": items,
         })
@@ -424,6 +464,7 @@ impl ResourceRequest<'_> {
                 bookmarks: self.flag("allowWatchBookmarks"),
                 timeout: Duration::from_secs(timeout),
                 bookmark_interval: self.shared.settings.bookmark_interval,
+                metadata_only: self.metadata_only(),
             },
         ))
     }
@@ -436,7 +477,7 @@ impl ResourceRequest<'_> {
                 .store
                 .lock()
                 .create(&self.resource, self.namespace(), object, &context)?;
-        Ok(json_response(StatusCode::CREATED, &self.present(created)))
+        Ok(json_response(StatusCode::CREATED, &self.output(created)))
     }
 
     fn replace(&self, name: &str, status: bool) -> ApiResult<Response> {
@@ -451,7 +492,7 @@ impl ResourceRequest<'_> {
             status,
             &context,
         )?;
-        Ok(json_response(StatusCode::OK, &self.present(updated)))
+        Ok(json_response(StatusCode::OK, &self.output(updated)))
     }
 
     fn patch(&self, name: &str, status: bool) -> ApiResult<Response> {
@@ -506,7 +547,7 @@ impl ResourceRequest<'_> {
             let mut desired = desired;
             desired["metadata"]["name"] = json!(name);
             let created = state.create(&self.resource, self.namespace(), desired, &context)?;
-            return Ok(json_response(StatusCode::CREATED, &self.present(created)));
+            return Ok(json_response(StatusCode::CREATED, &self.output(created)));
         }
         let updated = state.update(
             &self.resource,
@@ -516,7 +557,7 @@ impl ResourceRequest<'_> {
             status,
             &context,
         )?;
-        Ok(json_response(StatusCode::OK, &self.present(updated)))
+        Ok(json_response(StatusCode::OK, &self.output(updated)))
     }
 
     fn delete(&self, name: &str) -> ApiResult<Response> {
@@ -532,7 +573,7 @@ impl ResourceRequest<'_> {
         } else {
             StatusCode::OK
         };
-        Ok(json_response(code, &self.present(last)))
+        Ok(json_response(code, &self.output(last)))
     }
 
     fn delete_collection(&self) -> ApiResult<Response> {
@@ -550,7 +591,7 @@ impl ResourceRequest<'_> {
             let namespace = meta_str(&object, "namespace").to_string();
             let name = meta_str(&object, "name").to_string();
             match state.delete(&self.resource, &namespace, &name, &options) {
-                Ok(last) => deleted.push(self.present(last)),
+                Ok(last) => deleted.push(self.output(last)),
                 // Removed meanwhile by garbage collection of an earlier item.
                 Err(error) if error.code == 404 => {}
                 Err(error) => return Err(error),

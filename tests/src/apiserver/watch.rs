@@ -47,6 +47,8 @@ pub struct WatchRequest {
     pub timeout: Duration,
     /// Idle time before a bookmark.
     pub bookmark_interval: Duration,
+    /// Send `PartialObjectMetadata` instead of whole objects.
+    pub metadata_only: bool,
 }
 
 impl WatchRequest {
@@ -62,6 +64,9 @@ impl WatchRequest {
         let mut object = object.clone();
         object["apiVersion"] = json!(self.resource.api_version(&self.version));
         object["kind"] = json!(self.resource.kind);
+        if self.metadata_only {
+            object = super::handlers::partial_metadata(&object);
+        }
         let mut line = json!({"type": event, "object": object}).to_string();
         line.push('\n');
         Bytes::from(line)

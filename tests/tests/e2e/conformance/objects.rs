@@ -481,3 +481,62 @@ async fn delete_collection_removes_only_the_selection() {
     .await;
     cluster.finish().await.unwrap();
 }
+
+#[tokio::test]
+async fn metadata_only_reads_return_partial_object_metadata() {
+    use futures::{StreamExt, TryStreamExt};
+    use kube::api::{WatchEvent, WatchParams};
+
+    let cluster = cluster_with_widgets("metadata-only").await;
+    let api = widgets(&cluster);
+    let mut object = widget("described", spec("red"));
+    object.labels_mut().insert("app".into(), "meta".into());
+    let created = api.create(&PostParams::default(), &object).await.unwrap();
+
+    let single = api.get_metadata("described").await.unwrap();
+    assert_eq!(
+        single.types.as_ref().map(|types| types.kind.as_str()),
+        Some("PartialObjectMetadata")
+    );
+    assert_eq!(single.metadata.uid, created.uid());
+    let listed = api
+        .list_metadata(&ListParams::default().labels("app=meta"))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(
+        listed.items[0].metadata.labels.as_ref().unwrap()["app"],
+        "meta"
+    );
+
+    api.patch(
+        "described",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"size": 1}})),
+    )
+    .await
+    .unwrap();
+    let events: Vec<_> = api
+        .watch_metadata(
+            &WatchParams::default().timeout(10),
+            &created.resource_version().unwrap(),
+        )
+        .await
+        .unwrap()
+        .try_filter(|event| std::future::ready(!matches!(event, WatchEvent::Bookmark(_))))
+        .take(1)
+        .try_collect()
+        .await
+        .unwrap();
+    match &events[0] {
+        WatchEvent::Modified(partial) => {
+            assert_eq!(
+                partial.types.as_ref().map(|types| types.kind.as_str()),
+                Some("PartialObjectMetadata")
+            );
+            assert_eq!(partial.metadata.generation, Some(2));
+        }
+        other => panic!("expected MODIFIED, got {other:?}"),
+    }
+    cluster.finish().await.unwrap();
+}
