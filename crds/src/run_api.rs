@@ -22,6 +22,19 @@ use std::collections::BTreeMap;
 /// Path prefix of the run API.
 pub const RUN_API_PREFIX: &str = "/api/v1/runs";
 
+/// Environment variables the operator sets on runner pods and
+/// `sluice-runner exec` reads.
+pub mod env {
+    /// Base URL of the operator's run API.
+    pub const RUN_API_URL: &str = "SLUICE_RUN_API_URL";
+    /// Namespace of the run.
+    pub const RUN_NAMESPACE: &str = "SLUICE_RUN_NAMESPACE";
+    /// Name of the run.
+    pub const RUN_NAME: &str = "SLUICE_RUN_NAME";
+    /// File holding the run API credential.
+    pub const RUN_TOKEN_FILE: &str = "SLUICE_RUN_TOKEN_FILE";
+}
+
 /// Everything a runner needs to execute its run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

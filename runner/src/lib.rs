@@ -12,6 +12,7 @@ pub mod clock;
 pub mod compiled;
 pub mod connections;
 pub mod engine;
+pub mod exec;
 pub mod expr;
 pub mod input;
 pub mod node;

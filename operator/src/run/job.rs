@@ -31,17 +31,7 @@ pub const WORKFLOW_LABEL: &str = "sluice.dev/workflow";
 pub const TOKEN_DIR: &str = "/var/run/sluice/token";
 /// Key of the credential in its Secret (and file name under [`TOKEN_DIR`]).
 pub const TOKEN_KEY: &str = "token";
-/// Environment variables the runner reads in `exec` mode.
-pub mod env {
-    /// Base URL of the operator's run API.
-    pub const RUN_API_URL: &str = "SLUICE_RUN_API_URL";
-    /// Namespace of the run.
-    pub const RUN_NAMESPACE: &str = "SLUICE_RUN_NAMESPACE";
-    /// Name of the run.
-    pub const RUN_NAME: &str = "SLUICE_RUN_NAME";
-    /// File holding the run API credential.
-    pub const RUN_TOKEN_FILE: &str = "SLUICE_RUN_TOKEN_FILE";
-}
+pub use sluice_crds::run_api::env;
 
 /// UID the runner container runs as (the distroless "nonroot" user).
 const RUNNER_UID: i64 = 65532;
