@@ -26,6 +26,7 @@ use super::lifecycle::DeleteOptions;
 use super::openapi;
 use super::patch::{self, PatchKind};
 use super::registry::ResourceType;
+use super::routes::{ResourcePath, Route, parse_route};
 use super::selector::Selector;
 use super::status::{ApiError, ApiResult};
 use super::store::{State as StoreState, Store, WriteContext, meta_str};
@@ -48,73 +49,6 @@ pub struct Shared {
 }
 
 const BODY_LIMIT: usize = 16 * 1024 * 1024;
-
-/// A parsed request path.
-#[derive(Debug)]
-enum Route {
-    CoreVersions,
-    GroupList,
-    Group(String),
-    ResourceList { group: String, version: String },
-    Version,
-    OpenApiIndex,
-    OpenApiGroupVersion(String),
-    Resource(ResourcePath),
-}
-
-#[derive(Debug)]
-struct ResourcePath {
-    group: String,
-    version: String,
-    namespace: Option<String>,
-    plural: String,
-    name: Option<String>,
-    subresource: Option<String>,
-}
-
-fn parse_route(path: &str) -> Option<Route> {
-    let segments: Vec<&str> = path
-        .trim_matches('/')
-        .split('/')
-        .filter(|segment| !segment.is_empty())
-        .collect();
-    let (group, version, rest) = match segments.as_slice() {
-        ["api"] => return Some(Route::CoreVersions),
-        ["apis"] => return Some(Route::GroupList),
-        ["version"] => return Some(Route::Version),
-        ["openapi", "v3"] => return Some(Route::OpenApiIndex),
-        ["openapi", "v3", rest @ ..] => return Some(Route::OpenApiGroupVersion(rest.join("/"))),
-        ["apis", group] => return Some(Route::Group(group.to_string())),
-        ["api", version, rest @ ..] => ("", *version, rest),
-        ["apis", group, version, rest @ ..] => (*group, *version, rest),
-        _ => return None,
-    };
-    let owned = |segment: Option<&&str>| segment.map(|segment| segment.to_string());
-    let (namespace, rest) = match rest {
-        [] => {
-            return Some(Route::ResourceList {
-                group: group.to_string(),
-                version: version.to_string(),
-            });
-        }
-        ["namespaces", _, "status" | "finalize"] => (None, rest),
-        ["namespaces", namespace, rest @ ..] if !rest.is_empty() => {
-            (Some(namespace.to_string()), rest)
-        }
-        _ => (None, rest),
-    };
-    if rest.len() > 3 {
-        return None;
-    }
-    Some(Route::Resource(ResourcePath {
-        group: group.to_string(),
-        version: version.to_string(),
-        namespace,
-        plural: rest[0].to_string(),
-        name: owned(rest.get(1)),
-        subresource: owned(rest.get(2)),
-    }))
-}
 
 /// The `PartialObjectMetadata` form of an object.
 pub(crate) fn partial_metadata(object: &Value) -> Value {

@@ -18,12 +18,14 @@
 //! kubectl that the server validates; `fieldValidation` is accepted and
 //! ignored).
 
+mod crds;
 mod handlers;
 mod kinds;
 mod lifecycle;
 mod openapi;
 pub mod patch;
 mod registry;
+mod routes;
 mod selector;
 mod status;
 mod store;

@@ -27,6 +27,7 @@
 use serde_json::{Map, Value, json};
 
 use super::status::{ApiError, ApiResult, Subject};
+use super::store::{WriteContext, metadata_mut, now_timestamp};
 
 /// The patch flavours, from the request's `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,6 +284,45 @@ pub fn apply(
     remove_released(&mut result, &previous, &claimed_map, &others);
     merge_applied(&mut result, applied);
     (result, claimed)
+}
+
+/// Updates the `managedFields` entry of this manager, operation and
+/// subresource (one entry per triple, like the real server).
+pub(crate) fn record_managed_fields(
+    object: &mut Value,
+    context: &WriteContext,
+    status_write: bool,
+) {
+    let api_version = object.get("apiVersion").cloned().unwrap_or(Value::Null);
+    let subresource = if status_write { "status" } else { "" };
+    let meta = metadata_mut(object);
+    let mut entries: Vec<Value> = meta
+        .get("managedFields")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    entries.retain(|entry| {
+        !(entry.get("manager").and_then(Value::as_str) == Some(context.manager.as_str())
+            && entry.get("operation").and_then(Value::as_str) == Some(context.operation)
+            && entry
+                .get("subresource")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                == subresource)
+    });
+    let mut entry = json!({
+        "manager": context.manager,
+        "operation": context.operation,
+        "apiVersion": api_version,
+        "time": now_timestamp(),
+        "fieldsType": "FieldsV1",
+        "fieldsV1": context.fields.clone().unwrap_or_else(|| json!({})),
+    });
+    if status_write {
+        entry["subresource"] = json!("status");
+    }
+    entries.push(entry);
+    meta.insert("managedFields".into(), Value::Array(entries));
 }
 
 #[cfg(test)]

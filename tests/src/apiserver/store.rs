@@ -7,13 +7,15 @@
 //! when something other than metadata and status changes, stale
 //! `resourceVersion` → 409, the status subresource split, no-op writes that
 //! change nothing — and leaves deletion, finalizers and garbage collection
-//! to `lifecycle.rs`. It does not parse HTTP or patches.
+//! to `lifecycle.rs` and CRD serving to `crds.rs`. It does not parse HTTP
+//! or patches.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Map, Value, json};
 
+use super::patch::record_managed_fields;
 use super::registry::{Registry, ResourceKey, ResourceType, crd_key, namespace_key};
 use super::selector::Selector;
 use super::status::{ApiError, ApiResult, Subject};
@@ -61,6 +63,16 @@ pub(crate) struct Table {
     log: VecDeque<LogEntry>,
     /// Every change after this version is still in `log`.
     oldest_resource_version: u64,
+}
+
+impl Table {
+    /// An empty table whose history starts at `resource_version`.
+    pub(crate) fn starting_at(resource_version: u64) -> Self {
+        Self {
+            oldest_resource_version: resource_version,
+            ..Self::default()
+        }
+    }
 }
 
 /// Who writes, for `metadata.managedFields`.
@@ -562,65 +574,6 @@ impl State {
         Some(object)
     }
 
-    /// Registers the type a CRD defines and fills in the status the
-    /// apiextensions controller would write (Established, NamesAccepted).
-    fn serve_crd(&mut self, resource: &ResourceType, crd: &mut Value) -> ApiResult<()> {
-        let name = meta_str(crd, "name").to_string();
-        let Some(mut served) = ResourceType::from_crd(crd) else {
-            return Err(ApiError::invalid(
-                State::subject(resource, &name),
-                "spec",
-                "spec.group, spec.names.kind, spec.names.plural and at least one served version are required",
-            ));
-        };
-        if name != format!("{}.{}", served.plural, served.group) {
-            return Err(ApiError::invalid(
-                State::subject(resource, &name),
-                "metadata.name",
-                format!(
-                    "must be spec.names.plural+\".\"+spec.group ({}.{})",
-                    served.plural, served.group
-                ),
-            ));
-        }
-        served.crd_uid = crd
-            .pointer("/metadata/uid")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        // Like the real server's watch cache, history starts when the type
-        // is first served: watching from before that is 410 Gone.
-        let serving_since = self.resource_version;
-        self.tables.entry(served.key()).or_insert_with(|| Table {
-            oldest_resource_version: serving_since,
-            ..Table::default()
-        });
-        let now = now_timestamp();
-        let condition = |kind: &str, reason: &str| json!({"type": kind, "status": "True", "reason": reason, "message": "", "lastTransitionTime": now});
-        crd["status"] = json!({
-            "conditions": [condition("NamesAccepted", "NoConflicts"), condition("Established", "InitialNamesAccepted")],
-            "acceptedNames": crd.pointer("/spec/names").cloned().unwrap_or(Value::Null),
-            "storedVersions": [served.versions.first().cloned().unwrap_or_default()],
-        });
-        self.registry.register(served);
-        Ok(())
-    }
-
-    fn stop_serving_crd(&mut self, crd: &Value) {
-        let Some(served) = ResourceType::from_crd(crd) else {
-            return;
-        };
-        let key = served.key();
-        let names: Vec<(String, String)> = self
-            .tables
-            .get(&key)
-            .map(|table| table.objects.keys().cloned().collect())
-            .unwrap_or_default();
-        for (namespace, name) in names {
-            self.remove(&key, &namespace, &name);
-        }
-        self.registry.unregister(&key);
-    }
-
     /// The selection a list or watch asked for.
     pub(crate) fn select<'a>(
         objects: impl IntoIterator<Item = &'a Value>,
@@ -633,39 +586,4 @@ impl State {
             .cloned()
             .collect()
     }
-}
-
-/// Updates the `managedFields` entry of this manager, operation and
-/// subresource (one entry per triple, like the real server).
-fn record_managed_fields(object: &mut Value, context: &WriteContext, status_write: bool) {
-    let api_version = object.get("apiVersion").cloned().unwrap_or(Value::Null);
-    let subresource = if status_write { "status" } else { "" };
-    let meta = metadata_mut(object);
-    let mut entries: Vec<Value> = meta
-        .get("managedFields")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    entries.retain(|entry| {
-        !(entry.get("manager").and_then(Value::as_str) == Some(context.manager.as_str())
-            && entry.get("operation").and_then(Value::as_str) == Some(context.operation)
-            && entry
-                .get("subresource")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                == subresource)
-    });
-    let mut entry = json!({
-        "manager": context.manager,
-        "operation": context.operation,
-        "apiVersion": api_version,
-        "time": now_timestamp(),
-        "fieldsType": "FieldsV1",
-        "fieldsV1": context.fields.clone().unwrap_or_else(|| json!({})),
-    });
-    if status_write {
-        entry["subresource"] = json!("status");
-    }
-    entries.push(entry);
-    meta.insert("managedFields".into(), Value::Array(entries));
 }

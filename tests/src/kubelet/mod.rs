@@ -5,8 +5,8 @@
 //! It watches Jobs (in one namespace, or all), and for each new Job runs
 //! one Pod at a time until one succeeds or `backoffLimit` failures are
 //! reached: it creates the Pod object (owned by the Job), runs the first
-//! container's command as a local process (see [`pod`] for files, env and
-//! path rewriting), keeps the Pod status true (Pending → Running →
+//! container's command as a local process (see `setup.rs` for files, env
+//! and path rewriting), keeps the Pod status true (Pending → Running →
 //! Succeeded/Failed with the container's exit code) and writes the Job's
 //! status: `startTime`, `active`, `succeeded`/`failed` counts, and the
 //! `SuccessCriteriaMet`+`Complete` or `FailureTarget`+`Failed` conditions
@@ -27,6 +27,7 @@
 //! pod failure policies, and Pods not created by a Job.
 
 pub mod pod;
+mod setup;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
