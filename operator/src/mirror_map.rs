@@ -365,3 +365,76 @@ mod tests {
         }
     }
 }
+
+/// Reads the cluster for a mirror resync: every namespace holding
+/// Workflows, then its workflows (with their current status) and runs.
+pub struct ClusterResync {
+    client: kube::Client,
+    namespace: Option<String>,
+}
+
+impl ClusterResync {
+    /// A resync over every namespace, or only `namespace`.
+    pub fn new(client: kube::Client, namespace: Option<String>) -> Self {
+        Self { client, namespace }
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match &self.namespace {
+            Some(namespace) => Api::namespaced(self.client.clone(), namespace),
+            None => Api::all(self.client.clone()),
+        }
+    }
+
+    async fn read(&self) -> Result<Vec<MirrorEvent>, kube::Error> {
+        let params = kube::api::ListParams::default();
+        let workflows = self.api::<Workflow>().list(&params).await?.items;
+        let runs = self.api::<WorkflowRun>().list(&params).await?.items;
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let mut workspace_uids = std::collections::BTreeMap::new();
+        for workflow in &workflows {
+            let namespace = workflow.namespace().unwrap_or_default();
+            if !workspace_uids.contains_key(&namespace)
+                && let Some(uid) = namespaces
+                    .get_opt(&namespace)
+                    .await?
+                    .and_then(|ns| parse_uid(ns.uid().as_deref()))
+            {
+                workspace_uids.insert(namespace, uid);
+            }
+        }
+        let mut events: Vec<MirrorEvent> = workflows
+            .iter()
+            .filter_map(|workflow| {
+                let workspace = workspace_uids.get(&workflow.namespace().unwrap_or_default())?;
+                workflow_record(
+                    workflow,
+                    &workflow.status.clone().unwrap_or_default(),
+                    *workspace,
+                )
+            })
+            .map(MirrorEvent::Workflow)
+            .collect();
+        events.extend(
+            runs.iter()
+                .filter_map(|run| execution_record(run, workflow_uid(run)?, None))
+                .map(MirrorEvent::Execution),
+        );
+        Ok(events)
+    }
+}
+
+impl crate::mirror::ResyncSource for ClusterResync {
+    fn snapshot(
+        &self,
+    ) -> futures::future::BoxFuture<'_, Result<Vec<MirrorEvent>, crate::mirror::ResyncError>> {
+        Box::pin(async move {
+            self.read()
+                .await
+                .map_err(|error| crate::mirror::ResyncError(Box::new(error)))
+        })
+    }
+}

@@ -27,7 +27,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .context("failed to build a Kubernetes client (in-cluster config or KUBECONFIG)")?;
     let metrics = Arc::new(Metrics::new());
     let mirror = match &config.database_url {
-        Some(url) => Some(start_mirror(url, metrics.clone())?),
+        Some(url) => {
+            let resync =
+                crate::mirror_map::ClusterResync::new(client.clone(), config.namespace.clone());
+            Some(start_mirror(url, metrics.clone(), Arc::new(resync))?)
+        }
         None => {
             tracing::info!("no database configured: the PostgreSQL mirror is off");
             None
@@ -124,7 +128,11 @@ async fn serve(
 /// Starts the mirror's writer at once and applies migrations in the
 /// background, retrying while PostgreSQL is unreachable: the operator
 /// never waits for the database.
-fn start_mirror(url: &str, metrics: Arc<Metrics>) -> anyhow::Result<Mirror> {
+fn start_mirror(
+    url: &str,
+    metrics: Arc<Metrics>,
+    resync: Arc<dyn crate::mirror::ResyncSource>,
+) -> anyhow::Result<Mirror> {
     let options = PgConnectOptions::from_str(url).context("failed to parse the database URL")?;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(4)
@@ -154,11 +162,13 @@ fn start_mirror(url: &str, metrics: Arc<Metrics>) -> anyhow::Result<Mirror> {
             }
         })
     });
-    let (mirror, _writer) = Mirror::start(pool, MirrorConfig::default(), None);
+    let (mirror, _writer) = Mirror::start(pool, MirrorConfig::default(), Some(resync));
     let observed = mirror.clone();
     tokio::spawn(async move {
         loop {
-            metrics.mirror_backlog.set(observed.backlog() as i64);
+            let stats = observed.stats();
+            metrics.mirror_backlog.set(stats.backlog as i64);
+            metrics.mirror_down.set(i64::from(!stats.connected));
             tokio::time::sleep(Duration::from_secs(5)).await;
         }
     });
