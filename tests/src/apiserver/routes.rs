@@ -68,3 +68,51 @@ pub(crate) fn parse_route(path: &str) -> Option<Route> {
         subresource: owned(rest.get(2)),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resource(path: &str) -> ResourcePath {
+        match parse_route(path) {
+            Some(Route::Resource(resource)) => resource,
+            other => panic!("{path} parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn namespace_objects_and_namespaced_resources_are_told_apart() {
+        let namespace = resource("/api/v1/namespaces/team");
+        assert_eq!(
+            (
+                namespace.plural.as_str(),
+                namespace.name.as_deref(),
+                namespace.namespace
+            ),
+            ("namespaces", Some("team"), None)
+        );
+        let status = resource("/api/v1/namespaces/team/status");
+        assert_eq!(
+            (status.name.as_deref(), status.subresource.as_deref()),
+            (Some("team"), Some("status"))
+        );
+        let job = resource("/apis/batch/v1/namespaces/team/jobs/run-1/status");
+        assert_eq!(
+            (
+                job.group.as_str(),
+                job.namespace.as_deref(),
+                job.plural.as_str(),
+                job.name.as_deref(),
+                job.subresource.as_deref()
+            ),
+            ("batch", Some("team"), "jobs", Some("run-1"), Some("status"))
+        );
+        let all = resource("/apis/e2e.sluice.dev/v1/widgets");
+        assert_eq!((all.namespace, all.name), (None, None));
+        assert!(matches!(
+            parse_route("/apis/batch/v1"),
+            Some(Route::ResourceList { .. })
+        ));
+        assert!(parse_route("/healthz").is_none());
+    }
+}
