@@ -44,9 +44,12 @@ pub struct ConnectionSpec {
     pub type_: ConnectionType,
     /// Non-secret settings. Keys by type —
     /// http: `baseUrl`, `auth` (none, bearer, basic, apiKey, oauth2),
-    /// `apiKeyHeader`, `apiKeyQuery`, `tokenUrl`, `scopes`;
-    /// postgres: `host`, `port`, `database`, `user`, `sslMode`;
-    /// smtp: `host`, `port`, `from`, `to`, `tls` (none, starttls, tls);
+    /// `apiKeyHeader` (default `X-API-Key`), `apiKeyQuery`, `tokenUrl`,
+    /// `scopes`, `clientAuth` (basic or body, for oauth2);
+    /// postgres: `host`, `port`, `database`, `user`, `sslMode` (disable,
+    /// prefer, require, verify-ca, verify-full), `connectTimeout`;
+    /// smtp: `host`, `port`, `from`, `to`, `tls` (none, starttls, tls),
+    /// `caFile`;
     /// slack: none (the webhook URL is secret).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "crate::common::string_map_schema")]
