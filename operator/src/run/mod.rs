@@ -3,7 +3,7 @@
 //! the reconcile shell applies them with the kube client.
 
 pub mod admission;
+pub mod controller;
 pub mod job;
 pub mod outcome;
 pub mod progress;
-pub mod controller;

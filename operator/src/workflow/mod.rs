@@ -2,5 +2,5 @@
 //! validator, records revisions and reports `Valid`/`Ready`. The decisions
 //! are in [`plan`]; the reconcile shell applies them.
 
-pub mod plan;
 pub mod controller;
+pub mod plan;

@@ -1,0 +1,312 @@
+//! Database tests of `executions.rs` (kept apart to keep that file short).
+
+#![allow(clippy::type_complexity)]
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use super::super::fixtures::*;
+use super::super::records::*;
+
+async fn queue_status(pool: &PgPool) -> String {
+    sqlx::query_scalar("SELECT status FROM execution_queue")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+async fn run_status(pool: &PgPool) -> String {
+    sqlx::query_scalar("SELECT status FROM workflow_executions")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_run_moves_through_the_queue_and_never_back(pool: PgPool) {
+    seed_runs(&pool, &[execution(1, RunPhase::Queued)]).await;
+    assert_eq!(
+        (run_status(&pool).await, queue_status(&pool).await),
+        ("queued".into(), "pending".into())
+    );
+    write(
+        &pool,
+        &[MirrorEvent::Execution(execution(1, RunPhase::Running))],
+    )
+    .await;
+    assert_eq!(queue_status(&pool).await, "processing");
+    let worker: String = sqlx::query_scalar("SELECT worker_id FROM execution_queue")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(worker, "triage-signup-1-job");
+    write(
+        &pool,
+        &[MirrorEvent::Execution(execution(1, RunPhase::Succeeded))],
+    )
+    .await;
+    assert_eq!(
+        (run_status(&pool).await, queue_status(&pool).await),
+        ("completed".into(), "completed".into())
+    );
+
+    // Late events of earlier phases change nothing.
+    write(
+        &pool,
+        &[MirrorEvent::Execution(execution(1, RunPhase::Running))],
+    )
+    .await;
+    write(
+        &pool,
+        &[MirrorEvent::Execution(execution(1, RunPhase::Queued))],
+    )
+    .await;
+    assert_eq!(
+        (run_status(&pool).await, queue_status(&pool).await),
+        ("completed".into(), "completed".into())
+    );
+    let result: Value = sqlx::query_scalar("SELECT result FROM workflow_executions")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(result, json!({"vip": true}));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn durations_are_computed_on_insert_and_update(pool: PgPool) {
+    let running = execution(1, RunPhase::Running);
+    seed_runs(&pool, std::slice::from_ref(&running)).await;
+    write(
+        &pool,
+        &[MirrorEvent::NodeExecution(node(
+            &running,
+            "lookup",
+            0,
+            NodePhase::Running,
+        ))],
+    )
+    .await;
+    let durations = || async {
+        let run: Option<i64> = sqlx::query_scalar("SELECT duration_ms FROM workflow_executions")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let node: Option<i64> = sqlx::query_scalar("SELECT duration_ms FROM node_executions")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        (run, node)
+    };
+    assert_eq!(durations().await, (None, None));
+
+    let mut finished_node = node(&running, "lookup", 0, NodePhase::Succeeded);
+    finished_node.ended_at = Some(at(9, 1) + chrono::Duration::milliseconds(1_234));
+    write(
+        &pool,
+        &[
+            MirrorEvent::Execution(execution(1, RunPhase::Succeeded)),
+            MirrorEvent::NodeExecution(finished_node),
+        ],
+    )
+    .await;
+    // Run: 09:01 → 09:03; node: 09:01 → 09:01:01.234.
+    assert_eq!(durations().await, (Some(120_000), Some(1_234)));
+
+    // Inserted already finished.
+    let done = execution(2, RunPhase::Failed);
+    write(&pool, &[MirrorEvent::Execution(done)]).await;
+    let inserted: i64 =
+        sqlx::query_scalar("SELECT duration_ms FROM workflow_executions WHERE id = $1")
+            .bind(uid(1002))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(inserted, 120_000);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn node_attempts_and_for_each_items_are_separate_rows(pool: PgPool) {
+    let run = execution(1, RunPhase::Running);
+    seed_runs(&pool, std::slice::from_ref(&run)).await;
+    let mut start = node(&run, "lookup", 0, NodePhase::Running);
+    start.output = None;
+    let mut finish = node(&run, "lookup", 0, NodePhase::Failed);
+    finish.input = None;
+    finish.error = Some("timeout".into());
+    write(
+        &pool,
+        &[
+            MirrorEvent::NodeExecution(start.clone()),
+            MirrorEvent::NodeExecution(finish.clone()),
+            MirrorEvent::NodeExecution(node(&run, "lookup", 1, NodePhase::Succeeded)),
+            MirrorEvent::NodeExecution(node(&run, "tag-each[0]", 0, NodePhase::Succeeded)),
+            MirrorEvent::NodeExecution(node(&run, "tag-each[1]", 0, NodePhase::Succeeded)),
+            // A replayed start after the finish, in the same batch.
+            MirrorEvent::NodeExecution(start.clone()),
+        ],
+    )
+    .await;
+    // And again in a later batch.
+    write(&pool, &[MirrorEvent::NodeExecution(start)]).await;
+
+    let rows: Vec<(String, i32, i32, String, Option<Value>, Option<String>)> = sqlx::query_as(
+        "SELECT node_id, attempt, retry_count, status, input_data, error FROM node_executions
+         ORDER BY node_id, attempt",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let input = Some(json!({"url": "https://crm.example.com"}));
+    assert_eq!(
+        rows,
+        [
+            (
+                "lookup".into(),
+                0,
+                0,
+                "failed".into(),
+                input.clone(),
+                Some("timeout".into())
+            ),
+            (
+                "lookup".into(),
+                1,
+                1,
+                "completed".into(),
+                input.clone(),
+                None
+            ),
+            (
+                "tag-each[0]".into(),
+                0,
+                0,
+                "completed".into(),
+                input.clone(),
+                None
+            ),
+            ("tag-each[1]".into(), 0, 0, "completed".into(), input, None),
+        ]
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn logs_link_to_their_node_once_it_exists(pool: PgPool) {
+    let run = execution(1, RunPhase::Running);
+    seed_runs(&pool, std::slice::from_ref(&run)).await;
+    write(
+        &pool,
+        &[MirrorEvent::Log(log(&run, 1, b"before the node row"))],
+    )
+    .await;
+    write(
+        &pool,
+        &[
+            MirrorEvent::NodeExecution(node(&run, "lookup", 0, NodePhase::Running)),
+            MirrorEvent::Log(log(&run, 1, b"before the node row")),
+            MirrorEvent::Log(log(&run, 2, b"after")),
+            MirrorEvent::Log(log(&run, 2, b"after")),
+        ],
+    )
+    .await;
+    let rows: Vec<(i64, String, bool, Value)> = sqlx::query_as(
+        "SELECT seq, message, node_execution_id IS NOT NULL, metadata FROM execution_logs ORDER BY seq",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let metadata = json!({"stream": "stdout", "node": "lookup", "attempt": 0});
+    assert_eq!(
+        rows,
+        [
+            (1, "before the node row".into(), true, metadata.clone()),
+            (2, "after".into(), true, metadata)
+        ]
+    );
+}
+
+fn nested(depth: usize) -> Value {
+    let mut value = json!("bottom");
+    for _ in 0..depth {
+        value = json!([value]);
+    }
+    value
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn bad_payloads_are_stored_without_failing_the_batch(pool: PgPool) {
+    let run = execution(1, RunPhase::Running);
+    seed_runs(&pool, std::slice::from_ref(&run)).await;
+
+    let mut nul = node(&run, "nul\0node", 0, NodePhase::Failed);
+    nul.input = Some(json!({"key\u{0}": "value\u{0}"}));
+    nul.error = Some("exit\0code".into());
+    let mut huge = node(&run, "huge", 0, NodePhase::Succeeded);
+    huge.output = Some(json!({"body": "x".repeat(10 * 1024 * 1024)}));
+    let mut deep = node(&run, "deep", 0, NodePhase::Succeeded);
+    deep.output = Some(nested(1_000));
+    let fine = node(&run, "fine", 0, NodePhase::Succeeded);
+    let bad_log = log(&run, 1, b"bytes \xc3\x28 and a nul \0 here");
+    let good_log = log(&run, 2, b"fine");
+    write(
+        &pool,
+        &[
+            MirrorEvent::NodeExecution(nul),
+            MirrorEvent::NodeExecution(huge),
+            MirrorEvent::NodeExecution(deep),
+            MirrorEvent::NodeExecution(fine),
+            MirrorEvent::Log(bad_log),
+            MirrorEvent::Log(good_log),
+        ],
+    )
+    .await;
+
+    let rows: Vec<(String, Option<Value>, Option<Value>, Option<String>, Option<Value>)> = sqlx::query_as(
+        "SELECT node_id, input_data, output_data, error, payload_notes FROM node_executions ORDER BY node_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 4);
+    let by_name = |name: &str| rows.iter().find(|row| row.0 == name).unwrap().clone();
+
+    let (_, input, _, error, notes) = by_name(r"nul\u0000node");
+    assert_eq!(input, Some(json!({r"key\u0000": r"value\u0000"})));
+    assert_eq!(error.as_deref(), Some(r"exit\u0000code"));
+    assert_eq!(notes, Some(json!({"nulEscaped": 3})));
+
+    let (_, _, output, _, notes) = by_name("huge");
+    let output = output.unwrap();
+    assert_eq!(output["$sluice"]["truncated"], json!(true));
+    assert_eq!(output["$sluice"]["capBytes"], json!(1024 * 1024));
+    assert_eq!(
+        output["$sluice"]["originalBytes"],
+        json!(10 * 1024 * 1024 + 11)
+    );
+    assert_eq!(
+        notes,
+        Some(
+            json!({"truncated": [{"field": "output", "originalBytes": 10 * 1024 * 1024 + 11, "capBytes": 1024 * 1024}]})
+        )
+    );
+
+    let (_, _, output, _, notes) = by_name("deep");
+    let mut inner = output.unwrap();
+    for _ in 0..64 {
+        inner = inner[0].clone();
+    }
+    assert_eq!(inner["$sluice"]["depthCapped"], json!(true));
+    assert_eq!(notes, Some(json!({"depthCapped": ["output"]})));
+
+    assert_eq!(by_name("fine").4, None, "clean rows carry no notes");
+
+    let logs: Vec<(String, Value)> =
+        sqlx::query_as("SELECT message, metadata FROM execution_logs ORDER BY seq")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(logs[0].0, "bytes \u{fffd}( and a nul \\u0000 here");
+    assert_eq!(
+        logs[0].1["sluice"],
+        json!({"invalidUtf8": ["message"], "nulEscaped": 1})
+    );
+    assert_eq!(logs[1].0, "fine");
+}
