@@ -298,74 +298,6 @@ pub fn event_records(run_uid: Uuid, worker: Option<&str>, events: &[RunEvent]) -
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-    use sluice_crds::NodeSpec;
-
-    const UID: &str = "6f9619ff-8b86-d011-b42d-00cf4fc964ff";
-
-    #[test]
-    fn a_workflow_maps_nodes_edges_and_state() {
-        let mut workflow = Workflow::fixture("w")
-            .with_node(NodeSpec::transform("a", "."))
-            .with_node(NodeSpec::transform("b", ".").needs(&["a"]));
-        workflow.metadata.uid = Some(UID.to_owned());
-        let status = WorkflowStatus {
-            revision: Some(3),
-            ..WorkflowStatus::default()
-        };
-        let record = workflow_record(&workflow, &status, Uuid::nil()).unwrap();
-        assert_eq!(record.edges, json!([{"from": "a", "to": "b"}]));
-        assert_eq!(record.revision, 3);
-        assert_eq!(record.state, WorkflowState::Draft, "not yet validated");
-        assert!(record.settings.get("nodes").is_none());
-    }
-
-    #[test]
-    fn run_events_become_node_attempts_and_numbered_log_lines() {
-        let uid = Uuid::parse_str(UID).unwrap();
-        let time = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-        let events = [
-            RunEvent {
-                seq: 1,
-                time,
-                kind: RunEventKind::NodeStarted {
-                    node: "a".into(),
-                    node_type: "http".into(),
-                    attempt: 2,
-                    input: Some(json!({"url": "/x"})),
-                },
-            },
-            RunEvent {
-                seq: 2,
-                time,
-                kind: RunEventKind::Log {
-                    node: Some("a".into()),
-                    level: "warn".into(),
-                    message: "slow".into(),
-                },
-            },
-        ];
-        let records = event_records(uid, Some("pod-1"), &events);
-        match &records[0] {
-            MirrorEvent::NodeExecution(record) => {
-                assert_eq!(
-                    (record.attempt, record.phase),
-                    (1, MirrorNodePhase::Running)
-                );
-                assert_eq!(record.input, Some(json!({"url": "/x"})));
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-        match &records[1] {
-            MirrorEvent::Log(record) => assert_eq!((record.seq, record.level), (2, LogLevel::Warn)),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
-
 /// Reads the cluster for a mirror resync: every namespace holding
 /// Workflows, then its workflows (with their current status) and runs.
 pub struct ClusterResync {
@@ -436,5 +368,73 @@ impl crate::mirror::ResyncSource for ClusterResync {
                 .await
                 .map_err(|error| crate::mirror::ResyncError(Box::new(error)))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use sluice_crds::NodeSpec;
+
+    const UID: &str = "6f9619ff-8b86-d011-b42d-00cf4fc964ff";
+
+    #[test]
+    fn a_workflow_maps_nodes_edges_and_state() {
+        let mut workflow = Workflow::fixture("w")
+            .with_node(NodeSpec::transform("a", "."))
+            .with_node(NodeSpec::transform("b", ".").needs(&["a"]));
+        workflow.metadata.uid = Some(UID.to_owned());
+        let status = WorkflowStatus {
+            revision: Some(3),
+            ..WorkflowStatus::default()
+        };
+        let record = workflow_record(&workflow, &status, Uuid::nil()).unwrap();
+        assert_eq!(record.edges, json!([{"from": "a", "to": "b"}]));
+        assert_eq!(record.revision, 3);
+        assert_eq!(record.state, WorkflowState::Draft, "not yet validated");
+        assert!(record.settings.get("nodes").is_none());
+    }
+
+    #[test]
+    fn run_events_become_node_attempts_and_numbered_log_lines() {
+        let uid = Uuid::parse_str(UID).unwrap();
+        let time = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let events = [
+            RunEvent {
+                seq: 1,
+                time,
+                kind: RunEventKind::NodeStarted {
+                    node: "a".into(),
+                    node_type: "http".into(),
+                    attempt: 2,
+                    input: Some(json!({"url": "/x"})),
+                },
+            },
+            RunEvent {
+                seq: 2,
+                time,
+                kind: RunEventKind::Log {
+                    node: Some("a".into()),
+                    level: "warn".into(),
+                    message: "slow".into(),
+                },
+            },
+        ];
+        let records = event_records(uid, Some("pod-1"), &events);
+        match &records[0] {
+            MirrorEvent::NodeExecution(record) => {
+                assert_eq!(
+                    (record.attempt, record.phase),
+                    (1, MirrorNodePhase::Running)
+                );
+                assert_eq!(record.input, Some(json!({"url": "/x"})));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match &records[1] {
+            MirrorEvent::Log(record) => assert_eq!((record.seq, record.level), (2, LogLevel::Warn)),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 }

@@ -123,6 +123,9 @@ pub enum CliError {
     /// The runtime could not start.
     #[error("failed to start the async runtime: {0}")]
     Runtime(std::io::Error),
+    /// `exec` could not reach or use the operator's run API.
+    #[error(transparent)]
+    Exec(#[from] crate::exec::ExecError),
 }
 
 fn list(errors: &[ValidationError]) -> String {
@@ -156,12 +159,7 @@ pub fn main() -> ExitCode {
             println!("{text}");
             ExitCode::SUCCESS
         }
-        Command::Exec => {
-            eprintln!(
-                "sluice-runner exec runs a WorkflowRun inside the Job the operator starts for it and needs the operator's run API, which this build does not include yet; run a workflow file locally with `sluice-runner run FILE.yaml`"
-            );
-            ExitCode::from(EXIT_INVALID)
-        }
+        Command::Exec => finish(exec()),
     }
 }
 
@@ -339,8 +337,23 @@ fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     })
 }
 
+/// Runs this pod's WorkflowRun through the operator's run API.
+fn exec() -> Result<ExitCode, CliError> {
+    let config = crate::exec::ExecConfig::from_env()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)?;
+    let phase = runtime.block_on(crate::exec::exec(config))?;
+    Ok(match phase {
+        RunPhase::Succeeded => ExitCode::SUCCESS,
+        RunPhase::Cancelled => ExitCode::from(EXIT_CANCELLED),
+        _ => ExitCode::from(EXIT_FAILED),
+    })
+}
+
 /// Cancels the run on SIGTERM or Ctrl-C.
-async fn cancel_on_signal(cancel: Cancellation) {
+pub(crate) async fn cancel_on_signal(cancel: Cancellation) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -161,12 +161,7 @@ pub async fn exec(config: ExecConfig) -> Result<RunPhase, ExecError> {
             let clock = Arc::new(SystemClock);
             let engine = Engine::new(Catalog::local(clock.clone()), clock)
                 .with_output_cap(usize::try_from(snapshot.output_cap_bytes).unwrap_or(usize::MAX));
-            let terminate = cancel.clone();
-            tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    terminate.cancel();
-                }
-            });
+            tokio::spawn(crate::cli::cancel_on_signal(cancel.clone()));
             engine
                 .run(&workflow, request, reporter.clone())
                 .await
