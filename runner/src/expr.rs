@@ -17,7 +17,7 @@ use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{Compiler, Ctx, Vars, data};
 use jaq_json::Val;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 type Data = data::JustLut<Val>;
 type Filter = jaq_core::compile::Filter<jaq_core::Native<Data>>;
@@ -25,11 +25,143 @@ type Filter = jaq_core::compile::Filter<jaq_core::Native<Data>>;
 /// Builtins an expression may not call: they read the runner process.
 const FORBIDDEN: [&str; 3] = ["env", "input", "inputs"];
 
+/// Name of the global variable selecting a program in a linked set.
+const SELECTOR: &str = "$__sluice_program";
+
 /// A compiled jq program with its source text.
 #[derive(Clone)]
 pub struct Program {
     source: Arc<str>,
-    filter: Arc<Filter>,
+    code: Code,
+}
+
+#[derive(Clone)]
+enum Code {
+    /// Compiled on its own.
+    Alone(Arc<Filter>),
+    /// Part of a [`ProgramSet`], selected by number once the set is linked.
+    Linked {
+        filter: Arc<OnceLock<Filter>>,
+        selector: usize,
+    },
+}
+
+/// Many programs compiled in one jaq compilation, so the standard library
+/// is parsed and compiled once per workflow rather than once per
+/// expression. [`ProgramSet::add`] checks syntax (with positions) at once;
+/// [`ProgramSet::link`] compiles them all together.
+pub struct ProgramSet {
+    batch: bool,
+    sources: Vec<Arc<str>>,
+    filter: Arc<OnceLock<Filter>>,
+}
+
+impl ProgramSet {
+    /// A set compiled together by [`ProgramSet::link`].
+    pub fn batch() -> Self {
+        Self {
+            batch: true,
+            sources: Vec::new(),
+            filter: Arc::default(),
+        }
+    }
+
+    /// A "set" compiling each program on its own at once: slower, but every
+    /// error (including undefined filters) is attributed to its program.
+    pub fn immediate() -> Self {
+        Self {
+            batch: false,
+            ..Self::batch()
+        }
+    }
+
+    /// Adds a program; reports its syntax errors (immediate sets: every error).
+    pub fn add(&mut self, source: &str) -> Result<Program, CompileError> {
+        if !self.batch {
+            return Program::compile(source);
+        }
+        check_syntax(source)?;
+        self.sources.push(source.into());
+        Ok(Program {
+            source: source.into(),
+            code: Code::Linked {
+                filter: self.filter.clone(),
+                selector: self.sources.len() - 1,
+            },
+        })
+    }
+
+    /// Compiles every added program together. Fails when any program uses
+    /// an undefined filter or variable; compile the workflow again with an
+    /// [`ProgramSet::immediate`] set to find which.
+    pub fn link(self) -> Result<(), CompileError> {
+        if !self.batch || self.sources.is_empty() {
+            return Ok(());
+        }
+        let combined = dispatch(&self.sources, 0, self.sources.len());
+        let filter = compile_filter(&combined, &[SELECTOR])?;
+        let _ = self.filter.set(filter);
+        Ok(())
+    }
+}
+
+/// `if $selector < mid then … else … end`, a balanced tree over the programs.
+fn dispatch(sources: &[Arc<str>], low: usize, high: usize) -> String {
+    if high - low == 1 {
+        // Newlines keep a trailing `# comment` from swallowing the parenthesis.
+        return format!("(\n{}\n)", sources[low]);
+    }
+    let middle = low + (high - low) / 2;
+    format!(
+        "if {SELECTOR} < {middle} then {} else {} end",
+        dispatch(sources, low, middle),
+        dispatch(sources, middle, high)
+    )
+}
+
+fn check_syntax(source: &str) -> Result<(), CompileError> {
+    let loader = Loader::new([]);
+    let arena = Arena::default();
+    let file = File {
+        code: source,
+        path: (),
+    };
+    loader
+        .load(&arena, file)
+        .map(|_| ())
+        .map_err(|errors| load_error(source, errors))
+}
+
+fn compile_filter(source: &str, globals: &[&'static str]) -> Result<Filter, CompileError> {
+    let defs = jaq_core::defs()
+        .chain(jaq_std::defs())
+        .chain(jaq_json::defs());
+    let funs = jaq_core::funs::<Data>()
+        .chain(jaq_std::funs::<Data>())
+        .chain(jaq_json::funs::<Data>())
+        .filter(|(name, _, _)| !FORBIDDEN.contains(name));
+    let loader = Loader::new(defs);
+    let arena = Arena::default();
+    let file = File {
+        code: source,
+        path: (),
+    };
+    let modules = loader
+        .load(&arena, file)
+        .map_err(|errors| load_error(source, errors))?;
+    Compiler::default()
+        .with_funs(funs)
+        .with_global_vars(globals.iter().copied())
+        .compile(modules)
+        .map_err(|errors| {
+            let (part, undefined) = errors
+                .into_iter()
+                .flat_map(|(_, errs)| errs)
+                .next()
+                .map(|(part, undefined)| (part, undefined.as_str()))
+                .unwrap_or(("", "symbol"));
+            error_at(source, part, format!("undefined {undefined} `{part}`"))
+        })
 }
 
 impl fmt::Debug for Program {
@@ -61,39 +193,11 @@ pub struct EvalError {
 }
 
 impl Program {
-    /// Compiles `source`.
+    /// Compiles `source` on its own.
     pub fn compile(source: &str) -> Result<Self, CompileError> {
-        let defs = jaq_core::defs()
-            .chain(jaq_std::defs())
-            .chain(jaq_json::defs());
-        let funs = jaq_core::funs::<Data>()
-            .chain(jaq_std::funs::<Data>())
-            .chain(jaq_json::funs::<Data>())
-            .filter(|(name, _, _)| !FORBIDDEN.contains(name));
-        let loader = Loader::new(defs);
-        let arena = Arena::default();
-        let file = File {
-            code: source,
-            path: (),
-        };
-        let modules = loader
-            .load(&arena, file)
-            .map_err(|errors| load_error(source, errors))?;
-        let filter = Compiler::default()
-            .with_funs(funs)
-            .compile(modules)
-            .map_err(|errors| {
-                let (part, undefined) = errors
-                    .into_iter()
-                    .flat_map(|(_, errs)| errs)
-                    .next()
-                    .map(|(part, undefined)| (part, undefined.as_str()))
-                    .unwrap_or(("", "symbol"));
-                error_at(source, part, format!("undefined {undefined} `{part}`"))
-            })?;
         Ok(Self {
             source: source.into(),
-            filter: Arc::new(filter),
+            code: Code::Alone(Arc::new(compile_filter(source, &[])?)),
         })
     }
 
@@ -105,8 +209,20 @@ impl Program {
     /// Runs the program on `input` and returns its first result (`null`
     /// when it yields nothing).
     pub fn first(&self, input: Val) -> Result<Val, EvalError> {
-        let ctx = Ctx::<Data>::new(&self.filter.lut, Vars::new([]));
-        let mut outputs = self.filter.id.run((ctx, input)).map(jaq_core::unwrap_valr);
+        let (filter, vars) = match &self.code {
+            Code::Alone(filter) => (filter.as_ref(), Vars::new([])),
+            Code::Linked { filter, selector } => match filter.get() {
+                Some(filter) => (filter, Vars::new([Val::from(*selector)])),
+                None => {
+                    return Err(EvalError {
+                        program: self.source.to_string(),
+                        message: "the program was never linked".into(),
+                    });
+                }
+            },
+        };
+        let ctx = Ctx::<Data>::new(&filter.lut, vars);
+        let mut outputs = filter.id.run((ctx, input)).map(jaq_core::unwrap_valr);
         match outputs.next() {
             None => Ok(Val::Null),
             Some(Ok(value)) => Ok(value),
@@ -303,6 +419,31 @@ mod tests {
                 expected
             );
         }
+    }
+
+    #[test]
+    fn programs_linked_in_a_set_each_run_their_own_code() {
+        let mut set = ProgramSet::batch();
+        let programs: Vec<Program> = (0..7)
+            .map(|n| set.add(&format!(".x + {n} # comment")).unwrap())
+            .collect();
+        assert!(set.add(".x |").is_err(), "syntax is checked at once");
+        set.link().unwrap();
+        for (n, program) in programs.iter().enumerate() {
+            assert_eq!(
+                program.first_json(json_to_val(&json!({"x": 10}))).unwrap(),
+                json!(10 + n)
+            );
+        }
+        let mut undefined = ProgramSet::batch();
+        undefined.add("nosuchfilter").unwrap();
+        assert!(
+            undefined
+                .link()
+                .unwrap_err()
+                .message
+                .contains("nosuchfilter")
+        );
     }
 
     #[test]

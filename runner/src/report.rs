@@ -9,6 +9,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sluice_crds::run_api::RunEventKind;
 use sluice_crds::{NodePhase, NodeType, RunPhase};
 use std::io::Write;
 use std::sync::Mutex;
@@ -88,6 +89,20 @@ pub enum EventKind {
         /// Number of forEach items, when the node has forEach.
         #[serde(skip_serializing_if = "Option::is_none")]
         items: Option<usize>,
+    },
+    /// One attempt of a node (or of a forEach item, `name[index]`) began,
+    /// with the rendered parameters it runs with.
+    #[serde(rename_all = "camelCase")]
+    AttemptStarted {
+        /// Node name; `name[index]` for a forEach item.
+        node: String,
+        /// Node type.
+        #[serde(rename = "type")]
+        node_type: NodeType,
+        /// 1 for the first attempt.
+        attempt: u32,
+        /// The rendered parameter block.
+        input: serde_json::Value,
     },
     /// A node reached a terminal phase.
     NodeFinished(NodeResult),
@@ -226,7 +241,9 @@ impl Reporter for TerminalReporter {
 /// prints the run's outcome itself).
 pub fn text_line(event: &Event) -> Option<String> {
     match &event.kind {
-        EventKind::RunStarted { .. } | EventKind::RunFinished(_) => None,
+        EventKind::RunStarted { .. }
+        | EventKind::RunFinished(_)
+        | EventKind::AttemptStarted { .. } => None,
         EventKind::NodeStarted {
             node,
             node_type,
@@ -239,13 +256,7 @@ pub fn text_line(event: &Event) -> Option<String> {
             node,
             level,
             message,
-        } => Some(format!(
-            "  {node} [{}] {message}",
-            serde_json::to_value(level)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default()
-        )),
+        } => Some(format!("  {node} [{}] {message}", level_name(*level))),
         EventKind::NodeFinished(result) => {
             let mark = match result.phase {
                 NodePhase::Succeeded => "✔",
@@ -275,6 +286,62 @@ pub fn text_line(event: &Event) -> Option<String> {
             }
             Some(line)
         }
+    }
+}
+
+/// The run API's wire form of an event kind (`sluice_crds::run_api`), for
+/// reporters that send events to the operator. Run start and the
+/// node-level start have no wire form (the wire's `nodeStarted` is per
+/// attempt); such reporters number the events they send themselves.
+pub fn to_wire(kind: &EventKind) -> Option<RunEventKind> {
+    Some(match kind {
+        EventKind::RunStarted { .. } | EventKind::NodeStarted { .. } => return None,
+        EventKind::AttemptStarted {
+            node,
+            node_type,
+            attempt,
+            input,
+        } => RunEventKind::NodeStarted {
+            node: node.clone(),
+            node_type: node_type.as_str().to_owned(),
+            attempt: *attempt,
+            input: Some(input.clone()),
+        },
+        EventKind::NodeFinished(result) => RunEventKind::NodeFinished {
+            node: result.node.clone(),
+            node_type: result.node_type.as_str().to_owned(),
+            phase: result.phase,
+            attempts: result.attempts,
+            started_at: result.started_at,
+            output: result.output.clone(),
+            output_truncated: result.truncated,
+            error: result.error.clone().or_else(|| result.reason.clone()),
+        },
+        EventKind::Log {
+            node,
+            level,
+            message,
+        } => RunEventKind::Log {
+            node: Some(node.clone()),
+            level: level_name(*level).to_owned(),
+            message: message.clone(),
+        },
+        EventKind::RunFinished(summary) => RunEventKind::RunFinished {
+            phase: summary.phase,
+            output: Some(summary.output.clone()),
+            output_truncated: false,
+            error: summary.message.clone(),
+            failed_node: summary.failed_node.clone(),
+        },
+    })
+}
+
+fn level_name(level: LogLevel) -> &'static str {
+    match level {
+        LogLevel::Debug => "debug",
+        LogLevel::Info => "info",
+        LogLevel::Warn => "warn",
+        LogLevel::Error => "error",
     }
 }
 
@@ -357,6 +424,31 @@ mod tests {
         assert_eq!(value["event"], "nodeFinished");
         assert_eq!(value["phase"], "Failed");
         assert_eq!(value["durationMs"], 1500);
+    }
+
+    #[test]
+    fn events_map_to_the_run_api_wire_form() {
+        let attempt = EventKind::AttemptStarted {
+            node: "tag-each[2]".into(),
+            node_type: NodeType::Http,
+            attempt: 2,
+            input: json!({"url": "/x"}),
+        };
+        let wire = serde_json::to_value(to_wire(&attempt).unwrap()).unwrap();
+        assert_eq!(wire["type"], "nodeStarted");
+        assert_eq!(wire["nodeType"], "http");
+        assert_eq!(wire["attempt"], 2);
+        let finished = to_wire(&EventKind::NodeFinished(finished(NodePhase::Failed))).unwrap();
+        assert!(matches!(
+            finished,
+            RunEventKind::NodeFinished { attempts: 2, .. }
+        ));
+        let started = EventKind::NodeStarted {
+            node: "a".into(),
+            node_type: NodeType::Http,
+            items: None,
+        };
+        assert_eq!(to_wire(&started), None);
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod raw;
 pub use raw::parse_spec;
 
 use crate::compiled::{CompiledNode, CompiledWorkflow};
-use crate::expr::{CompileError, Program};
+use crate::expr::{CompileError, Program, ProgramSet};
 use sluice_crds::WorkflowSpec;
 use sluice_crds::workflow::{MAX_NEEDS, MAX_NODES};
 use std::fmt;
@@ -64,7 +64,30 @@ pub fn validate(spec: &WorkflowSpec) -> Vec<ValidationError> {
 }
 
 /// Validates `spec` and compiles it for the engine.
+///
+/// Every expression of the workflow is compiled in one jaq compilation (the
+/// standard library once, not once per expression). When that fails on an
+/// undefined name, the workflow is compiled again expression by expression
+/// to say which one.
 pub fn compile(spec: &WorkflowSpec) -> Result<CompiledWorkflow, Vec<ValidationError>> {
+    let mut set = ProgramSet::batch();
+    let result = compile_with(spec, &mut set);
+    match (result, set.link()) {
+        (result, Ok(())) => result,
+        (_, Err(link_error)) => match compile_with(spec, &mut ProgramSet::immediate()) {
+            Err(errors) => Err(errors),
+            Ok(_) => Err(vec![ValidationError::new(
+                "spec",
+                format!("failed to compile the workflow's expressions: {link_error}"),
+            )]),
+        },
+    }
+}
+
+fn compile_with(
+    spec: &WorkflowSpec,
+    set: &mut ProgramSet,
+) -> Result<CompiledWorkflow, Vec<ValidationError>> {
     let mut errors = Vec::new();
     check_spec_fields(spec, &mut errors);
     let names = graph::check_names(spec, &mut errors);
@@ -79,16 +102,24 @@ pub fn compile(spec: &WorkflowSpec) -> Result<CompiledWorkflow, Vec<ValidationEr
         let condition = node
             .condition
             .as_deref()
-            .and_then(|source| expression(source, &node.name, &format!("{path}.if"), &mut errors))
+            .and_then(|source| {
+                expression(source, &node.name, &format!("{path}.if"), set, &mut errors)
+            })
             .inspect(|program| reads.push((format!("{path}.if"), program.clone())));
         let for_each = node
             .for_each
             .as_deref()
             .and_then(|source| {
-                expression(source, &node.name, &format!("{path}.forEach"), &mut errors)
+                expression(
+                    source,
+                    &node.name,
+                    &format!("{path}.forEach"),
+                    set,
+                    &mut errors,
+                )
             })
             .inspect(|program| reads.push((format!("{path}.forEach"), program.clone())));
-        let block = nodes::check_block(node, &path, &spec.env, &mut errors);
+        let block = nodes::check_block(node, &path, &spec.env, set, &mut errors);
         if let Some(block) = &block {
             for (field, program) in block.params.programs() {
                 reads.push((
@@ -128,7 +159,7 @@ pub fn compile(spec: &WorkflowSpec) -> Result<CompiledWorkflow, Vec<ValidationEr
     }
 
     let output = spec.output.as_deref().and_then(|source| {
-        let program = expression(source, "", "spec.output", &mut errors)?;
+        let program = expression(source, "", "spec.output", set, &mut errors)?;
         let reads = vec![("spec.output".to_owned(), program.clone())];
         graph::check_output_reads(&reads, &names, &mut errors);
         Some(program)
@@ -242,9 +273,10 @@ pub(crate) fn expression(
     source: &str,
     node: &str,
     path: &str,
+    set: &mut ProgramSet,
     errors: &mut Vec<ValidationError>,
 ) -> Option<Program> {
-    match Program::compile(source) {
+    match set.add(source) {
         Ok(program) => Some(program),
         Err(error) => {
             errors.push(ValidationError::new(

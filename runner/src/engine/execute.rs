@@ -267,6 +267,12 @@ async fn execute_item(
         };
         let result = {
             let _permit = shared.semaphore.acquire().await;
+            shared.events.emit(EventKind::AttemptStarted {
+                node: label.clone(),
+                node_type: node.node_type,
+                attempt: number,
+                input: params.clone(),
+            });
             let execution = implementation.execute(params.clone(), &attempt, node_context);
             match node.timeout {
                 None => execution.await,

@@ -562,8 +562,10 @@ async fn events_are_numbered_in_order() {
         vec![
             "runStarted",
             "nodeStarted",
+            "attemptStarted",
             "nodeFinished",
             "nodeStarted",
+            "attemptStarted",
             "nodeFinished",
             "runFinished"
         ]

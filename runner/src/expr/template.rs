@@ -6,7 +6,7 @@
 //! value; a mixed string interpolates (strings as-is, other values as
 //! compact JSON).
 
-use super::{CompileError, EvalError, Program, val_to_json};
+use super::{CompileError, EvalError, Program, ProgramSet, val_to_json};
 use jaq_json::Val;
 use serde_json::Value;
 
@@ -55,10 +55,15 @@ pub enum TemplateErrorKind {
 }
 
 impl Template {
-    /// Compiles every `${{ }}` in `value`, collecting all errors.
+    /// Compiles every `${{ }}` in `value` on its own, collecting all errors.
     pub fn compile(value: &Value) -> Result<Self, Vec<TemplateError>> {
+        Self::compile_in(value, &mut ProgramSet::immediate())
+    }
+
+    /// Compiles every `${{ }}` in `value` into `set`, collecting all errors.
+    pub fn compile_in(value: &Value, set: &mut ProgramSet) -> Result<Self, Vec<TemplateError>> {
         let mut errors = Vec::new();
-        let template = compile_at(value, String::new(), &mut errors);
+        let template = compile_at(value, String::new(), set, &mut errors);
         if errors.is_empty() {
             Ok(template)
         } else {
@@ -133,14 +138,19 @@ impl Template {
     }
 }
 
-fn compile_at(value: &Value, path: String, errors: &mut Vec<TemplateError>) -> Template {
+fn compile_at(
+    value: &Value,
+    path: String,
+    set: &mut ProgramSet,
+    errors: &mut Vec<TemplateError>,
+) -> Template {
     match value {
-        Value::String(text) if text.contains("${{") => compile_string(text, path, errors),
+        Value::String(text) if text.contains("${{") => compile_string(text, path, set, errors),
         Value::Array(items) if contains_template(value) => Template::Array(
             items
                 .iter()
                 .enumerate()
-                .map(|(index, item)| compile_at(item, format!("{path}[{index}]"), errors))
+                .map(|(index, item)| compile_at(item, format!("{path}[{index}]"), set, errors))
                 .collect(),
         ),
         Value::Object(fields) if contains_template(value) => Template::Object(
@@ -149,7 +159,7 @@ fn compile_at(value: &Value, path: String, errors: &mut Vec<TemplateError>) -> T
                 .map(|(key, field)| {
                     (
                         key.clone(),
-                        compile_at(field, format!("{path}.{key}"), errors),
+                        compile_at(field, format!("{path}.{key}"), set, errors),
                     )
                 })
                 .collect(),
@@ -167,7 +177,12 @@ fn contains_template(value: &Value) -> bool {
     }
 }
 
-fn compile_string(text: &str, path: String, errors: &mut Vec<TemplateError>) -> Template {
+fn compile_string(
+    text: &str,
+    path: String,
+    set: &mut ProgramSet,
+    errors: &mut Vec<TemplateError>,
+) -> Template {
     let mut segments = Vec::new();
     let mut rest = text;
     while let Some(start) = rest.find("${{") {
@@ -175,7 +190,7 @@ fn compile_string(text: &str, path: String, errors: &mut Vec<TemplateError>) -> 
             segments.push(Segment::Text(rest[..start].to_owned()));
         }
         let body = &rest[start + 3..];
-        match close_template(body) {
+        match close_template(body, set) {
             Ok((program, end)) => {
                 segments.push(Segment::Expr(program));
                 rest = &body[end + 2..];
@@ -206,12 +221,12 @@ fn compile_string(text: &str, path: String, errors: &mut Vec<TemplateError>) -> 
 /// Finds the `}}` closing a template: the first one whose inside compiles
 /// (jq objects may contain `}}`). Returns the program and the byte offset
 /// of the closing braces.
-fn close_template(body: &str) -> Result<(Program, usize), TemplateErrorKind> {
+fn close_template(body: &str, set: &mut ProgramSet) -> Result<(Program, usize), TemplateErrorKind> {
     let mut first_error = None;
     let mut from = 0;
     while let Some(found) = body[from..].find("}}") {
         let end = from + found;
-        match Program::compile(body[..end].trim()) {
+        match set.add(body[..end].trim()) {
             Ok(program) => return Ok((program, end)),
             Err(error) => {
                 first_error.get_or_insert(error);

@@ -3,7 +3,7 @@
 
 use super::{ValidationError, compile_hint, expression, node_prefix};
 use crate::compiled::RetrySettings;
-use crate::expr::{Template, TemplateErrorKind};
+use crate::expr::{ProgramSet, Template, TemplateErrorKind};
 use sluice_crds::NodeSpec;
 use sluice_crds::NodeType;
 use sluice_crds::nodes::KubernetesAction;
@@ -29,6 +29,7 @@ pub(super) fn check_block(
     node: &NodeSpec,
     path: &str,
     workflow_env: &[EnvVar],
+    set: &mut ProgramSet,
     errors: &mut Vec<ValidationError>,
 ) -> Option<Block> {
     let name = &node.name;
@@ -78,11 +79,17 @@ pub(super) fn check_block(
     check_parameters(name, action, &block_path, errors);
     let params = match action {
         NodeAction::Transform(transform) => {
-            let program = expression(&transform.jq, name, &format!("{block_path}.jq"), errors);
+            let program = expression(
+                &transform.jq,
+                name,
+                &format!("{block_path}.jq"),
+                set,
+                errors,
+            );
             program
                 .map(|program| Template::Object(vec![("jq".to_owned(), Template::Value(program))]))
         }
-        _ => compile_templates(name, &action, &block_path, workflow_env, errors),
+        _ => compile_templates(name, &action, &block_path, workflow_env, set, errors),
     };
     (errors.len() == before)
         .then_some(params)
@@ -110,6 +117,7 @@ fn compile_templates(
     action: &NodeAction<'_>,
     block_path: &str,
     workflow_env: &[EnvVar],
+    set: &mut ProgramSet,
     errors: &mut Vec<ValidationError>,
 ) -> Option<Template> {
     let mut value = block_value(action);
@@ -132,7 +140,7 @@ fn compile_templates(
         }
         fields.insert("env".to_owned(), serde_json::Value::Object(env));
     }
-    match Template::compile(&value) {
+    match Template::compile_in(&value, set) {
         Ok(template) => Some(template),
         Err(template_errors) => {
             for error in template_errors {
