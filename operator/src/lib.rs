@@ -8,6 +8,7 @@
 //! (Lease), [`telemetry`] (metrics, health), [`config`], [`context`].
 
 pub mod config;
+pub mod connection;
 pub mod context;
 pub mod leader;
 pub mod mirror;

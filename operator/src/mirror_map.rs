@@ -298,6 +298,71 @@ pub fn event_records(run_uid: Uuid, worker: Option<&str>, events: &[RunEvent]) -
         .collect()
 }
 
+/// Mirrors a Connection: its masked config, readiness, verification and
+/// the fingerprint of its Secret's data (never the data).
+pub fn offer_connection(
+    context: &Arc<Context>,
+    connection: &sluice_crds::Connection,
+    status: &sluice_crds::ConnectionStatus,
+    fingerprint: Option<String>,
+) {
+    if context.mirror.is_none() {
+        return;
+    }
+    let context = context.clone();
+    let connection = connection.clone();
+    let status = status.clone();
+    tokio::spawn(async move {
+        let Some(namespace) = connection.namespace() else {
+            return;
+        };
+        let Some(workspace_uid) = namespace_uid(&context, &namespace).await else {
+            return;
+        };
+        if let Some(record) = connection_record(&connection, &status, workspace_uid, fingerprint) {
+            offer(&context, MirrorEvent::Connection(record));
+        }
+    });
+}
+
+/// The mirror record of `connection` with `status` and the hex SHA-256
+/// `fingerprint` of its Secret's data.
+pub fn connection_record(
+    connection: &sluice_crds::Connection,
+    status: &sluice_crds::ConnectionStatus,
+    workspace_uid: Uuid,
+    fingerprint: Option<String>,
+) -> Option<crate::mirror::ConnectionRecord> {
+    use crate::mirror::Verification;
+    let uid = parse_uid(connection.uid().as_deref())?;
+    let holds = |type_: &str| {
+        find_condition(&status.conditions, type_).map(|condition| condition.status)
+    };
+    let verification = match holds(condition_type::VERIFIED) {
+        Some(ConditionStatus::True) => Verification::Verified,
+        Some(ConditionStatus::False) => Verification::Failed,
+        _ => Verification::Unverified,
+    };
+    Some(crate::mirror::ConnectionRecord {
+        uid,
+        workspace_uid,
+        namespace: connection.namespace().unwrap_or_default(),
+        name: connection.name_any(),
+        connection_type: connection.spec.type_.as_str().to_owned(),
+        config: serde_json::to_value(&connection.spec.config).unwrap_or_default(),
+        secret_name: connection.spec.secret_ref.as_ref().map(|r| r.name.clone()),
+        secret_fingerprint: fingerprint,
+        ready: holds(condition_type::READY) == Some(ConditionStatus::True),
+        verification,
+        last_verified_at: status.last_verified_time,
+        created_at: connection
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .and_then(jiff_to_chrono),
+    })
+}
+
 /// Reads the cluster for a mirror resync: every namespace holding
 /// Workflows, then its workflows (with their current status) and runs.
 pub struct ClusterResync {

@@ -1,0 +1,2 @@
+//! Placeholder until the webhook benchmark lands.
+fn main() {}
