@@ -177,6 +177,17 @@ pub struct ScheduleStatus {
     /// Nominal time of the last slot that fired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_schedule_time: Option<DateTime<Utc>>,
+    /// Slots up to this time have been decided on: fired, buffered, skipped
+    /// by the overlap policy, counted as missed, or passed while suspended,
+    /// paused or invalid. Later slots are still to be decided; this keeps a
+    /// slot from being counted or fired twice across operator restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_considered_time: Option<DateTime<Utc>>,
+    /// Nominal times of slots waiting for the active run to finish
+    /// (`overlapPolicy` BufferOne or BufferAll), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub buffered_slots: Vec<DateTime<Utc>>,
     /// When the last run of this schedule succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_successful_time: Option<DateTime<Utc>>,
