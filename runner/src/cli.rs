@@ -352,22 +352,35 @@ fn exec() -> Result<ExitCode, CliError> {
     })
 }
 
-/// Cancels the run on SIGTERM or Ctrl-C.
-pub(crate) async fn cancel_on_signal(cancel: Cancellation) {
+/// Cancels the run on SIGTERM or Ctrl-C. The handlers are registered when
+/// this is called (inside the runtime), not when the returned future is
+/// first polled, so a signal arriving right after the run starts is not lost.
+pub(crate) fn cancel_on_signal(
+    cancel: Cancellation,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    {
+    let (terminate, interrupt) = {
         use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut terminate) = signal(SignalKind::terminate()) else {
-            return;
-        };
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            let (Some(mut terminate), Some(mut interrupt)) = (terminate, interrupt) else {
+                return;
+            };
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
         }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        cancel.cancel();
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    cancel.cancel();
 }

@@ -285,10 +285,20 @@ async fn nodes_prints_the_catalog() {
 }
 
 #[tokio::test]
-async fn exec_explains_that_it_needs_the_run_api() {
-    let output = runner(&["exec"]).await;
+async fn exec_outside_a_job_explains_what_it_needs() {
+    let output = tokio::process::Command::new(binary())
+        .arg("exec")
+        .env_remove("SLUICE_RUN_TOKEN_FILE")
+        .output()
+        .await
+        .unwrap();
     assert_eq!(code(&output), 2);
-    assert!(text(&output.stderr).contains("run API"));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("SLUICE_RUN_TOKEN_FILE")
+            && stderr.contains("inside a Job created by the operator"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
