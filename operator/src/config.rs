@@ -35,6 +35,11 @@ pub struct Config {
     )]
     pub run_api_url: String,
 
+    /// Address of the webhook server (`POST /hooks/<namespace>/<workflow>/<trigger>`).
+    /// Served by every replica.
+    #[arg(long, env = "SLUICE_WEBHOOK_ADDR", default_value = "0.0.0.0:8082")]
+    pub webhook_addr: SocketAddr,
+
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "SLUICE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,

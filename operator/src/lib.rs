@@ -18,6 +18,7 @@ pub mod process;
 pub mod run;
 pub mod run_api;
 pub mod telemetry;
+pub mod webhook;
 pub mod workflow;
 
 use context::Context;

@@ -64,6 +64,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         stopping.clone(),
     );
 
+    let webhooks = serve(
+        config.webhook_addr,
+        crate::webhook::server::router(Arc::new(crate::webhook::server::WebhookServer::new(
+            Arc::new(crate::webhook::kube_backend::KubeBackend::new(
+                client.clone(),
+                config.namespace.clone(),
+            )),
+            Some(metrics.clone()),
+            crate::webhook::server::Settings::default(),
+        ))),
+        stopping.clone(),
+    );
+
     let (leader_tx, mut leader_rx) = watch::channel(config.no_leader_election);
     if !config.no_leader_election {
         tokio::spawn(crate::leader::campaign(
@@ -93,17 +106,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 let _ = leader_rx.wait_for(|leading| !*leading).await;
             };
             tokio::select! {
-                _ = futures::future::join(
+                _ = futures::future::join3(
                     crate::workflow::controller::run(context.clone(), until_stop(stopping.clone())),
                     crate::run::controller::run(context.clone(), until_stop(stopping.clone())),
+                    crate::connection::controller::run(context.clone(), until_stop(stopping.clone())),
                 ) => Ok(()),
                 _ = lost => anyhow::bail!("lost the leader lease: exiting so another replica can lead"),
             }
         }
     };
-    let (run_api, telemetry, controllers) = tokio::join!(run_api, telemetry, controllers);
+    let (run_api, telemetry, webhooks, controllers) =
+        tokio::join!(run_api, telemetry, webhooks, controllers);
     run_api?;
     telemetry?;
+    webhooks?;
     controllers
 }
 

@@ -24,6 +24,7 @@ pub struct Metrics {
     reconcile_errors: Family<Labels, Counter>,
     runs_finished: Family<Labels, Counter>,
     run_duration: Histogram,
+    webhook_requests: Family<Labels, Counter>,
     /// Runs waiting for a concurrency slot.
     pub queued_runs: Gauge,
     /// Mirror events not yet committed to PostgreSQL.
@@ -65,6 +66,12 @@ impl Metrics {
             "Wall time of finished runs",
             run_duration.clone(),
         );
+        let webhook_requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "webhook_requests",
+            "Webhook requests by outcome (accepted, completed, unauthorized, rate_limited, …)",
+            webhook_requests.clone(),
+        );
         let queued_runs = Gauge::default();
         registry.register(
             "queued_runs",
@@ -91,6 +98,7 @@ impl Metrics {
             reconcile_errors,
             runs_finished,
             run_duration,
+            webhook_requests,
             queued_runs,
             mirror_backlog,
             mirror_down,
@@ -124,6 +132,13 @@ impl Metrics {
         if let Some(seconds) = seconds {
             self.run_duration.observe(seconds);
         }
+    }
+
+    /// Counts a webhook request by `outcome` (a fixed set of words).
+    pub fn webhook_request(&self, outcome: &'static str) {
+        self.webhook_requests
+            .get_or_create(&vec![("outcome", outcome.to_owned())])
+            .inc();
     }
 
     /// Marks the process ready (controllers started).
