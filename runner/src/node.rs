@@ -116,8 +116,11 @@ pub trait Node: Send + Sync {
     /// The type this implementation handles.
     fn node_type(&self) -> NodeType;
 
-    /// JSON schema of the parameter block, as published in the node catalog.
-    fn parameter_schema(&self) -> serde_json::Value;
+    /// JSON schema of the parameter block, as published in the node catalog
+    /// (by default the schema of the type's parameter struct in `sluice-crds`).
+    fn parameter_schema(&self) -> serde_json::Value {
+        crate::nodes::parameter_schema(self.node_type())
+    }
 
     /// Runs one attempt. `params` is the node's parameter block (e.g. the
     /// value of `http:`) with every `${{ }}` template already rendered.

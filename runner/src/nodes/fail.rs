@@ -13,10 +13,6 @@ impl Node for FailNode {
         NodeType::Fail
     }
 
-    fn parameter_schema(&self) -> serde_json::Value {
-        super::parameter_schema(NodeType::Fail)
-    }
-
     fn execute<'a>(
         &'a self,
         params: serde_json::Value,

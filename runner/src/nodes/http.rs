@@ -38,10 +38,6 @@ impl Node for HttpNode {
         NodeType::Http
     }
 
-    fn parameter_schema(&self) -> Value {
-        super::parameter_schema(NodeType::Http)
-    }
-
     fn execute<'a>(
         &'a self,
         params: Value,

@@ -148,10 +148,6 @@ impl Node for NeedsCluster {
         self.0
     }
 
-    fn parameter_schema(&self) -> serde_json::Value {
-        parameter_schema(self.0)
-    }
-
     fn execute<'a>(
         &'a self,
         _params: serde_json::Value,

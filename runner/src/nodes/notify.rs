@@ -37,10 +37,6 @@ impl Node for NotifyNode {
         NodeType::Notify
     }
 
-    fn parameter_schema(&self) -> Value {
-        super::parameter_schema(NodeType::Notify)
-    }
-
     fn execute<'a>(
         &'a self,
         params: Value,

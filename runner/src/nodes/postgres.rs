@@ -43,10 +43,6 @@ impl Node for PostgresNode {
         NodeType::Postgres
     }
 
-    fn parameter_schema(&self) -> Value {
-        super::parameter_schema(NodeType::Postgres)
-    }
-
     fn execute<'a>(
         &'a self,
         params: Value,

@@ -20,10 +20,6 @@ impl Node for ShellNode {
         NodeType::Shell
     }
 
-    fn parameter_schema(&self) -> serde_json::Value {
-        super::parameter_schema(NodeType::Shell)
-    }
-
     fn execute<'a>(
         &'a self,
         params: serde_json::Value,

@@ -16,10 +16,6 @@ impl Node for TransformNode {
         NodeType::Transform
     }
 
-    fn parameter_schema(&self) -> serde_json::Value {
-        super::parameter_schema(NodeType::Transform)
-    }
-
     fn execute<'a>(
         &'a self,
         params: serde_json::Value,

@@ -50,10 +50,6 @@ impl Node for WaitNode {
         NodeType::Wait
     }
 
-    fn parameter_schema(&self) -> serde_json::Value {
-        super::parameter_schema(NodeType::Wait)
-    }
-
     fn execute<'a>(
         &'a self,
         params: serde_json::Value,
