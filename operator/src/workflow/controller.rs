@@ -60,11 +60,13 @@ pub async fn reconcile(workflow: Arc<Workflow>, context: Arc<Context>) -> Result
     }
     crate::mirror_map::offer_workflow(&context, &workflow, &plan.status, plan.new_revision);
     // Connections created later make the workflow Ready: look again.
-    Ok(if observed.missing_connections.is_empty() {
-        Action::requeue(Duration::from_secs(600))
-    } else {
-        Action::requeue(Duration::from_secs(15))
-    })
+    Ok(
+        if observed.missing_connections.is_empty() && observed.unready_connections.is_empty() {
+            Action::requeue(Duration::from_secs(600))
+        } else {
+            Action::requeue(Duration::from_secs(15))
+        },
+    )
 }
 
 async fn observe(
@@ -72,33 +74,40 @@ async fn observe(
     context: &Context,
     namespace: &str,
 ) -> Result<Observed, Error> {
-    let errors = sluice_runner::validate::validate(&workflow.spec)
+    let mut errors: Vec<ValidationIssue> = sluice_runner::validate::validate(&workflow.spec)
         .into_iter()
         .map(|error| ValidationIssue {
             path: error.path,
             message: error.message,
         })
         .collect();
+    errors.extend(crate::connection::plan::cross_namespace_issues(workflow));
     let referenced = referenced_connections(workflow);
-    let missing_connections = if referenced.is_empty() {
-        vec![]
+    let (missing_connections, unready_connections) = if referenced.is_empty() {
+        (vec![], vec![])
     } else {
         let connections: Api<Connection> = Api::namespaced(context.client.clone(), namespace);
-        let existing: Vec<String> = connections
-            .list_metadata(&ListParams::default())
-            .await?
-            .items
-            .into_iter()
-            .map(|c| c.name_any())
-            .collect();
-        referenced
-            .into_iter()
-            .filter(|name| !existing.contains(name))
-            .collect()
+        let existing: Vec<Connection> = connections.list(&ListParams::default()).await?.items;
+        let ready = |connection: &Connection| {
+            connection.status.as_ref().is_some_and(|status| {
+                sluice_crds::common::find_condition(&status.conditions, "Ready")
+                    .is_some_and(|c| c.status == sluice_crds::ConditionStatus::True)
+            })
+        };
+        let (mut missing, mut unready) = (vec![], vec![]);
+        for name in referenced {
+            match existing.iter().find(|c| c.name_any() == name) {
+                None => missing.push(name),
+                Some(connection) if !ready(connection) => unready.push(name),
+                Some(_) => {}
+            }
+        }
+        (missing, unready)
     };
     Ok(Observed {
         errors,
         missing_connections,
+        unready_connections,
     })
 }
 

@@ -31,6 +31,8 @@ pub mod reason {
     pub const SUSPENDED: &str = "Suspended";
     /// A Connection named by a node does not exist.
     pub const CONNECTION_MISSING: &str = "ConnectionMissing";
+    /// A Connection named by a node exists but is not Ready.
+    pub const CONNECTION_NOT_READY: &str = "ConnectionNotReady";
     /// A new revision of the spec was recorded.
     pub const REVISION_CREATED: &str = "RevisionCreated";
 }
@@ -42,6 +44,8 @@ pub struct Observed {
     pub errors: Vec<ValidationIssue>,
     /// Connections the nodes name that do not exist in the namespace.
     pub missing_connections: Vec<String>,
+    /// Connections the nodes name that exist but are not Ready.
+    pub unready_connections: Vec<String>,
 }
 
 /// An Event to emit about the Workflow.
@@ -170,6 +174,19 @@ pub fn plan_workflow(workflow: &Workflow, observed: &Observed, now: DateTime<Utc
             generation,
             now,
         )
+    } else if !observed.unready_connections.is_empty() {
+        condition(
+            condition_type::READY,
+            false,
+            reason::CONNECTION_NOT_READY,
+            format!(
+                "connection(s) {} not Ready: fix their Secrets (kubectl describe connection {})",
+                observed.unready_connections.join(", "),
+                observed.unready_connections.join(" ")
+            ),
+            generation,
+            now,
+        )
     } else {
         condition(
             condition_type::READY,
@@ -183,10 +200,13 @@ pub fn plan_workflow(workflow: &Workflow, observed: &Observed, now: DateTime<Utc
     let was_ready = find_condition(&current.conditions, condition_type::READY).cloned();
     let ready_transition = was_ready.as_ref().map(|c| (c.status, c.reason.as_str()))
         != Some((ready_condition.status, ready_condition.reason.as_str()));
-    if ready_transition && ready_condition.reason == reason::CONNECTION_MISSING {
+    let connection_reason = [reason::CONNECTION_MISSING, reason::CONNECTION_NOT_READY]
+        .into_iter()
+        .find(|known| *known == ready_condition.reason);
+    if ready_transition && let Some(connection_reason) = connection_reason {
         events.push(PlannedEvent {
             warning: true,
-            reason: reason::CONNECTION_MISSING,
+            reason: connection_reason,
             message: ready_condition.message.clone(),
         });
     }
@@ -309,6 +329,7 @@ mod tests {
                 "bad jq at 3: add a closing bracket",
             )],
             missing_connections: vec![],
+            ..Observed::default()
         };
         let plan = plan_workflow(&workflow(), &observed, at(1));
         let valid = condition_of(&plan, "Valid");
@@ -343,6 +364,7 @@ mod tests {
                 issue("spec.nodes[0].if", "unknown function"),
             ],
             missing_connections: vec![],
+            ..Observed::default()
         };
         let changed = plan_workflow(&applied(workflow(), &plan), &more, at(3));
         assert_eq!(
@@ -360,6 +382,7 @@ mod tests {
         let observed = Observed {
             errors: vec![issue("spec.nodes[0].if", "bad")],
             missing_connections: vec![],
+            ..Observed::default()
         };
         let broken = plan_workflow(&workflow(), &observed, at(1));
         let fixed = plan_workflow(&applied(workflow(), &broken), &Observed::default(), at(2));
@@ -382,6 +405,7 @@ mod tests {
         let observed = Observed {
             errors: vec![],
             missing_connections: vec!["crm-api".to_owned()],
+            ..Observed::default()
         };
         let plan = plan_workflow(&workflow(), &observed, at(1));
         let ready = condition_of(&plan, "Ready");
@@ -397,12 +421,37 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_that_is_not_ready_makes_it_unready() {
+        let observed = Observed {
+            unready_connections: vec!["crm-api".to_owned()],
+            ..Observed::default()
+        };
+        let plan = plan_workflow(&workflow(), &observed, at(1));
+        let ready = condition_of(&plan, "Ready");
+        assert_eq!(ready.status, ConditionStatus::False);
+        assert_eq!(ready.reason, reason::CONNECTION_NOT_READY);
+        assert!(
+            ready.message.contains("crm-api not Ready"),
+            "{}",
+            ready.message
+        );
+        assert!(
+            plan.events
+                .iter()
+                .any(|e| e.warning && e.reason == reason::CONNECTION_NOT_READY)
+        );
+        let fixed = plan_workflow(&applied(workflow(), &plan), &Observed::default(), at(2));
+        assert_eq!(condition_of(&fixed, "Ready").status, ConditionStatus::True);
+    }
+
+    #[test]
     fn status_keeps_at_most_fifty_errors_and_counts_the_rest() {
         let observed = Observed {
             errors: (0..60)
                 .map(|i| issue(&format!("spec.nodes[{i}].name"), "bad"))
                 .collect(),
             missing_connections: vec![],
+            ..Observed::default()
         };
         let plan = plan_workflow(&workflow(), &observed, at(1));
         assert_eq!(plan.status.validation_errors.len(), MAX_STATUS_ERRORS);
