@@ -62,12 +62,14 @@ impl Default for Settings {
 }
 
 type SecretKey = (String, String, String);
+/// A Secret value (None: absent) and when it was read.
+type CachedSecret = (Instant, Option<Arc<Vec<u8>>>);
 
 /// The webhook server's state, shared by every request.
 pub struct WebhookServer {
     backend: Arc<dyn WebhookBackend>,
     limiter: RateLimiter,
-    secrets: Mutex<HashMap<SecretKey, (Instant, Option<Arc<Vec<u8>>>)>>,
+    secrets: Mutex<HashMap<SecretKey, CachedSecret>>,
     metrics: Option<Arc<Metrics>>,
     settings: Settings,
 }
@@ -116,9 +118,7 @@ impl WebhookServer {
         Ok(value)
     }
 
-    fn lock_secrets(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<SecretKey, (Instant, Option<Arc<Vec<u8>>>)>> {
+    fn lock_secrets(&self) -> std::sync::MutexGuard<'_, HashMap<SecretKey, CachedSecret>> {
         self.secrets
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
