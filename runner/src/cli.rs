@@ -297,6 +297,7 @@ fn run(args: RunArgs) -> Result<ExitCode, CliError> {
             .unwrap_or_default(),
         http: reqwest::Client::new(),
         cancel: cancel.clone(),
+        run_api: None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

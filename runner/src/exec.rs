@@ -9,14 +9,16 @@
 //! harmless. An acknowledgement that says `cancel` stops the run. Events
 //! are also written to stdout as JSON lines, for `kubectl logs`.
 //!
-//! The process needs no Kubernetes access and no database credentials:
-//! only its run's token (a mounted file) and the connection secrets the
-//! operator mounted under the connections folder.
+//! The process needs no database credentials: only its run's token (a
+//! mounted file) and the connection secrets the operator mounted under the
+//! connections folder. `workflow` nodes reach the run API with the same
+//! token ([`RunApiAccess`]); only `kubernetes` nodes talk to the Kubernetes
+//! API, with the pod's ServiceAccount.
 
 use crate::clock::SystemClock;
 use crate::connections::{ConnectionStore, pod_connections_dir};
 use crate::engine::{Cancellation, Engine, RunRequest};
-use crate::node::{LogLevel, RunInfo};
+use crate::node::{LogLevel, RunApiAccess, RunInfo};
 use crate::nodes::Catalog;
 use crate::report::{Event, EventKind, Reporter, TerminalFormat, TerminalReporter};
 use sluice_crds::RunPhase;
@@ -157,6 +159,10 @@ pub async fn exec(config: ExecConfig) -> Result<RunPhase, ExecError> {
                 )),
                 http,
                 cancel: cancel.clone(),
+                run_api: Some(RunApiAccess {
+                    base_url: config.api_url.clone(),
+                    token: config.token.clone(),
+                }),
             };
             let clock = Arc::new(SystemClock);
             let engine = Engine::new(Catalog::local(clock.clone()), clock)

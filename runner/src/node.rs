@@ -89,6 +89,26 @@ pub struct RunInfo {
     pub name: String,
 }
 
+/// How nodes reach the operator's run API: set by `sluice-runner exec`
+/// (inside a run's Job), absent for local runs. `workflow` nodes start
+/// child runs through it, authorised by the run's own token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RunApiAccess {
+    /// Base URL of the run API, without a trailing slash.
+    pub base_url: String,
+    /// The run's credential. Never logged: `Debug` hides it.
+    pub token: String,
+}
+
+impl std::fmt::Debug for RunApiAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunApiAccess")
+            .field("base_url", &self.base_url)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
 /// Services shared by every node of a run.
 #[derive(Clone)]
 pub struct NodeContext {
@@ -100,6 +120,8 @@ pub struct NodeContext {
     pub http: reqwest::Client,
     /// Where nodes send log lines.
     pub logs: Arc<dyn LogSink>,
+    /// The operator's run API, when the run executes in a Job.
+    pub run_api: Option<RunApiAccess>,
 }
 
 /// One attempt of a node, identified for logging.

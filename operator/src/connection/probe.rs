@@ -91,6 +91,7 @@ async fn run_probe(
         connections: Arc::new(store),
         http,
         logs: Arc::new(NoLogs),
+        run_api: None,
     };
     let outcome = match spec.type_ {
         ConnectionType::Http => probe_http(name, spec, &context).await,

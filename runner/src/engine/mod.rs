@@ -17,7 +17,7 @@ pub use cancel::Cancellation;
 use crate::clock::{Clock, Jitter};
 use crate::compiled::CompiledWorkflow;
 use crate::connections::ConnectionStore;
-use crate::node::RunInfo;
+use crate::node::{RunApiAccess, RunInfo};
 use crate::nodes::Catalog;
 use crate::report::{NodeResult, Reporter, RunSummary};
 use std::sync::{Arc, Mutex};
@@ -55,6 +55,8 @@ pub struct RunRequest {
     pub http: reqwest::Client,
     /// Stops the run when it fires.
     pub cancel: Cancellation,
+    /// The operator's run API (in a Job); `None` for local runs.
+    pub run_api: Option<RunApiAccess>,
 }
 
 impl RunRequest {
@@ -70,6 +72,7 @@ impl RunRequest {
             connections: Arc::new(ConnectionStore::default()),
             http: reqwest::Client::new(),
             cancel: Cancellation::new(),
+            run_api: None,
         }
     }
 }

@@ -99,6 +99,7 @@ pub(super) async fn run(shared: &Shared<'_>, request: RunRequest) -> RunResult {
         connections: request.connections.clone(),
         http: request.http.clone(),
         logs: shared.events.clone(),
+        run_api: request.run_api.clone(),
     };
     let base = BaseContext {
         input: json_to_val(&request.input),

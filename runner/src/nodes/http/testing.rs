@@ -67,6 +67,7 @@ pub(crate) fn context(connections: &TestConnections, logs: Arc<RecordedLogs>) ->
         connections: Arc::clone(&connections.store),
         http: reqwest::Client::builder().build().unwrap(),
         logs,
+        run_api: None,
     }
 }
 
