@@ -8,6 +8,11 @@
 //!   [`EventAck`]. Events carry a per-run sequence number starting at 1;
 //!   the operator applies each sequence number at most once, so a runner
 //!   may resend a batch after a timeout and batches may arrive out of order.
+//! - `PUT /api/v1/runs/{namespace}/{name}/children/{child}` with a
+//!   [`ChildRunRequest`] → [`ChildRun`]: starts (or, when it exists, finds)
+//!   the child run a `workflow` node asked for; `GET` on the same path reads
+//!   it and `DELETE` cancels it. Only children of the run named in the path
+//!   are visible.
 //!
 //! Every request carries `Authorization: Bearer <token>`, the credential the
 //! operator created for that run only.
@@ -166,6 +171,42 @@ pub enum RunEventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         failed_node: Option<String>,
     },
+}
+
+/// What a `workflow` node asks the run API to start.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChildRunRequest {
+    /// Name of the Workflow to run, in the parent run's namespace.
+    pub workflow: String,
+    /// Input of the child run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<serde_json::Value>,
+}
+
+/// A child run, as its parent's runner sees it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChildRun {
+    /// Name of the child WorkflowRun.
+    pub name: String,
+    /// Its phase (Pending until the operator has seen it).
+    pub phase: RunPhase,
+    /// Its output as kept in status: capped by the operator (4 KiB of JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<serde_json::Value>,
+    /// Whether `output` was cut to the status cap.
+    #[serde(default)]
+    pub output_truncated: bool,
+    /// Machine-readable reason of the phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Human-readable explanation of the phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// First node that failed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_node: Option<String>,
 }
 
 #[cfg(test)]
