@@ -17,6 +17,7 @@ pub mod names;
 pub mod process;
 pub mod run;
 pub mod run_api;
+pub mod schedule;
 pub mod telemetry;
 pub mod webhook;
 pub mod workflow;

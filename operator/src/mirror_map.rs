@@ -5,8 +5,8 @@
 use crate::context::Context;
 use crate::mirror::{
     EnvValue, EnvVarRecord, ExecutionRecord, LogLevel, LogRecord, MirrorEvent, NodeExecutionRecord,
-    NodePhase as MirrorNodePhase, RunPhase as MirrorRunPhase, SecretKeyRef, TriggerRecord,
-    WebhookRecord, WorkflowRecord, WorkflowState,
+    NodePhase as MirrorNodePhase, RunPhase as MirrorRunPhase, ScheduleRecord, SecretKeyRef,
+    TriggerRecord, WebhookRecord, WorkflowRecord, WorkflowState,
 };
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Namespace;
@@ -14,7 +14,10 @@ use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 use sluice_crds::common::{condition_type, find_condition};
 use sluice_crds::run_api::{RunEvent, RunEventKind};
-use sluice_crds::{ConditionStatus, NodePhase, RunPhase, Workflow, WorkflowRun, WorkflowStatus};
+use sluice_crds::{
+    ConditionStatus, NodePhase, RunPhase, Schedule, ScheduleStatus, Workflow, WorkflowRun,
+    WorkflowStatus,
+};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -62,6 +65,61 @@ pub fn offer_workflow(
             offer(&context, MirrorEvent::Workflow(record));
         }
     });
+}
+
+/// Mirrors a Schedule with `status` (its row needs the Workflow's uid, read
+/// here; a Workflow that does not exist yet is mirrored by a later resync).
+pub fn offer_schedule(context: &Arc<Context>, schedule: &Schedule, status: &ScheduleStatus) {
+    if context.mirror.is_none() {
+        return;
+    }
+    let context = context.clone();
+    let schedule = schedule.clone();
+    let status = status.clone();
+    tokio::spawn(async move {
+        let Some(namespace) = schedule.namespace() else {
+            return;
+        };
+        let workflows: Api<Workflow> = Api::namespaced(context.client.clone(), &namespace);
+        let Ok(Some(workflow)) = workflows.get_opt(&schedule.spec.workflow_ref.name).await else {
+            return;
+        };
+        if let Some(record) = parse_uid(workflow.uid().as_deref())
+            .and_then(|workflow_uid| schedule_record(&schedule, &status, workflow_uid))
+        {
+            offer(&context, MirrorEvent::Schedule(record));
+        }
+    });
+}
+
+/// The mirror record of `schedule` with `status`, whose Workflow has
+/// `workflow_uid`: active unless suspended or paused, the next and last slots.
+pub fn schedule_record(
+    schedule: &Schedule,
+    status: &ScheduleStatus,
+    workflow_uid: Uuid,
+) -> Option<ScheduleRecord> {
+    let paused = find_condition(&status.conditions, crate::schedule::plan::PAUSED)
+        .is_some_and(|c| c.status == ConditionStatus::True);
+    Some(ScheduleRecord {
+        uid: parse_uid(schedule.uid().as_deref())?,
+        workflow_uid,
+        name: schedule.name_any(),
+        cron: schedule.spec.cron.clone(),
+        time_zone: schedule
+            .spec
+            .time_zone
+            .clone()
+            .unwrap_or_else(|| "UTC".to_owned()),
+        active: !schedule.spec.suspend.unwrap_or(false) && !paused,
+        next_run_at: status.next_schedule_times.first().copied(),
+        last_run_at: status.last_schedule_time,
+        created_at: schedule
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .and_then(jiff_to_chrono),
+    })
 }
 
 /// Mirrors a run's current state (the mirror keeps finished rows finished).
@@ -364,7 +422,8 @@ pub fn connection_record(
 }
 
 /// Reads the cluster for a mirror resync: every namespace holding
-/// Workflows, then its workflows (with their current status) and runs.
+/// Workflows, then its workflows (with their current status), runs and
+/// schedules.
 pub struct ClusterResync {
     client: kube::Client,
     namespace: Option<String>,
@@ -420,6 +479,23 @@ impl ClusterResync {
                 .filter_map(|run| execution_record(run, workflow_uid(run)?, None))
                 .map(MirrorEvent::Execution),
         );
+        let schedules = self.api::<Schedule>().list(&params).await?.items;
+        events.extend(
+            schedules
+                .iter()
+                .filter_map(|schedule| {
+                    let workflow = workflows.iter().find(|workflow| {
+                        workflow.namespace() == schedule.namespace()
+                            && workflow.name_any() == schedule.spec.workflow_ref.name
+                    })?;
+                    schedule_record(
+                        schedule,
+                        &schedule.status.clone().unwrap_or_default(),
+                        parse_uid(workflow.uid().as_deref())?,
+                    )
+                })
+                .map(MirrorEvent::Schedule),
+        );
         Ok(events)
     }
 }
@@ -459,6 +535,33 @@ mod tests {
         assert_eq!(record.revision, 3);
         assert_eq!(record.state, WorkflowState::Draft, "not yet validated");
         assert!(record.settings.get("nodes").is_none());
+    }
+
+    #[test]
+    fn a_schedule_maps_its_next_and_last_slots_and_activity() {
+        let mut schedule = Schedule::new(
+            "nightly",
+            sluice_crds::ScheduleSpec {
+                cron: "30 2 * * *".into(),
+                suspend: Some(true),
+                ..Default::default()
+            },
+        );
+        schedule.metadata.uid = Some(UID.to_owned());
+        let next = Utc.with_ymd_and_hms(2026, 1, 2, 2, 30, 0).unwrap();
+        let last = Utc.with_ymd_and_hms(2026, 1, 1, 2, 30, 0).unwrap();
+        let status = ScheduleStatus {
+            next_schedule_times: vec![next],
+            last_schedule_time: Some(last),
+            ..ScheduleStatus::default()
+        };
+        let record = schedule_record(&schedule, &status, Uuid::nil()).unwrap();
+        assert_eq!(record.time_zone, "UTC");
+        assert_eq!(
+            (record.next_run_at, record.last_run_at),
+            (Some(next), Some(last))
+        );
+        assert!(!record.active, "suspended");
     }
 
     #[test]

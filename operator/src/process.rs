@@ -106,10 +106,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 let _ = leader_rx.wait_for(|leading| !*leading).await;
             };
             tokio::select! {
-                _ = futures::future::join3(
+                _ = futures::future::join4(
                     crate::workflow::controller::run(context.clone(), until_stop(stopping.clone())),
                     crate::run::controller::run(context.clone(), until_stop(stopping.clone())),
                     crate::connection::controller::run(context.clone(), until_stop(stopping.clone())),
+                    crate::schedule::controller::run(context.clone(), until_stop(stopping.clone())),
                 ) => Ok(()),
                 _ = lost => anyhow::bail!("lost the leader lease: exiting so another replica can lead"),
             }

@@ -1,0 +1,8 @@
+//! The Schedule controller: cron slots in a time zone become WorkflowRuns,
+//! exactly once per slot. [`cron`] is the slot math, [`plan`] the pure
+//! decisions (overlap, deadline, catch-up, jitter, pause, suspend) and
+//! [`controller`] the shell that reads, creates runs and writes status.
+
+pub mod controller;
+pub mod cron;
+pub mod plan;
