@@ -12,15 +12,18 @@
 //!   real cluster, a fresh namespace, a client, a kubeconfig file for child
 //!   processes, the kubelet emulator.
 //! - [`binaries`]: where `sluice-runner` and `sluice-operator` are built.
+//! - [`operator`]: builds the binaries, creates a fresh PostgreSQL database
+//!   per test and runs the real operator against a [`cluster::TestCluster`].
 //!
-//! This crate does not start the operator or PostgreSQL by itself; tests
-//! that need them start them.
+//! This crate does not start PostgreSQL: the operator tests need a server
+//! (`DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`)
+//! and fail with a message saying so when there is none.
 //!
 //! # Running the suite
 //!
 //! `cargo test -p sluice-e2e` runs everything against the stand-in. Tests
-//! that run the real binaries need them built first
-//! (`cargo build -p sluice-runner -p sluice-operator`); the kubectl tests
+//! that run the real binaries build them first (once per test process,
+//! `cargo build -p sluice-operator -p sluice-runner`; see [`operator`]); the kubectl tests
 //! need `kubectl` (v1.32+) on `PATH`, in `$KUBECTL` or at `/usr/bin/kubectl`.
 //!
 //! # Against a real cluster
@@ -54,3 +57,4 @@ pub mod apiserver;
 pub mod binaries;
 pub mod cluster;
 pub mod kubelet;
+pub mod operator;

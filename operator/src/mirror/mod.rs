@@ -116,6 +116,12 @@ pub fn classify(error: &sqlx::Error) -> ErrorClass {
             let code = database.code().unwrap_or_default();
             if code == "23503" {
                 ErrorClass::MissingParent
+            } else if code == "42P01" || code == "3F000" {
+                // Undefined table or schema: the operator starts writing
+                // while its migrations still run in the background, so
+                // the schema is about to appear. Dropping the event would
+                // lose it; wait as for an outage.
+                ErrorClass::Transient
             } else if code.starts_with("08")
                 || code.starts_with("53")
                 || code.starts_with("57P")
@@ -137,4 +143,18 @@ pub fn classify(error: &sqlx::Error) -> ErrorClass {
 /// `map_err` helper: `.map_err(failed("node executions"))`.
 pub(crate) fn failed(what: &'static str) -> impl FnOnce(sqlx::Error) -> WriteError {
     move |source| WriteError { what, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[sqlx::test(migrations = false)]
+    async fn a_schema_not_migrated_yet_is_waited_for(pool: sqlx::PgPool) {
+        let error = sqlx::query("SELECT id FROM workflow_executions")
+            .execute(&pool)
+            .await
+            .expect_err("no migrations were applied");
+        assert_eq!(classify(&error), ErrorClass::Transient);
+    }
 }

@@ -20,7 +20,9 @@
 //! terminates with exit code 137, reason `OOMKilled`) or `DeadlineExceeded`
 //! (handled as if `activeDeadlineSeconds` had just passed). In both cases
 //! the process is never started, so a test can give the Job a command that
-//! really exhausts memory on a real node.
+//! really exhausts memory on a real node. When the Job is created by
+//! someone else (the operator), tests ask through [`Kubelet::simulate`]
+//! instead: the same failures, keyed by the Job's name.
 //!
 //! Not emulated: parallelism/completions above one, init and sidecar
 //! containers, images (the command must be explicit), resource limits,
@@ -31,6 +33,7 @@ mod setup;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -85,6 +88,9 @@ pub struct KubeletOptions {
     pub namespace: Option<String>,
     /// Programs by command name (`sluice-runner` → its path in the target dir).
     pub programs: HashMap<String, PathBuf>,
+    /// Failures to simulate by Job name, like [`SIMULATE_ANNOTATION`]
+    /// (shared with [`Kubelet::simulate`]).
+    pub simulated: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl KubeletOptions {
@@ -94,6 +100,7 @@ impl KubeletOptions {
             root: root.into(),
             namespace: None,
             programs: HashMap::new(),
+            simulated: Arc::default(),
         }
     }
 
@@ -115,6 +122,7 @@ impl KubeletOptions {
 pub struct Kubelet {
     task: tokio::task::JoinHandle<()>,
     root: PathBuf,
+    simulated: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl Drop for Kubelet {
@@ -127,8 +135,23 @@ impl Kubelet {
     /// Starts watching Jobs.
     pub fn start(client: kube::Client, options: KubeletOptions) -> Self {
         let root = options.root.clone();
+        let simulated = options.simulated.clone();
         let task = tokio::spawn(run(client, options));
-        Self { task, root }
+        Self {
+            task,
+            root,
+            simulated,
+        }
+    }
+
+    /// Simulates `failure` (`OOMKilled` or `DeadlineExceeded`, as with
+    /// [`SIMULATE_ANNOTATION`]) for the Job named `job` once it appears:
+    /// for Jobs a test does not create itself, e.g. the operator's.
+    pub fn simulate(&self, job: &str, failure: &str) {
+        self.simulated
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(job.to_string(), failure.to_string());
     }
 
     /// What a pod's container wrote to stdout and stderr so far.
@@ -291,7 +314,15 @@ async fn drive_job(
         .annotations
         .as_ref()
         .and_then(|annotations| annotations.get(SIMULATE_ANNOTATION))
-        .cloned();
+        .cloned()
+        .or_else(|| {
+            options
+                .simulated
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .get(&name)
+                .cloned()
+        });
     let start_time = now();
     write_job_status(
         jobs,

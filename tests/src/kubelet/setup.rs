@@ -67,6 +67,29 @@ pub fn substitute_paths(text: &str, mappings: &[(String, String)]) -> String {
     result
 }
 
+/// Adds a mapping for each folder above a mount path that exists only in
+/// the pod (`/var/run/sluice/connections` above
+/// `/var/run/sluice/connections/crm`): in a real pod it holds the mounts,
+/// so a program handed the folder finds them there. Folders that exist on
+/// this machine (`/var`, `/tmp`) are left alone.
+fn add_pod_only_ancestors(mappings: &mut Vec<(String, String)>, fs_root: &Path) {
+    let mut ancestors = Vec::new();
+    for (mount_path, _) in mappings.iter() {
+        for ancestor in Path::new(mount_path).ancestors().skip(1) {
+            let text = ancestor.display().to_string();
+            if text.len() > 1
+                && !ancestor.exists()
+                && !mappings.iter().any(|(from, _)| *from == text)
+                && !ancestors.iter().any(|(from, _)| *from == text)
+            {
+                let target = fs_root.join(text.trim_start_matches('/'));
+                ancestors.push((text, target.display().to_string()));
+            }
+        }
+    }
+    mappings.extend(ancestors);
+}
+
 /// Expands `$(NAME)` references to already defined variables, like the kubelet.
 pub fn expand_variables(text: &str, env: &BTreeMap<String, String>) -> String {
     let mut result = text.to_string();
@@ -329,6 +352,7 @@ impl PodRun {
                 target.display().to_string(),
             ));
         }
+        add_pod_only_ancestors(&mut mappings, &fs_root);
         let mut env = BTreeMap::new();
         env.insert(
             "PATH".to_string(),
@@ -443,6 +467,25 @@ mod tests {
         assert_eq!(
             substitute_paths("cat /etc/sluice/a; ls", &mappings),
             "cat /tmp/p/fs/etc/sluice/a; ls"
+        );
+    }
+
+    #[test]
+    fn folders_that_exist_only_in_the_pod_are_rewritten_too() {
+        let fs_root = Path::new("/tmp/p/fs");
+        let mut mappings = vec![(
+            "/var/run/sluice-e2e-nowhere/connections/crm".to_string(),
+            "/tmp/p/fs/var/run/sluice-e2e-nowhere/connections/crm".to_string(),
+        )];
+        add_pod_only_ancestors(&mut mappings, fs_root);
+        assert_eq!(
+            substitute_paths("/var/run/sluice-e2e-nowhere/connections", &mappings),
+            "/tmp/p/fs/var/run/sluice-e2e-nowhere/connections"
+        );
+        assert_eq!(
+            substitute_paths("/var/run", &mappings),
+            "/var/run",
+            "a folder of this machine is left alone"
         );
     }
 

@@ -8,3 +8,6 @@ mod kubectl;
 mod kubelet;
 mod standin;
 mod support;
+mod operator;
+mod operator_support;
+mod operator_limits;

@@ -1,0 +1,588 @@
+//! Runs the real `sluice-operator` binary against a [`TestCluster`], with a
+//! fresh PostgreSQL database per test.
+//!
+//! - [`ensure_binaries`]: builds `sluice-operator` and `sluice-runner` once
+//!   per test process (`cargo build`, a no-op when they are fresh). `cargo
+//!   test -p sluice-e2e` does not build other packages' binaries, and an
+//!   end-to-end test of a stale binary proves nothing, so the harness
+//!   builds them itself rather than trusting whatever is in `target/`.
+//!   `SLUICE_E2E_NO_BUILD=1` skips the build (the binaries must then exist).
+//! - [`TestDatabase`]: `CREATE DATABASE e2e_<random>` on the server of
+//!   `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`),
+//!   dropped by [`TestDatabase::finish`].
+//! - [`Operator`]: the operator process, configured for the test's
+//!   namespace only, on free loopback ports; killed when dropped. When the
+//!   test panics its log is printed, so a failure shows what the operator
+//!   did.
+//!
+//! It does not define scenarios; those live in `tests/e2e/operator*.rs`.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use sqlx::Connection as _;
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
+
+use crate::binaries::{Binary, locate, workspace_root};
+use crate::cluster::{ClusterError, TestCluster};
+
+/// Default PostgreSQL server of the tests (as in `.cargo/config.toml`).
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// Environment variable that turns the build of the binaries off.
+pub const NO_BUILD_ENV: &str = "SLUICE_E2E_NO_BUILD";
+/// How long [`eventually`] waits.
+pub const WAIT_LIMIT: Duration = Duration::from_secs(60);
+
+/// Errors of the harness.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    /// The workspace binaries could not be built.
+    #[error("failed to build the operator and runner binaries: {0}")]
+    Build(String),
+    /// PostgreSQL is not reachable or refused a statement.
+    #[error(
+        "failed to {action} on PostgreSQL at {server}: {source} (the end-to-end tests need PostgreSQL: `bash .ci/run` installs and starts it, or set DATABASE_URL to a server where user may create databases)"
+    )]
+    Database {
+        /// What the harness was doing.
+        action: String,
+        /// The server URL.
+        server: String,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A binary is missing.
+    #[error(transparent)]
+    Binary(#[from] crate::binaries::MissingBinary),
+    /// The cluster refused something.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// The operator process could not start or did not become ready.
+    #[error("operator: {0}")]
+    Operator(String),
+}
+
+/// Builds `sluice-operator` and `sluice-runner` once per process; every
+/// caller gets the first outcome.
+pub fn ensure_binaries() -> Result<(), HarnessError> {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let outcome = BUILT.get_or_init(|| {
+        if std::env::var(NO_BUILD_ENV).is_ok_and(|value| value == "1") {
+            return Ok(());
+        }
+        let cargo = std::env::var_os("CARGO")
+            .map(PathBuf::from)
+            .or_else(|| option_env!("CARGO").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("cargo"));
+        let output = std::process::Command::new(&cargo)
+            .current_dir(workspace_root())
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                Binary::Operator.package(),
+                "-p",
+                Binary::Runner.package(),
+                "--bin",
+                Binary::Operator.name(),
+                "--bin",
+                Binary::Runner.name(),
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|error| format!("failed to run {}: {error}", cargo.display()))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
+            Err(format!(
+                "`cargo build -p sluice-operator -p sluice-runner` failed:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ))
+        }
+    });
+    outcome.clone().map_err(HarnessError::Build)?;
+    locate(Binary::Operator)?;
+    locate(Binary::Runner)?;
+    Ok(())
+}
+
+/// A test cluster whose kubelet can run `sluice-runner`: builds the
+/// binaries first, then starts the cluster.
+pub async fn cluster(test: &str) -> Result<TestCluster, HarnessError> {
+    tokio::task::spawn_blocking(ensure_binaries)
+        .await
+        .map_err(|error| HarnessError::Build(error.to_string()))??;
+    Ok(TestCluster::start(test).await?)
+}
+
+/// The PostgreSQL server the tests use.
+pub fn database_server_url() -> String {
+    std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string())
+}
+
+/// `url` with its database name replaced by `database`.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |index| index + 3);
+    let server = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{server}/{database}?{query}"),
+        None => format!("{server}/{database}"),
+    }
+}
+
+/// A fresh database for one test.
+#[derive(Debug)]
+pub struct TestDatabase {
+    server: String,
+    name: String,
+    url: String,
+    pool: PgPool,
+}
+
+impl TestDatabase {
+    /// Creates `e2e_<random>` on [`database_server_url`].
+    pub async fn create() -> Result<Self, HarnessError> {
+        let server = database_server_url();
+        let name = format!("e2e_{}", uuid::Uuid::new_v4().simple());
+        let failed = |action: &str| {
+            let server = server.clone();
+            let action = action.to_string();
+            move |source| HarnessError::Database {
+                action,
+                server,
+                source,
+            }
+        };
+        let mut admin = PgConnection::connect(&server)
+            .await
+            .map_err(failed("connect"))?;
+        // The name is ours (`e2e_` and hex digits), never input.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .map_err(failed("create a database"))?;
+        let _ = admin.close().await;
+        let url = with_database(&server, &name);
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&url)
+            .await
+            .map_err(failed("connect to the test database"))?;
+        Ok(Self {
+            server,
+            name,
+            url,
+            pool,
+        })
+    }
+
+    /// URL of the test database.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A pool on the test database, for assertions.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Drops the database (after the operator has been stopped).
+    pub async fn finish(self) -> Result<(), HarnessError> {
+        self.pool.close().await;
+        let server = self.server.clone();
+        let mut admin =
+            PgConnection::connect(&server)
+                .await
+                .map_err(|source| HarnessError::Database {
+                    action: "connect".into(),
+                    server: server.clone(),
+                    source,
+                })?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut admin)
+        .await
+        .map_err(|source| HarnessError::Database {
+            action: "drop the test database".into(),
+            server,
+            source,
+        })?;
+        Ok(())
+    }
+}
+
+/// How to start the operator.
+#[derive(Debug, Clone, Default)]
+pub struct OperatorOptions {
+    /// `DATABASE_URL` of the mirror; none turns the mirror off.
+    pub database_url: Option<String>,
+    /// Take part in leader election (a Lease in the test's namespace)
+    /// instead of leading at once.
+    pub leader_election: bool,
+    /// Replica name (`POD_NAME`); `sluice-operator` when empty.
+    pub identity: String,
+    /// More environment variables.
+    pub env: Vec<(String, String)>,
+}
+
+impl OperatorOptions {
+    /// Options with the mirror writing to `database`.
+    pub fn with_database(database: &TestDatabase) -> Self {
+        Self {
+            database_url: Some(database.url().to_string()),
+            ..Self::default()
+        }
+    }
+}
+
+/// A free loopback port (bound, read and released: a small race, fine for tests).
+pub fn free_port() -> Result<u16, HarnessError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .map_err(|error| HarnessError::Operator(format!("failed to find a free port: {error}")))
+}
+
+/// A running `sluice-operator`.
+#[derive(Debug)]
+pub struct Operator {
+    child: Option<tokio::process::Child>,
+    binary: PathBuf,
+    env: Vec<(String, String)>,
+    run_api_port: u16,
+    metrics_port: u16,
+    log: PathBuf,
+    starts: u32,
+    logs: tempfile::TempDir,
+}
+
+impl Operator {
+    /// Starts the operator for `cluster`'s namespace and waits until it
+    /// serves `/healthz` (and, without leader election, `/readyz`).
+    pub async fn start(
+        cluster: &TestCluster,
+        options: OperatorOptions,
+    ) -> Result<Self, HarnessError> {
+        let binary = locate(Binary::Operator)?;
+        let run_api_port = free_port()?;
+        let metrics_port = free_port()?;
+        let identity = if options.identity.is_empty() {
+            "sluice-operator".to_string()
+        } else {
+            options.identity.clone()
+        };
+        let mut env = vec![
+            (
+                "KUBECONFIG".to_string(),
+                cluster.kubeconfig_path().display().to_string(),
+            ),
+            ("SLUICE_NAMESPACE".into(), cluster.namespace().to_string()),
+            ("POD_NAMESPACE".into(), cluster.namespace().to_string()),
+            ("POD_NAME".into(), identity),
+            (
+                "SLUICE_RUN_API_ADDR".into(),
+                format!("127.0.0.1:{run_api_port}"),
+            ),
+            (
+                "SLUICE_RUN_API_URL".into(),
+                format!("http://127.0.0.1:{run_api_port}"),
+            ),
+            (
+                "SLUICE_METRICS_ADDR".into(),
+                format!("127.0.0.1:{metrics_port}"),
+            ),
+            ("SLUICE_RUNNER_COMMAND".into(), "sluice-runner exec".into()),
+            (
+                "RUST_LOG".into(),
+                std::env::var("SLUICE_E2E_OPERATOR_LOG")
+                    .unwrap_or_else(|_| "info,kube_runtime=warn".into()),
+            ),
+        ];
+        if !options.leader_election {
+            env.push(("SLUICE_NO_LEADER_ELECTION".into(), "true".into()));
+        } else {
+            env.push(("SLUICE_LEASE_DURATION".into(), "3s".into()));
+        }
+        if let Some(url) = &options.database_url {
+            env.push(("DATABASE_URL".into(), url.clone()));
+        }
+        env.extend(options.env.iter().cloned());
+        let mut operator = Self {
+            child: None,
+            binary,
+            env,
+            run_api_port,
+            metrics_port,
+            log: PathBuf::new(),
+            starts: 0,
+            logs: tempfile::Builder::new()
+                .prefix("sluice-e2e-operator-")
+                .tempdir()
+                .map_err(|error| {
+                    HarnessError::Operator(format!("failed to create a log folder: {error}"))
+                })?,
+        };
+        operator.spawn()?;
+        operator.wait_healthy().await?;
+        if !options.leader_election {
+            operator.wait_ready().await?;
+        }
+        Ok(operator)
+    }
+
+    fn spawn(&mut self) -> Result<(), HarnessError> {
+        self.starts += 1;
+        let name = self
+            .env
+            .iter()
+            .find(|(key, _)| key == "POD_NAME")
+            .map_or("operator", |(_, value)| value.as_str());
+        self.log = self.logs.path().join(format!("{name}-{}.log", self.starts));
+        let open = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.log)
+                .map_err(|error| {
+                    HarnessError::Operator(format!(
+                        "failed to open {}: {error}",
+                        self.log.display()
+                    ))
+                })
+        };
+        let child = tokio::process::Command::new(&self.binary)
+            .env_remove("DATABASE_URL")
+            .env_remove("SLUICE_NAMESPACE")
+            .env_remove("KUBECONFIG")
+            .envs(self.env.iter().map(|(key, value)| (key, value)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(open()?))
+            .stderr(Stdio::from(open()?))
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|error| {
+                HarnessError::Operator(format!(
+                    "failed to start {}: {error}",
+                    self.binary.display()
+                ))
+            })?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Base URL of the run API (what runners use).
+    pub fn run_api_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.run_api_port)
+    }
+
+    /// Base URL of `/metrics`, `/healthz`, `/readyz`.
+    pub fn metrics_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.metrics_port)
+    }
+
+    /// The process id, while it runs.
+    pub fn id(&self) -> Option<u32> {
+        self.child.as_ref().and_then(tokio::process::Child::id)
+    }
+
+    /// Everything the current process logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Path of the current process's log.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    async fn get(&self, path: &str) -> Option<u16> {
+        crate::cluster::install_crypto_provider();
+        let url = format!("{}{path}", self.metrics_url());
+        let response = reqwest::Client::new()
+            .get(url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        Some(response.status().as_u16())
+    }
+
+    /// Text of `/metrics`.
+    pub async fn metrics(&self) -> Result<String, HarnessError> {
+        crate::cluster::install_crypto_provider();
+        let url = format!("{}/metrics", self.metrics_url());
+        let response = reqwest::get(url)
+            .await
+            .map_err(|error| HarnessError::Operator(format!("failed to read /metrics: {error}")))?;
+        response
+            .text()
+            .await
+            .map_err(|error| HarnessError::Operator(format!("failed to read /metrics: {error}")))
+    }
+
+    fn exited(&mut self) -> Option<String> {
+        let child = self.child.as_mut()?;
+        match child.try_wait() {
+            Ok(Some(status)) => Some(format!(
+                "the operator exited ({status}) before it was ready; its log:\n{}",
+                self.logs()
+            )),
+            _ => None,
+        }
+    }
+
+    async fn wait_for_status(&mut self, path: &str) -> Result<(), HarnessError> {
+        let started = tokio::time::Instant::now();
+        loop {
+            if self.get(path).await == Some(200) {
+                return Ok(());
+            }
+            if let Some(message) = self.exited() {
+                return Err(HarnessError::Operator(message));
+            }
+            if started.elapsed() > WAIT_LIMIT {
+                return Err(HarnessError::Operator(format!(
+                    "{path} did not answer 200 within {WAIT_LIMIT:?}; log:\n{}",
+                    self.logs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the process answers `/healthz`.
+    pub async fn wait_healthy(&mut self) -> Result<(), HarnessError> {
+        self.wait_for_status("/healthz").await
+    }
+
+    /// Waits until the controllers run (`/readyz`).
+    pub async fn wait_ready(&mut self) -> Result<(), HarnessError> {
+        self.wait_for_status("/readyz").await
+    }
+
+    /// Whether `/readyz` answers 200 now (the replica leads).
+    pub async fn is_ready(&self) -> bool {
+        self.get("/readyz").await == Some(200)
+    }
+
+    /// Kills the process with SIGKILL (no graceful shutdown) and waits for it.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Stops the process with SIGTERM and waits for it to exit.
+    pub async fn terminate(&mut self) -> Result<(), HarnessError> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        if let Some(pid) = child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        match tokio::time::timeout(Duration::from_secs(30), child.wait()).await {
+            Ok(_) => Ok(()),
+            Err(_) => {
+                let _ = child.kill().await;
+                Err(HarnessError::Operator(
+                    "the operator did not exit within 30 s of SIGTERM".into(),
+                ))
+            }
+        }
+    }
+
+    /// Starts the process again (same ports, same configuration) after
+    /// [`Operator::kill`], and waits until it is ready.
+    pub async fn restart(&mut self) -> Result<(), HarnessError> {
+        self.kill().await;
+        self.spawn()?;
+        self.wait_healthy().await?;
+        if self
+            .env
+            .iter()
+            .any(|(key, _)| key == "SLUICE_NO_LEADER_ELECTION")
+        {
+            self.wait_ready().await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+        if std::thread::panicking() {
+            let logs = self.logs();
+            let lines: Vec<&str> = logs.lines().rev().take(200).collect();
+            eprintln!(
+                "---- operator log ({}), last {} lines ----\n{}",
+                self.log.display(),
+                lines.len(),
+                lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+    }
+}
+
+/// Polls `check` every 50 ms until it yields a value; fails after
+/// [`WAIT_LIMIT`] with `what` in the message.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = tokio::time::Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < WAIT_LIMIT,
+            "timed out after {WAIT_LIMIT:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_keep_server_and_options() {
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/postgres", "e2e_1"),
+            "postgres://postgres@127.0.0.1:5432/e2e_1"
+        );
+        assert_eq!(
+            with_database("postgres://u:p@db/x?sslmode=disable", "e2e_1"),
+            "postgres://u:p@db/e2e_1?sslmode=disable"
+        );
+        assert_eq!(
+            with_database("postgres://db:5432", "e2e_1"),
+            "postgres://db:5432/e2e_1"
+        );
+    }
+}
