@@ -393,9 +393,8 @@ pub fn connection_record(
 ) -> Option<crate::mirror::ConnectionRecord> {
     use crate::mirror::Verification;
     let uid = parse_uid(connection.uid().as_deref())?;
-    let holds = |type_: &str| {
-        find_condition(&status.conditions, type_).map(|condition| condition.status)
-    };
+    let holds =
+        |type_: &str| find_condition(&status.conditions, type_).map(|condition| condition.status);
     let verification = match holds(condition_type::VERIFIED) {
         Some(ConditionStatus::True) => Verification::Verified,
         Some(ConditionStatus::False) => Verification::Failed,
@@ -604,5 +603,46 @@ mod tests {
             MirrorEvent::Log(record) => assert_eq!((record.seq, record.level), (2, LogLevel::Warn)),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_connection_maps_readiness_verification_and_only_a_fingerprint() {
+        use sluice_crds::{Condition, Connection, ConnectionSpec, ConnectionStatus};
+        let mut connection = Connection::new(
+            "crm",
+            ConnectionSpec {
+                secret_ref: Some(sluice_crds::LocalObjectReference {
+                    name: "crm-api-token".to_owned(),
+                }),
+                ..ConnectionSpec::default()
+            },
+        );
+        connection.metadata.uid = Some(UID.to_owned());
+        connection.metadata.namespace = Some("team".to_owned());
+        let time = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let status = ConnectionStatus {
+            conditions: vec![
+                Condition::new("Ready", ConditionStatus::True, "Ready", "ok", None, time),
+                Condition::new(
+                    "Verified",
+                    ConditionStatus::False,
+                    "Unreachable",
+                    "down",
+                    None,
+                    time,
+                ),
+            ],
+            last_verified_time: Some(time),
+            ..ConnectionStatus::default()
+        };
+        let fingerprint = "ab".repeat(32);
+        let record =
+            connection_record(&connection, &status, Uuid::nil(), Some(fingerprint.clone()))
+                .unwrap();
+        assert!(record.ready);
+        assert_eq!(record.verification, crate::mirror::Verification::Failed);
+        assert_eq!(record.secret_name.as_deref(), Some("crm-api-token"));
+        assert_eq!(record.secret_fingerprint, Some(fingerprint));
+        assert_eq!(record.last_verified_at, Some(time));
     }
 }
