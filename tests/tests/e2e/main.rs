@@ -11,3 +11,4 @@ mod support;
 mod operator;
 mod operator_support;
 mod operator_limits;
+mod examples;
