@@ -7,14 +7,16 @@
 
 pub mod fail;
 pub mod http;
+pub mod kubernetes;
 pub mod notify;
 pub mod postgres;
 pub mod shell;
 pub mod transform;
 pub mod wait;
+pub mod workflow;
 
 use crate::clock::Clock;
-use crate::node::{Attempt, BoxFuture, Node, NodeContext, NodeError};
+use crate::node::Node;
 use sluice_crds::NodeType;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -37,9 +39,10 @@ impl Catalog {
         Self::default()
     }
 
-    /// Every built-in node type as `sluice-runner run` executes it locally:
-    /// `kubernetes` and `workflow` nodes fail at execution with a hint to
-    /// use the operator.
+    /// Every built-in node type, as `sluice-runner run` and `exec` execute
+    /// them: `kubernetes` nodes use `KUBECONFIG` or the pod's
+    /// ServiceAccount; `workflow` nodes need the operator's run API and,
+    /// in a local run, fail with a hint to run on a cluster.
     pub fn local(clock: Arc<dyn Clock>) -> Self {
         let mut catalog = Self::empty();
         catalog.register(Arc::new(http::HttpNode));
@@ -49,8 +52,8 @@ impl Catalog {
         catalog.register(Arc::new(fail::FailNode));
         catalog.register(Arc::new(postgres::PostgresNode));
         catalog.register(Arc::new(notify::NotifyNode));
-        catalog.register(Arc::new(NeedsCluster(NodeType::Kubernetes)));
-        catalog.register(Arc::new(NeedsCluster(NodeType::Workflow)));
+        catalog.register(Arc::new(kubernetes::KubernetesNode::new()));
+        catalog.register(Arc::new(workflow::WorkflowNode));
         catalog
     }
 
@@ -110,7 +113,7 @@ pub fn describe(node_type: NodeType) -> (&'static str, &'static str) {
             "cluster",
         ),
         NodeType::Workflow => (
-            "Start a run of another Workflow and wait for its output.",
+            "Start a run of another Workflow and wait for it. Output: {run, output, outputTruncated}.",
             "flow",
         ),
         NodeType::Notify => (
@@ -136,28 +139,4 @@ pub fn parameter_schema(node_type: NodeType) -> serde_json::Value {
         NodeType::Fail => schemars::schema_for!(p::FailNode),
     };
     serde_json::to_value(schema).unwrap_or(serde_json::Value::Null)
-}
-
-/// A node type only the operator can run (`kubernetes`, `workflow`): listed
-/// in the catalog, failing at execution when run locally.
-#[derive(Debug)]
-pub struct NeedsCluster(pub NodeType);
-
-impl Node for NeedsCluster {
-    fn node_type(&self) -> NodeType {
-        self.0
-    }
-
-    fn execute<'a>(
-        &'a self,
-        _params: serde_json::Value,
-        _attempt: &'a Attempt,
-        _context: &'a NodeContext,
-    ) -> BoxFuture<'a, Result<serde_json::Value, NodeError>> {
-        let message = format!(
-            "{} nodes need a cluster: run this workflow through the operator",
-            self.0
-        );
-        Box::pin(async move { Err(NodeError::permanent(message)) })
-    }
 }
