@@ -8,6 +8,7 @@
 //! queue is full the runner gets 503 and sends the batch again later, so a
 //! PostgreSQL outage slows runners down instead of losing node history.
 
+use super::children;
 use crate::context::Context;
 use crate::mirror::MirrorEvent;
 use crate::mirror_map::{event_records, execution_record, offer, workflow_uid};
@@ -16,7 +17,7 @@ use crate::run::progress::apply_events;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
@@ -40,12 +41,18 @@ pub fn router(context: Arc<Context>) -> Router {
             &format!("{RUN_API_PREFIX}/{{namespace}}/{{name}}/events"),
             post(events),
         )
+        .route(
+            &format!("{RUN_API_PREFIX}/{{namespace}}/{{name}}/children/{{child}}"),
+            put(children::start)
+                .get(children::read)
+                .delete(children::cancel),
+        )
         .layer(DefaultBodyLimit::max(MAX_BATCH_BYTES))
         .with_state(context)
 }
 
 /// A refused request, with a message for the runner's log.
-struct Refusal(StatusCode, String);
+pub(super) struct Refusal(pub(super) StatusCode, pub(super) String);
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
@@ -63,7 +70,7 @@ impl From<kube::Error> for Refusal {
 }
 
 /// The run named in the path, if the request's token is that run's.
-async fn authorised_run(
+pub(super) async fn authorised_run(
     context: &Context,
     headers: &HeaderMap,
     namespace: &str,
