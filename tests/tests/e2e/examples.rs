@@ -182,8 +182,11 @@ fn password_of(url: &str) -> Option<&str> {
     credentials.split_once(':').map(|(_, password)| password)
 }
 
+/// Whether a run's output is what the example should produce.
+type OutputCheck = fn(&Value) -> bool;
+
 /// The input each example workflow runs with, and a check of its output.
-fn run_plan() -> BTreeMap<&'static str, (Value, fn(&Value) -> bool)> {
+fn run_plan() -> BTreeMap<&'static str, (Value, OutputCheck)> {
     BTreeMap::from([
         (
             "hello",
