@@ -284,6 +284,7 @@ impl Operator {
         let binary = locate(Binary::Operator)?;
         let run_api_port = free_port()?;
         let metrics_port = free_port()?;
+        let webhook_port = free_port()?;
         let identity = if options.identity.is_empty() {
             "sluice-operator".to_string()
         } else {
@@ -308,6 +309,10 @@ impl Operator {
             (
                 "SLUICE_METRICS_ADDR".into(),
                 format!("127.0.0.1:{metrics_port}"),
+            ),
+            (
+                "SLUICE_WEBHOOK_ADDR".into(),
+                format!("127.0.0.1:{webhook_port}"),
             ),
             ("SLUICE_RUNNER_COMMAND".into(), "sluice-runner exec".into()),
             (
