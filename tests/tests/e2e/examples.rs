@@ -345,13 +345,39 @@ async fn every_example_runs_to_completion() {
     }
     assert_eq!(triage_runs.len(), 1, "one run example");
 
+    let mut inventory_uid = String::new();
     for (workflow, (_, check)) in &plan {
         let run = bed
             .wait_terminal(&format!("{workflow}-example"), RunPhase::Succeeded)
             .await;
+        if *workflow == "inventory-check" {
+            inventory_uid = run.metadata.uid.clone().expect("a uid");
+        }
         let output = run.status.and_then(|s| s.output).unwrap_or_default();
         assert!(check(&output), "{workflow}: unexpected output {output}");
     }
+    // The runner's log lines (the retry warning, the HTTP answers) are in
+    // PostgreSQL with their run.
+    let pool = bed.database.pool();
+    let logs: Vec<(String, String)> = eventually("the inventory run's log lines", || {
+        let uid = inventory_uid.clone();
+        async move {
+            let rows: Vec<(String, String)> = sqlx::query_as(
+                "SELECT level, message FROM execution_logs WHERE execution_id = $1::uuid",
+            )
+            .bind(&uid)
+            .fetch_all(pool)
+            .await
+            .ok()?;
+            let retried = rows
+                .iter()
+                .any(|(level, message)| level == "warn" && message.contains("retrying"));
+            let answered = rows.iter().any(|(_, message)| message.contains("200"));
+            (retried && answered).then_some(rows)
+        }
+    })
+    .await;
+    assert!(!logs.is_empty());
     let triage = bed
         .wait_terminal(&triage_runs[0], RunPhase::Succeeded)
         .await;

@@ -3,6 +3,7 @@
 //! cluster namespace (and, without `SLUICE_E2E_KUBECONFIG`, its own API
 //! server stand-in).
 
+mod cluster_nodes;
 mod conformance;
 mod kubectl;
 mod kubelet;
@@ -12,3 +13,4 @@ mod operator;
 mod operator_support;
 mod operator_limits;
 mod examples;
+mod operator_resilience;
