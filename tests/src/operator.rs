@@ -13,7 +13,7 @@
 //! - [`Operator`]: the operator process, configured for the test's
 //!   namespace only, on free loopback ports; killed when dropped. When the
 //!   test panics its log is printed, so a failure shows what the operator
-//!   did.
+//!   did; `SLUICE_E2E_OPERATOR_LOGS=<folder>` keeps every log there.
 //!
 //! It does not define scenarios; those live in `tests/e2e/operator*.rs`.
 
@@ -33,6 +33,9 @@ use crate::cluster::{ClusterError, TestCluster};
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 /// Environment variable that turns the build of the binaries off.
 pub const NO_BUILD_ENV: &str = "SLUICE_E2E_NO_BUILD";
+/// Environment variable naming a folder that keeps the operators' logs
+/// after the tests (by default they are printed only when a test fails).
+pub const LOG_DIR_ENV: &str = "SLUICE_E2E_OPERATOR_LOGS";
 /// How long [`eventually`] waits.
 pub const WAIT_LIMIT: Duration = Duration::from_secs(60);
 
@@ -360,7 +363,16 @@ impl Operator {
             .iter()
             .find(|(key, _)| key == "POD_NAME")
             .map_or("operator", |(_, value)| value.as_str());
-        self.log = self.logs.path().join(format!("{name}-{}.log", self.starts));
+        let folder = std::env::var_os(LOG_DIR_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.logs.path().to_path_buf());
+        let _ = std::fs::create_dir_all(&folder);
+        let namespace = self
+            .env
+            .iter()
+            .find(|(key, _)| key == "SLUICE_NAMESPACE")
+            .map_or("", |(_, value)| value.as_str());
+        self.log = folder.join(format!("{namespace}-{name}-{}.log", self.starts));
         let open = || {
             std::fs::OpenOptions::new()
                 .create(true)
