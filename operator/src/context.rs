@@ -10,10 +10,12 @@ use crate::run_api::token::TokenKey;
 use crate::telemetry::Metrics;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Field manager and event reporter name of the operator.
 pub const FIELD_MANAGER: &str = "sluice-operator";
@@ -34,6 +36,7 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     recorder: Recorder,
     admission_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    failures: Mutex<HashMap<String, (u32, Instant)>>,
 }
 
 impl Context {
@@ -75,6 +78,7 @@ impl Context {
             metrics,
             recorder,
             admission_locks: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
         }
     }
 
@@ -104,6 +108,57 @@ impl Context {
         }
     }
 
+    /// The shared error policy of every controller: counts the failure by
+    /// category, retries a conflict (someone else wrote first) at once and
+    /// quietly, and otherwise logs, publishes one Warning Event whose
+    /// reason is the error's category, and requeues with per-object
+    /// exponential backoff (1 s doubling to 5 min; reset after 5 quiet
+    /// minutes).
+    pub fn reconcile_error<K>(
+        self: &Arc<Self>,
+        controller: &'static str,
+        object: &K,
+        error: &Error,
+    ) -> Action
+    where
+        K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    {
+        let category = error.category();
+        self.metrics.reconcile_failed(controller, category);
+        let name = object.meta().name.clone().unwrap_or_default();
+        if category == "Conflict" {
+            tracing::debug!(controller, object = %name, %error, "write conflict; retrying");
+            return Action::requeue(Duration::from_millis(100));
+        }
+        tracing::warn!(controller, object = %name, %error, "reconcile failed");
+        let key = format!(
+            "{controller}/{}/{name}",
+            object.meta().namespace.clone().unwrap_or_default()
+        );
+        let delay = {
+            let mut failures = self
+                .failures
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let entry = failures.entry(key).or_insert((0, Instant::now()));
+            if entry.1.elapsed() > MAX_BACKOFF {
+                entry.0 = 0;
+            }
+            entry.0 = entry.0.saturating_add(1);
+            entry.1 = Instant::now();
+            backoff(entry.0)
+        };
+        let context = self.clone();
+        let object = object.clone();
+        let message = error.to_string();
+        tokio::spawn(async move {
+            context
+                .publish(&object, true, category, "Reconcile", message)
+                .await;
+        });
+        Action::requeue(delay)
+    }
+
     /// The lock serialising admission decisions of one workflow.
     pub fn admission_lock(&self, namespace: &str, workflow: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self
@@ -115,6 +170,14 @@ impl Context {
             .or_default()
             .clone()
     }
+}
+
+/// Longest wait between retries of a failing object.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Wait before retry `failures` (1 → 1 s, doubling, at most [`MAX_BACKOFF`]).
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(16)).min(MAX_BACKOFF)
 }
 
 fn truncate(mut text: String, max: usize) -> String {
@@ -158,6 +221,13 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_from_one_second_up_to_five_minutes() {
+        let waits: Vec<u64> = (1..=10).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300]);
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+    }
 
     #[test]
     fn long_event_notes_are_cut_on_a_character_boundary() {

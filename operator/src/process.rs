@@ -87,6 +87,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             leader_tx,
         ));
     }
+    // Every replica serves the run API and webhooks, so every replica is
+    // ready once its servers are up, whether or not it leads.
+    metrics.set_ready();
     let controllers = {
         let context = context.clone();
         let stopping = stopping.clone();
@@ -97,7 +100,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 _ = stopping_wait.wait_for(|stop| *stop) => return Ok(()),
             }
             context.metrics.leader.set(1);
-            context.metrics.set_ready();
             tracing::info!("starting controllers");
             let until_stop = |mut receiver: watch::Receiver<bool>| async move {
                 let _ = receiver.wait_for(|stop| *stop).await;

@@ -141,7 +141,7 @@ impl Metrics {
             .inc();
     }
 
-    /// Marks the process ready (controllers started).
+    /// Marks the process ready (its servers are up; leading is not required).
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Release);
     }

@@ -21,7 +21,6 @@ use kube::{Resource, ResourceExt};
 use sluice_crds::Connection;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 const CONTROLLER: &str = "connection";
 
@@ -177,8 +176,5 @@ async fn observe_secret(
 fn error_policy(connection: Arc<Connection>, error: &Error, state: Arc<State>) -> Action {
     state
         .context
-        .metrics
-        .reconcile_failed(CONTROLLER, error.category());
-    tracing::warn!(connection = %connection.name_any(), %error, "reconcile failed");
-    Action::requeue(Duration::from_secs(10))
+        .reconcile_error(CONTROLLER, &*connection, error)
 }

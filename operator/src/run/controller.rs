@@ -693,12 +693,7 @@ fn is_not_found(error: &kube::Error) -> bool {
 }
 
 fn error_policy(run: Arc<WorkflowRun>, error: &Error, context: Arc<Context>) -> Action {
-    context
-        .metrics
-        .reconcile_failed(CONTROLLER, error.category());
-    tracing::warn!(run = %run.name_any(), %error, "reconcile failed");
-    let delay = if error.category() == "Conflict" { 0 } else { 2 };
-    Action::requeue(Duration::from_secs(delay))
+    context.reconcile_error(CONTROLLER, &*run, error)
 }
 
 #[cfg(test)]

@@ -241,10 +241,5 @@ async fn apply_runs(
 }
 
 fn error_policy(schedule: Arc<Schedule>, error: &Error, state: Arc<State>) -> Action {
-    state
-        .context
-        .metrics
-        .reconcile_failed(CONTROLLER, error.category());
-    tracing::warn!(schedule = %schedule.name_any(), %error, "reconcile failed");
-    Action::requeue(Duration::from_secs(1))
+    state.context.reconcile_error(CONTROLLER, &*schedule, error)
 }

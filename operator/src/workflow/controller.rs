@@ -112,9 +112,5 @@ async fn observe(
 }
 
 fn error_policy(workflow: Arc<Workflow>, error: &Error, context: Arc<Context>) -> Action {
-    context
-        .metrics
-        .reconcile_failed(CONTROLLER, error.category());
-    tracing::warn!(workflow = %workflow.name_any(), %error, "reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+    context.reconcile_error(CONTROLLER, &*workflow, error)
 }
