@@ -544,12 +544,54 @@ async fn finish(run: &WorkflowRun, context: &Context, namespace: &str) -> Result
                 .await;
         }
     }
+    cancel_children(run, context, namespace).await?;
     let workflows: Api<Workflow> = Api::namespaced(context.client.clone(), namespace);
     if let Some(workflow) = workflows.get_opt(&run.spec.workflow_ref.name).await? {
         crate::mirror_map::offer_run(context, run);
         apply_history_limits(context, namespace, &workflow).await?;
     }
     Ok(Action::await_change())
+}
+
+/// Cancels the unfinished child runs (of `workflow` nodes) of a run that
+/// has ended: its runner may have been stopped (cancel, deadline, OOM)
+/// before it could cancel them itself.
+async fn cancel_children(
+    run: &WorkflowRun,
+    context: &Context,
+    namespace: &str,
+) -> Result<(), Error> {
+    let runs: Api<WorkflowRun> = Api::namespaced(context.client.clone(), namespace);
+    let selector = format!(
+        "{}={}",
+        crate::run_api::children::PARENT_RUN_LABEL,
+        names::fit_label(&run.name_any())
+    );
+    let children = runs
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items;
+    for child in children {
+        let finished = child
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_some_and(RunPhase::is_terminal);
+        if finished
+            || child.spec.cancel == Some(true)
+            || !crate::run_api::children::belongs_to(&child, run)
+        {
+            continue;
+        }
+        let patch = serde_json::json!({"spec": {"cancel": true}});
+        runs.patch(
+            &child.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Deletes the oldest finished runs of `workflow` beyond its history limits.
