@@ -14,3 +14,4 @@ mod operator_support;
 mod operator_limits;
 mod examples;
 mod operator_resilience;
+mod schedules;
