@@ -489,3 +489,35 @@ async fn a_runs_token_sees_only_its_own_children() {
     .await;
     bed.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_parent_cancels_its_running_child() {
+    let bed = Bed::start("cancel-parent").await;
+    bed.apply_workflow(
+        "slow",
+        json!({"nodes": [{"name": "nap", "wait": {"duration": "60s"}}]}),
+    )
+    .await;
+    bed.apply_workflow("calls-slow", parent_workflow("slow", json!({})))
+        .await;
+    bed.create_run("parent", "calls-slow", json!({})).await;
+    bed.wait_run("parent-call", "the child running", |run| {
+        run.status.as_ref().and_then(|s| s.phase) == Some(RunPhase::Running)
+    })
+    .await;
+
+    // The parent's Job is deleted at once, so its runner cannot cancel the
+    // child itself: the operator must.
+    bed.runs()
+        .patch(
+            "parent",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"cancel": true}})),
+        )
+        .await
+        .expect("cancel the parent");
+    bed.wait_terminal("parent", RunPhase::Cancelled).await;
+    let child = bed.wait_terminal("parent-call", RunPhase::Cancelled).await;
+    assert_eq!(child.spec.cancel, Some(true));
+    bed.finish().await;
+}
