@@ -60,9 +60,10 @@ fn fixture(index: usize, at: DateTime<Utc>) -> (Schedule, Vec<ObservedRun>) {
         cron: CRONS[index % CRONS.len()].to_owned(),
         time_zone: Some(ZONES[index % ZONES.len()].to_owned()),
         overlap_policy: Some(POLICIES[index % POLICIES.len()]),
-        jitter: (index % 3 == 0)
+        jitter: index
+            .is_multiple_of(3)
             .then(|| SpecDuration::parse("30s").unwrap_or_else(|_| unreachable!())),
-        catch_up: (index % 2 == 0).then(|| CatchUp {
+        catch_up: index.is_multiple_of(2).then(|| CatchUp {
             window: SpecDuration::parse("1h").unwrap_or_else(|_| unreachable!()),
             max_runs: Some(3),
         }),

@@ -1,7 +1,8 @@
 //! The operator's configuration: command-line flags, each also settable by
 //! an environment variable (the Helm chart uses the variables).
 
-use clap::Parser;
+use chrono::NaiveDate;
+use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -11,6 +12,10 @@ use std::time::Duration;
 #[derive(Clone, Debug, Parser)]
 #[command(name = "sluice-operator", version, about, long_about = None)]
 pub struct Config {
+    /// A maintenance command to run instead of the operator.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Only watch this namespace. Default: every namespace the operator's
     /// ServiceAccount may read.
     #[arg(long, env = "SLUICE_NAMESPACE")]
@@ -90,6 +95,22 @@ pub struct Config {
     pub no_leader_election: bool,
 }
 
+/// Maintenance commands; without one, the operator runs.
+#[derive(Clone, Debug, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Rebuild the daily workflow and node metrics and the usage records of
+    /// a range of UTC days from the executions table, then exit. Needs
+    /// --database-url (or DATABASE_URL); applies pending migrations first.
+    RecomputeMetrics {
+        /// First day, e.g. 2026-11-01.
+        #[arg(long)]
+        from: NaiveDate,
+        /// Last day, inclusive. Defaults to today (UTC).
+        #[arg(long)]
+        to: Option<NaiveDate>,
+    },
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     sluice_crds::Duration::parse(text)
         .map(|d| d.as_std())
@@ -123,5 +144,31 @@ mod tests {
         assert!(config.no_leader_election);
         assert_eq!(config.runner_argv(), ["sluice-runner", "exec"]);
         assert!(Config::try_parse_from(["sluice-operator", "--lease-duration", "soon"]).is_err());
+        assert_eq!(config.command, None);
+    }
+
+    #[test]
+    fn recompute_metrics_takes_a_day_range() {
+        let config = Config::try_parse_from([
+            "sluice-operator",
+            "recompute-metrics",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-03",
+        ])
+        .unwrap();
+        let day = |d| NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+        assert_eq!(
+            config.command,
+            Some(Command::RecomputeMetrics {
+                from: day(1),
+                to: Some(day(3))
+            })
+        );
+        assert!(
+            Config::try_parse_from(["sluice-operator", "recompute-metrics", "--from", "November"])
+                .is_err()
+        );
     }
 }

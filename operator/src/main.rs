@@ -2,7 +2,7 @@
 //! the operator (see `sluice_operator::process`).
 
 use clap::Parser;
-use sluice_operator::config::Config;
+use sluice_operator::config::{Command, Config};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -17,5 +17,10 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_current_span(false)
         .init();
-    sluice_operator::process::run(config).await
+    match config.command.clone() {
+        Some(Command::RecomputeMetrics { from, to }) => {
+            sluice_operator::process::recompute_metrics(&config, from, to).await
+        }
+        None => sluice_operator::process::run(config).await,
+    }
 }

@@ -20,6 +20,37 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// Rebuilds daily metrics for `from..=to` (UTC days) and prints what it did.
+pub async fn recompute_metrics(
+    config: &Config,
+    from: chrono::NaiveDate,
+    to: Option<chrono::NaiveDate>,
+) -> anyhow::Result<()> {
+    let url = config
+        .database_url
+        .as_deref()
+        .context("recompute-metrics needs the database: pass --database-url or set DATABASE_URL")?;
+    let to = to.unwrap_or_else(|| chrono::Utc::now().date_naive());
+    anyhow::ensure!(from <= to, "--from {from} is after --to {to}: swap them");
+    let options = PgConnectOptions::from_str(url).context("failed to parse the database URL")?;
+    run_migrations(&options)
+        .await
+        .context("failed to migrate the database")?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .context("failed to connect to the database")?;
+    let done = crate::mirror::metrics::recompute_daily_metrics(&pool, from..=to)
+        .await
+        .context("failed to recompute daily metrics")?;
+    println!(
+        "recomputed daily metrics for {from}..={to}: {} workflow-days, {} workspace-days",
+        done.workflow_days, done.workspace_days
+    );
+    Ok(())
+}
+
 /// Runs the operator until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let client = Client::try_default()

@@ -214,7 +214,7 @@ pub struct Recomputed {
 /// Rebuilds `workflow_metrics`, `node_metrics` and `usage_records` for the
 /// given UTC days from the executions tables, in one transaction. The
 /// "one command" of the issue: the operator binary exposes it as
-/// `sluice-operator mirror recompute-metrics`.
+/// `sluice-operator recompute-metrics --from DAY [--to DAY]`.
 pub async fn recompute_daily_metrics(
     pool: &PgPool,
     days: RangeInclusive<NaiveDate>,

@@ -50,7 +50,7 @@
 //!   (workflow, day) as runs finish, from the executions table, so a refresh
 //!   is idempotent, and [`metrics::recompute_daily_metrics`] rebuilds any
 //!   range the same way (the operator issue will expose it as
-//!   `sluice-operator mirror recompute-metrics --from DAY --to DAY`).
+//!   `sluice-operator recompute-metrics --from DAY --to DAY`).
 //! - Payloads pass through [`sanitize`]: NUL escaped, UTF-8 repaired, size
 //!   and depth capped, with what was done stored in
 //!   `node_executions.payload_notes` / the log line's `metadata.sluice`.
