@@ -272,6 +272,7 @@ pub struct Operator {
     env: Vec<(String, String)>,
     run_api_port: u16,
     metrics_port: u16,
+    webhook_port: u16,
     log: PathBuf,
     starts: u32,
     logs: tempfile::TempDir,
@@ -339,6 +340,7 @@ impl Operator {
             env,
             run_api_port,
             metrics_port,
+            webhook_port,
             log: PathBuf::new(),
             starts: 0,
             logs: tempfile::Builder::new()
@@ -413,6 +415,11 @@ impl Operator {
     /// Base URL of `/metrics`, `/healthz`, `/readyz`.
     pub fn metrics_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.metrics_port)
+    }
+
+    /// Base URL of the webhook server (`POST /hooks/...`).
+    pub fn webhook_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.webhook_port)
     }
 
     /// The process id, while it runs.

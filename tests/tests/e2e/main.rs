@@ -6,6 +6,7 @@
 mod chart;
 mod cluster_nodes;
 mod conformance;
+mod connections;
 mod kubectl;
 mod kubelet;
 mod standin;
