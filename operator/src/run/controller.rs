@@ -179,6 +179,11 @@ async fn admit(run: &WorkflowRun, context: &Context, namespace: &str) -> Result<
         }
     };
 
+    // Without a concurrency limit every run starts: no siblings to read, and
+    // no reason to admit this workflow's runs one at a time.
+    if workflow.spec.concurrency.is_none() {
+        return start(run, &workflow, input, context, namespace).await;
+    }
     let lock = context.admission_lock(namespace, workflow_name);
     let _admitting = lock.lock().await;
     let runs: Api<WorkflowRun> = Api::namespaced(context.client.clone(), namespace);

@@ -1,0 +1,433 @@
+//! Performance of the real `sluice-operator` against the API server
+//! stand-in, printed as numbers (no criterion: these are distributions and
+//! one-off sizes, not a function timed in a loop).
+//!
+//! ```text
+//! cargo bench -p sluice-e2e --bench operator                # all three
+//! cargo bench -p sluice-e2e --bench operator -- admission   # issue 6a
+//! cargo bench -p sluice-e2e --bench operator -- memory      # issue 6b
+//! cargo bench -p sluice-e2e --bench operator -- schedules   # issue 7
+//! ```
+//!
+//! - `admission`: WorkflowRuns created open-loop at `SLUICE_BENCH_RATE`
+//!   (default 100) per second for `SLUICE_BENCH_SECONDS` (default 10) of a
+//!   one-`transform`-node workflow without a concurrency limit; latency =
+//!   the moment a Job watcher in this process sees the run's Job − the
+//!   moment the run's create call answered.
+//! - `memory`: the operator's VmRSS/VmHWM once `SLUICE_BENCH_WORKFLOWS`
+//!   (default 10,000) Workflows all have `status.observedGeneration`.
+//! - `schedules`: `SLUICE_BENCH_SCHEDULES` (default 10,000) Schedules
+//!   `<s> * * * * *` (s = i mod 60, AllowAll) for `SLUICE_BENCH_SECONDS`
+//!   (default 120 here); lag = the moment a run watcher in this process sees
+//!   a slot's run − `spec.trigger.scheduledTime`, for slots after all the
+//!   Schedules exist; then the operator's RSS.
+//!
+//! No database (the mirror is off) and no kubelet emulator (Jobs are never
+//! run): these measure the operator's own path. The stand-in, the watchers
+//! and the load generator share this process and the machine's cores with
+//! the operator, so the numbers are an upper bound of what the operator
+//! alone would show.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::batch::v1::Job;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+use sluice_crds::{Schedule, Workflow, WorkflowRun};
+use sluice_e2e::cluster::{KUBELET_ENV, TestCluster};
+use sluice_e2e::operator::{Operator, OperatorOptions, cluster};
+
+/// Each slot's run at its first sighting: run name → (slot, lag in ms).
+type Sightings = HashMap<String, (DateTime<Utc>, f64)>;
+
+/// Requests in flight while creating objects in bulk.
+const IN_FLIGHT: usize = 32;
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    // The kubelet emulator is turned off by the environment only; set it
+    // for a child of this same binary rather than for this process.
+    if std::env::var(KUBELET_ENV).as_deref() != Ok("cluster") {
+        let status = std::process::Command::new(std::env::current_exe().expect("own path"))
+            .args(std::env::args_os().skip(1))
+            .env(KUBELET_ENV, "cluster")
+            .status()
+            .expect("failed to run the benchmark");
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with('-'))
+        .collect();
+    let selected = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async {
+        if selected("admission") {
+            admission().await;
+        }
+        if selected("memory") {
+            memory().await;
+        }
+        if selected("schedules") {
+            schedules().await;
+        }
+    });
+}
+
+struct Bench {
+    // Dropped in this order: the operator before its cluster.
+    operator: Operator,
+    cluster: TestCluster,
+}
+
+impl Bench {
+    async fn start(name: &str) -> Self {
+        let cluster = cluster(name).await.expect("failed to start the cluster");
+        let operator = Operator::start(&cluster, OperatorOptions::default())
+            .await
+            .expect("failed to start the operator");
+        Self { operator, cluster }
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.cluster.client(), self.cluster.namespace())
+    }
+
+    async fn apply_workflow(&self, name: &str) {
+        let workflow: Workflow =
+            serde_json::from_value(workflow_manifest(name)).expect("a valid Workflow");
+        self.api::<Workflow>()
+            .create(&PostParams::default(), &workflow)
+            .await
+            .expect("failed to create the workflow");
+        self.wait_reconciled(1).await;
+    }
+
+    /// Waits until `count` Workflows have `status.observedGeneration`.
+    async fn wait_reconciled(&self, count: usize) -> Duration {
+        let started = Instant::now();
+        loop {
+            let list = self
+                .api::<Workflow>()
+                .list(&ListParams::default())
+                .await
+                .expect("failed to list workflows");
+            let done = list
+                .items
+                .iter()
+                .filter(|w| {
+                    w.status.as_ref().and_then(|s| s.observed_generation) == w.metadata.generation
+                        && w.metadata.generation.is_some()
+                })
+                .count();
+            if done >= count {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(600),
+                "only {done} of {count} workflows reconciled after 10 minutes"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    fn memory(&self) -> String {
+        let pid = self.operator.id().expect("the operator runs");
+        let status =
+            std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|line| line.starts_with(name))
+                .map(|line| line[name.len()..].trim().to_owned())
+                .unwrap_or_default()
+        };
+        format!("VmRSS {}, VmHWM {}", field("VmRSS:"), field("VmHWM:"))
+    }
+
+    async fn finish(mut self) {
+        self.operator.kill().await;
+        self.cluster
+            .finish()
+            .await
+            .expect("failed to finish the cluster");
+    }
+}
+
+fn workflow_manifest(name: &str) -> Value {
+    json!({
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": name},
+        "spec": {"nodes": [{"name": "t", "transform": {"jq": "."}}]},
+    })
+}
+
+/// p50, p99 and max of `samples` (milliseconds), as one line.
+fn summary(samples: &mut [f64]) -> String {
+    if samples.is_empty() {
+        return "no samples".to_owned();
+    }
+    samples.sort_by(f64::total_cmp);
+    let at =
+        |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1];
+    format!(
+        "n={} p50={:.1} ms p99={:.1} ms max={:.1} ms",
+        samples.len(),
+        at(0.50),
+        at(0.99),
+        samples[samples.len() - 1]
+    )
+}
+
+/// Issue 6a: run creation → Job creation at a steady rate.
+async fn admission() {
+    let rate = env_number("SLUICE_BENCH_RATE", 100);
+    let seconds = env_number("SLUICE_BENCH_SECONDS", 10);
+    let bench = Bench::start("bench-admission").await;
+    bench.apply_workflow("trivial").await;
+
+    // First sighting of each Job, by name.
+    let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let watch = {
+        let seen = seen.clone();
+        let jobs = bench.api::<Job>();
+        tokio::spawn(async move {
+            let mut events = watcher(jobs, watcher::Config::default()).boxed();
+            while let Some(event) = events.next().await {
+                if let Ok(watcher::Event::Apply(job) | watcher::Event::InitApply(job)) = event {
+                    let now = Instant::now();
+                    seen.lock()
+                        .expect("not poisoned")
+                        .entry(job.name_any())
+                        .or_insert(now);
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let total = rate * seconds;
+    let period = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut clock = tokio::time::interval(period);
+    clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let runs = bench.api::<WorkflowRun>();
+    let mut creations = Vec::with_capacity(total as usize);
+    let started = Instant::now();
+    for index in 0..total {
+        clock.tick().await;
+        let runs = runs.clone();
+        creations.push(tokio::spawn(async move {
+            let name = format!("run-{index:05}");
+            let run: WorkflowRun = serde_json::from_value(json!({
+                "apiVersion": "sluice.dev/v1alpha1",
+                "kind": "WorkflowRun",
+                "metadata": {"name": name},
+                "spec": {"workflowRef": {"name": "trivial"}},
+            }))
+            .expect("a valid WorkflowRun");
+            let sent = Instant::now();
+            runs.create(&PostParams::default(), &run)
+                .await
+                .expect("failed to create a run");
+            (name, sent, Instant::now())
+        }));
+    }
+    let offered = started.elapsed();
+    let mut created = vec![];
+    for creation in creations {
+        created.push(creation.await.expect("a creation task"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let missing = {
+            let seen = seen.lock().expect("not poisoned");
+            created
+                .iter()
+                .filter(|(name, _, _)| !seen.contains_key(&sluice_operator::names::job_name(name)))
+                .count()
+        };
+        if missing == 0 || Instant::now() > deadline {
+            if missing > 0 {
+                println!("admission: {missing} runs got no Job within 120 s");
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    watch.abort();
+    let seen = seen.lock().expect("not poisoned").clone();
+    let mut from_created = vec![];
+    let mut from_sent = vec![];
+    let mut create_calls = vec![];
+    for (name, sent, answered) in &created {
+        create_calls.push((*answered - *sent).as_secs_f64() * 1000.0);
+        if let Some(job_seen) = seen.get(&sluice_operator::names::job_name(name)) {
+            let since =
+                |at: &Instant| job_seen.saturating_duration_since(*at).as_secs_f64() * 1000.0;
+            from_created.push(since(answered));
+            from_sent.push(since(sent));
+        }
+    }
+    println!(
+        "admission: {total} runs offered at {rate}/s over {:.2} s (no database, no kubelet)",
+        offered.as_secs_f64()
+    );
+    println!(
+        "admission: run created → Job seen: {}",
+        summary(&mut from_created)
+    );
+    println!(
+        "admission: create sent → Job seen:  {}",
+        summary(&mut from_sent)
+    );
+    println!(
+        "admission: create call:             {}",
+        summary(&mut create_calls)
+    );
+    println!("admission: operator {}", bench.memory());
+    bench.finish().await;
+}
+
+/// Issue 6b: operator memory with many Workflows.
+async fn memory() {
+    let count = env_number("SLUICE_BENCH_WORKFLOWS", 10_000) as usize;
+    let bench = Bench::start("bench-memory").await;
+    println!("memory: operator idle: {}", bench.memory());
+    let workflows = bench.api::<Workflow>();
+    let started = Instant::now();
+    stream::iter(0..count)
+        .map(|index| {
+            let workflows = workflows.clone();
+            async move {
+                let workflow: Workflow =
+                    serde_json::from_value(workflow_manifest(&format!("wf-{index:05}")))
+                        .expect("a valid Workflow");
+                workflows.create(&PostParams::default(), &workflow).await
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("failed to create a workflow");
+    let created = started.elapsed();
+    let waited = bench.wait_reconciled(count).await;
+    println!(
+        "memory: {count} workflows created in {:.1} s, all reconciled {:.1} s later",
+        created.as_secs_f64(),
+        waited.as_secs_f64()
+    );
+    println!(
+        "memory: operator with {count} workflows: {}",
+        bench.memory()
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    println!("memory: operator 5 s later: {}", bench.memory());
+    bench.finish().await;
+}
+
+/// Issue 7: firing lag with many Schedules in one operator.
+async fn schedules() {
+    let count = env_number("SLUICE_BENCH_SCHEDULES", 10_000) as usize;
+    let seconds = env_number("SLUICE_BENCH_SECONDS", 120);
+    let bench = Bench::start("bench-schedules").await;
+    bench.apply_workflow("trivial").await;
+
+    // Lag of each slot's run at its first sighting, by run name.
+    let lags: Arc<Mutex<Sightings>> = Arc::default();
+    let watch = {
+        let lags = lags.clone();
+        let runs = bench.api::<WorkflowRun>();
+        tokio::spawn(async move {
+            let config = watcher::Config::default().labels("sluice.dev/schedule");
+            let mut events = watcher(runs, config).boxed();
+            while let Some(event) = events.next().await {
+                if let Ok(watcher::Event::Apply(run) | watcher::Event::InitApply(run)) = event {
+                    let now = Utc::now();
+                    let Some(slot) = run.spec.trigger.as_ref().and_then(|t| t.scheduled_time)
+                    else {
+                        continue;
+                    };
+                    let lag = (now - slot).num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0;
+                    lags.lock()
+                        .expect("not poisoned")
+                        .entry(run.name_any())
+                        .or_insert((slot, lag));
+                }
+            }
+        })
+    };
+
+    let schedules = bench.api::<Schedule>();
+    let started = Instant::now();
+    stream::iter(0..count)
+        .map(|index| {
+            let schedules = schedules.clone();
+            async move {
+                let schedule: Schedule = serde_json::from_value(json!({
+                    "apiVersion": "sluice.dev/v1alpha1",
+                    "kind": "Schedule",
+                    "metadata": {"name": format!("s-{index:05}")},
+                    "spec": {
+                        "workflowRef": {"name": "trivial"},
+                        "cron": format!("{} * * * * *", index % 60),
+                        "overlapPolicy": "AllowAll",
+                    },
+                }))
+                .expect("a valid Schedule");
+                schedules.create(&PostParams::default(), &schedule).await
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("failed to create a schedule");
+    println!(
+        "schedules: {count} schedules created in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    // Slots from here on: every schedule exists and the operator had a
+    // few seconds to see them all.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let from = Utc::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let until = Utc::now();
+    println!("schedules: operator {}", bench.memory());
+    // Slots due in the window may still be firing: give them the on-time limit.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    watch.abort();
+    let lags = lags.lock().expect("not poisoned").clone();
+    let mut window: Vec<f64> = lags
+        .values()
+        .filter(|(slot, _)| *slot >= from && *slot < until)
+        .map(|(_, lag)| *lag)
+        .collect();
+    let expected = count as f64 * (until - from).num_milliseconds() as f64 / 60_000.0;
+    println!(
+        "schedules: {count} schedules, slots over {seconds} s (≈{expected:.0} expected, {} fired, {} runs seen in all)",
+        window.len(),
+        lags.len()
+    );
+    println!("schedules: slot → run seen: {}", summary(&mut window));
+    println!("schedules: operator after the window: {}", bench.memory());
+    bench.finish().await;
+}
