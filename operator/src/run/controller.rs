@@ -402,6 +402,13 @@ async fn start(
         ),
     );
     write_status(run, context, status).await?;
+    tracing::info!(
+        namespace,
+        run = %run_name,
+        job = job.metadata.name.as_deref().unwrap_or_default(),
+        revision = snapshot.workflow_revision,
+        "run started"
+    );
     context
         .publish(
             run,
@@ -500,6 +507,7 @@ async fn end(
         }
     }
     write_status(run, context, status).await?;
+    tracing::info!(run = %run.name_any(), ?phase, reason, "run ended by the operator");
     context
         .publish(run, phase == RunPhase::Failed, reason, "End", message)
         .await;
@@ -537,6 +545,7 @@ async fn finish(run: &WorkflowRun, context: &Context, namespace: &str) -> Result
         super::progress::refresh(&mut status);
         write_status(run, context, status.clone()).await?;
         context.metrics.run_finished(&reason, seconds);
+        tracing::info!(run = %run.name_any(), phase = %reason, seconds, "run finished");
         if phase == RunPhase::Succeeded {
             context
                 .publish(

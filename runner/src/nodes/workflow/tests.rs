@@ -99,7 +99,10 @@ fn child_names_derive_from_parent_and_node() {
         "{odd}"
     );
     let cut = child_run_name(&format!("{}-{}", "a".repeat(51), "b".repeat(20)), "x");
-    assert!(!cut.contains("--") && cut.len() <= MAX_CHILD_NAME_LEN, "{cut}");
+    assert!(
+        !cut.contains("--") && cut.len() <= MAX_CHILD_NAME_LEN,
+        "{cut}"
+    );
 }
 
 #[tokio::test]
