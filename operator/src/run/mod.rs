@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod controller;
+pub mod finish;
 pub mod job;
 pub mod outcome;
 pub mod progress;
