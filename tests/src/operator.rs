@@ -280,7 +280,7 @@ pub struct Operator {
 
 impl Operator {
     /// Starts the operator for `cluster`'s namespace and waits until it
-    /// serves `/healthz` (and, without leader election, `/readyz`).
+    /// serves `/healthz` and `/readyz`.
     pub async fn start(
         cluster: &TestCluster,
         options: OperatorOptions,
@@ -497,14 +497,35 @@ impl Operator {
         self.wait_for_status("/healthz").await
     }
 
-    /// Waits until the controllers run (`/readyz`).
+    /// Waits until the replica serves (`/readyz`; every replica is ready,
+    /// leading or not).
     pub async fn wait_ready(&mut self) -> Result<(), HarnessError> {
         self.wait_for_status("/readyz").await
     }
 
-    /// Whether `/readyz` answers 200 now (the replica leads).
-    pub async fn is_ready(&self) -> bool {
-        self.get("/readyz").await == Some(200)
+    /// Whether this replica holds the leader Lease now (`sluice_leader 1`).
+    pub async fn is_leader(&self) -> bool {
+        self.metrics()
+            .await
+            .is_ok_and(|text| text.lines().any(|line| line.trim() == "sluice_leader 1"))
+    }
+
+    /// Waits until this replica holds the leader Lease.
+    pub async fn wait_leader(&mut self) -> Result<(), HarnessError> {
+        let started = tokio::time::Instant::now();
+        while !self.is_leader().await {
+            if let Some(message) = self.exited() {
+                return Err(HarnessError::Operator(message));
+            }
+            if started.elapsed() > WAIT_LIMIT {
+                return Err(HarnessError::Operator(format!(
+                    "the replica did not lead within {WAIT_LIMIT:?}; log:\n{}",
+                    self.logs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
     }
 
     /// Kills the process with SIGKILL (no graceful shutdown) and waits for it.

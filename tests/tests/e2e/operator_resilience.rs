@@ -305,8 +305,8 @@ async fn a_standby_replica_takes_over_when_the_leader_dies() {
                 .into_iter()
                 .filter_map(|lease| lease.spec?.holder_identity)
                 .collect();
-            let ready = (first.is_ready().await, second.is_ready().await);
-            match (holders.as_slice(), ready) {
+            let leading = (first.is_leader().await, second.is_leader().await);
+            match (holders.as_slice(), leading) {
                 ([holder], (true, false)) if holder == "replica-a" => Some("replica-a"),
                 ([holder], (false, true)) if holder == "replica-b" => Some("replica-b"),
                 _ => None,
@@ -314,6 +314,10 @@ async fn a_standby_replica_takes_over_when_the_leader_dies() {
         }
     })
     .await;
+    // Every replica serves the run API and webhooks, so the standby is
+    // ready too: a Service must send it traffic.
+    first.wait_ready().await.expect("replica a is ready");
+    second.wait_ready().await.expect("replica b is ready");
     let bed_runs: Api<WorkflowRun> = Api::namespaced(cluster.client(), cluster.namespace());
     cluster
         .apply_value(
@@ -332,7 +336,7 @@ async fn a_standby_replica_takes_over_when_the_leader_dies() {
     };
     dead.kill().await;
     survivor
-        .wait_ready()
+        .wait_leader()
         .await
         .expect("the standby replica takes over");
     let run: WorkflowRun = serde_json::from_value(json!({

@@ -189,7 +189,7 @@ async fn two_leader_elected_operators_never_fire_a_slot_twice() {
     let started = Utc::now();
     wait_for_slot_after(&cluster, "ticker", started + TimeDelta::seconds(4)).await;
     // The leader dies; the other replica takes over and keeps firing.
-    let leader = if first.is_ready().await {
+    let leader = if first.is_leader().await {
         &mut first
     } else {
         &mut second
