@@ -23,7 +23,8 @@
 //!   Schedules exist; then the operator's RSS.
 //!
 //! No database (the mirror is off) and no kubelet emulator (Jobs are never
-//! run): these measure the operator's own path. The stand-in, the watchers
+//! run): these measure the operator's own path, with the release build of
+//! `sluice-operator` (set `SLUICE_E2E_PROFILE=debug` for the debug one). The stand-in, the watchers
 //! and the load generator share this process and the machine's cores with
 //! the operator, so the numbers are an upper bound of what the operator
 //! alone would show.
@@ -40,6 +41,7 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 use sluice_crds::{Schedule, Workflow, WorkflowRun};
+use sluice_e2e::binaries::PROFILE_ENV;
 use sluice_e2e::cluster::{KUBELET_ENV, TestCluster};
 use sluice_e2e::operator::{Operator, OperatorOptions, cluster};
 
@@ -63,6 +65,10 @@ fn main() {
         let status = std::process::Command::new(std::env::current_exe().expect("own path"))
             .args(std::env::args_os().skip(1))
             .env(KUBELET_ENV, "cluster")
+            .env(
+                PROFILE_ENV,
+                std::env::var(PROFILE_ENV).unwrap_or_else(|_| "release".to_owned()),
+            )
             .status()
             .expect("failed to run the benchmark");
         std::process::exit(status.code().unwrap_or(1));

@@ -1,8 +1,10 @@
 //! Locates the workspace binaries the end-to-end tests run
 //! (`sluice-runner`, `sluice-operator`).
 //!
-//! They are looked up in `<target dir>/debug/`, where the target dir is
-//! `CARGO_TARGET_DIR` or `<workspace>/target`. This module does not build
+//! They are looked up in `<target dir>/<profile>/`, where the target dir is
+//! `CARGO_TARGET_DIR` or `<workspace>/target` and the profile is `debug`,
+//! or `release` when [`PROFILE_ENV`] says so (the benchmarks measure the
+//! optimised binaries a user would run). This module does not build
 //! anything: a missing binary is an error that says which command builds
 //! it, so a test fails loudly instead of silently running something stale
 //! from elsewhere.
@@ -33,10 +35,18 @@ impl Binary {
     }
 }
 
+/// Set to `release` to run the release builds of the binaries.
+pub const PROFILE_ENV: &str = "SLUICE_E2E_PROFILE";
+
+/// Whether the release builds are the ones to run.
+pub fn release() -> bool {
+    std::env::var(PROFILE_ENV).is_ok_and(|profile| profile == "release")
+}
+
 /// A binary was not where it should be.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "{binary} not found at {}: build it first with `cargo build -p {package} --bin {binary}` (the end-to-end tests run the real binaries from the target dir; set CARGO_TARGET_DIR if you build elsewhere)",
+    "{binary} not found at {}: build it first with `cargo build -p {package} --bin {binary}` (add --release when SLUICE_E2E_PROFILE=release; the end-to-end tests run the real binaries from the target dir; set CARGO_TARGET_DIR if you build elsewhere)",
     path.display()
 )]
 pub struct MissingBinary {
@@ -71,7 +81,8 @@ pub fn target_dir() -> PathBuf {
 
 /// The path of a workspace binary, or an error saying how to build it.
 pub fn locate(binary: Binary) -> Result<PathBuf, MissingBinary> {
-    let path = target_dir().join("debug").join(format!(
+    let profile = if release() { "release" } else { "debug" };
+    let path = target_dir().join(profile).join(format!(
         "{}{}",
         binary.name(),
         std::env::consts::EXE_SUFFIX

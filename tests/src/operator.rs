@@ -95,6 +95,7 @@ pub fn ensure_binaries() -> Result<(), HarnessError> {
                 "--bin",
                 Binary::Runner.name(),
             ])
+            .args(crate::binaries::release().then_some("--release"))
             .stdin(Stdio::null())
             .output()
             .map_err(|error| format!("failed to run {}: {error}", cargo.display()))?;

@@ -12,7 +12,7 @@
 //! owners are absent is deleted. `blockOwnerDeletion` is not distinguished:
 //! every dependent holds a foreground deletion.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{Value, json};
 
@@ -119,7 +119,30 @@ fn is_deleting(object: &Value) -> bool {
     object.pointer("/metadata/deletionTimestamp").is_some()
 }
 
-type ObjectRef = (ResourceKey, String, String);
+/// An object's address: its type, namespace and name.
+pub(crate) type ObjectRef = (ResourceKey, String, String);
+
+/// Garbage collection's index and work list, kept up to date by every
+/// store write, so that collecting after a write looks only at the objects
+/// that write can affect instead of scanning the whole store.
+#[derive(Debug, Default)]
+pub(crate) struct Collector {
+    /// Owner UID → the objects whose `ownerReferences` name it.
+    dependents: HashMap<String, HashSet<ObjectRef>>,
+    /// Work still to look at.
+    pending: Vec<Pending>,
+    /// Set while collecting, so the collector's own writes do not recurse into it.
+    running: bool,
+}
+
+/// One item of the collector's work list.
+#[derive(Debug)]
+enum Pending {
+    /// An object whose owners, deletion state or dependents changed.
+    Object(ObjectRef),
+    /// A namespace that has just started terminating: delete its contents.
+    Sweep(String),
+}
 
 enum Action {
     Delete(ObjectRef),
@@ -127,24 +150,98 @@ enum Action {
     DropForegroundFinalizer(ObjectRef),
 }
 
+fn reference_of(key: &ResourceKey, object: &Value) -> ObjectRef {
+    (
+        key.clone(),
+        meta_str(object, "namespace").to_string(),
+        meta_str(object, "name").to_string(),
+    )
+}
+
 impl State {
     fn type_of(&self, key: &ResourceKey) -> Option<ResourceType> {
         self.registry.get(key).cloned()
     }
 
-    fn dependents_of(&self, uid: &str) -> Vec<(ObjectRef, Value)> {
-        let mut found = Vec::new();
-        for (key, table) in &self.tables {
-            for ((namespace, name), object) in &table.objects {
-                if owner_uids(object).iter().any(|owner| owner == uid) {
-                    found.push((
-                        (key.clone(), namespace.clone(), name.clone()),
-                        object.clone(),
-                    ));
-                }
+    fn dependents_of(&self, uid: &str) -> Vec<ObjectRef> {
+        self.collector
+            .dependents
+            .get(uid)
+            .map(|found| found.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn queue_owner(&mut self, uid: &str) {
+        if let Some(owner) = self.uids.get(uid).cloned() {
+            self.collector.pending.push(Pending::Object(owner));
+        }
+    }
+
+    fn unindex(&mut self, owner: &str, dependent: &ObjectRef) {
+        if let Some(found) = self.collector.dependents.get_mut(owner) {
+            found.remove(dependent);
+            if found.is_empty() {
+                self.collector.dependents.remove(owner);
             }
         }
-        found
+    }
+
+    /// Records a stored write (`old` is what it replaced) for collection.
+    pub(crate) fn track_write(&mut self, key: &ResourceKey, old: Option<&Value>, new: &Value) {
+        let reference = reference_of(key, new);
+        let old_owners = old.map(owner_uids).unwrap_or_default();
+        let new_owners = owner_uids(new);
+        if old_owners != new_owners {
+            for owner in &old_owners {
+                self.unindex(owner, &reference);
+            }
+            for owner in &new_owners {
+                self.collector
+                    .dependents
+                    .entry(owner.clone())
+                    .or_default()
+                    .insert(reference.clone());
+            }
+        }
+        // An owner in foreground deletion must delete a dependent that
+        // appears while it waits.
+        for owner in &new_owners {
+            self.queue_owner(owner);
+        }
+        if *key == namespace_key() && is_deleting(new) && !old.is_some_and(is_deleting) {
+            self.collector
+                .pending
+                .push(Pending::Sweep(reference.2.clone()));
+        }
+        self.collector.pending.push(Pending::Object(reference));
+    }
+
+    /// Records a removal for collection: dependents may now be orphans,
+    /// owners in foreground deletion may be done waiting, and the namespace
+    /// may now be empty.
+    pub(crate) fn track_remove(&mut self, key: &ResourceKey, object: &Value) {
+        let reference = reference_of(key, object);
+        for owner in owner_uids(object) {
+            self.unindex(&owner, &reference);
+            self.queue_owner(&owner);
+        }
+        for dependent in self.dependents_of(meta_str(object, "uid")) {
+            self.collector.pending.push(Pending::Object(dependent));
+        }
+        if !reference.1.is_empty() {
+            self.collector.pending.push(Pending::Object((
+                namespace_key(),
+                String::new(),
+                reference.1,
+            )));
+        }
+    }
+
+    fn namespace_is_empty(&self, namespace: &str) -> bool {
+        self.registry
+            .namespaced_keys()
+            .iter()
+            .all(|key| self.list(key, Some(namespace)).is_empty())
     }
 
     /// Deletes an object under the API's rules and returns its last state.
@@ -214,8 +311,11 @@ impl State {
     }
 
     fn orphan_dependents(&mut self, uid: &str) {
-        for ((key, _, _), mut dependent) in self.dependents_of(uid) {
-            let previous = dependent.clone();
+        for (key, namespace, name) in self.dependents_of(uid) {
+            let Some(previous) = self.get(&key, &namespace, &name).cloned() else {
+                continue;
+            };
+            let mut dependent = previous.clone();
             if let Some(owners) = dependent
                 .pointer_mut("/metadata/ownerReferences")
                 .and_then(Value::as_array_mut)
@@ -227,101 +327,78 @@ impl State {
         }
     }
 
-    fn plan_garbage(&self) -> Vec<Action> {
-        let mut dependents: HashMap<&str, Vec<(ObjectRef, bool)>> = HashMap::new();
-        let mut namespace_sizes: HashMap<&str, usize> = HashMap::new();
-        for (key, table) in &self.tables {
-            for ((namespace, name), object) in &table.objects {
-                if !namespace.is_empty() {
-                    *namespace_sizes.entry(namespace.as_str()).or_default() += 1;
-                }
-                if let Some(owners) = object
-                    .pointer("/metadata/ownerReferences")
-                    .and_then(Value::as_array)
-                {
-                    for owner in owners
-                        .iter()
-                        .filter_map(|owner| owner.get("uid").and_then(Value::as_str))
-                    {
-                        dependents.entry(owner).or_default().push((
-                            (key.clone(), namespace.clone(), name.clone()),
-                            is_deleting(object),
-                        ));
-                    }
-                }
-            }
+    /// What one object's lifecycle needs now.
+    fn plan_object(&self, reference: &ObjectRef) -> Vec<Action> {
+        let (key, namespace, name) = reference;
+        let Some(object) = self.get(key, namespace, name) else {
+            return Vec::new();
+        };
+        if !is_deleting(object) {
+            let owners = owner_uids(object);
+            let orphaned =
+                !owners.is_empty() && owners.iter().all(|owner| !self.uids.contains_key(owner));
+            return if orphaned {
+                vec![Action::Delete(reference.clone())]
+            } else {
+                Vec::new()
+            };
         }
+        let object_finalizers = finalizers(object);
+        if *key == namespace_key() {
+            // Its contents were swept when it started terminating.
+            return if object_finalizers.is_empty() && self.namespace_is_empty(name) {
+                vec![Action::Remove(reference.clone())]
+            } else {
+                Vec::new()
+            };
+        }
+        if object_finalizers.is_empty() {
+            return vec![Action::Remove(reference.clone())];
+        }
+        if !object_finalizers
+            .iter()
+            .any(|finalizer| finalizer == FOREGROUND_FINALIZER)
+        {
+            return Vec::new();
+        }
+        let waiting = self.dependents_of(meta_str(object, "uid"));
+        if waiting.is_empty() {
+            return vec![Action::DropForegroundFinalizer(reference.clone())];
+        }
+        waiting
+            .into_iter()
+            .filter(|(key, namespace, name)| {
+                self.get(key, namespace, name)
+                    .is_some_and(|dependent| !is_deleting(dependent))
+            })
+            .map(Action::Delete)
+            .collect()
+    }
+
+    /// Deletes every object of a terminating namespace.
+    fn plan_sweep(&self, namespace: &str) -> Vec<Action> {
         let mut actions = Vec::new();
-        for (key, table) in &self.tables {
-            for ((namespace, name), object) in &table.objects {
-                let reference = || (key.clone(), namespace.clone(), name.clone());
-                let owners = owner_uids(object);
-                let deleting = is_deleting(object);
-                if !deleting
-                    && !owners.is_empty()
-                    && owners.iter().all(|owner| !self.uids.contains_key(owner))
-                {
-                    actions.push(Action::Delete(reference()));
-                    continue;
-                }
-                if !deleting {
-                    continue;
-                }
-                let object_finalizers = finalizers(object);
-                let is_namespace = *key == namespace_key();
-                if is_namespace {
-                    if namespace_sizes.get(name.as_str()).copied().unwrap_or(0) == 0 {
-                        if object_finalizers.is_empty() {
-                            actions.push(Action::Remove(reference()));
-                        }
-                    } else {
-                        for namespaced_key in self.registry.namespaced_keys() {
-                            for content in self.list(&namespaced_key, Some(name)) {
-                                if !is_deleting(content) {
-                                    actions.push(Action::Delete((
-                                        namespaced_key.clone(),
-                                        name.clone(),
-                                        meta_str(content, "name").to_string(),
-                                    )));
-                                }
-                            }
-                        }
-                    }
-                    continue;
-                }
-                if object_finalizers.is_empty() {
-                    actions.push(Action::Remove(reference()));
-                } else if object_finalizers
-                    .iter()
-                    .any(|finalizer| finalizer == FOREGROUND_FINALIZER)
-                {
-                    let uid = meta_str(object, "uid");
-                    let waiting = dependents.get(uid).map(Vec::as_slice).unwrap_or_default();
-                    if waiting.is_empty() {
-                        actions.push(Action::DropForegroundFinalizer(reference()));
-                    }
-                    for (dependent, dependent_deleting) in waiting {
-                        if !dependent_deleting {
-                            actions.push(Action::Delete(dependent.clone()));
-                        }
-                    }
+        for key in self.registry.namespaced_keys() {
+            for content in self.list(&key, Some(namespace)) {
+                if !is_deleting(content) {
+                    actions.push(Action::Delete(reference_of(&key, content)));
                 }
             }
         }
         actions
     }
 
-    /// Runs garbage collection until nothing is left to do.
+    /// Works through the collector's list until nothing is left to do.
     pub(crate) fn collect_garbage(&mut self) {
-        if self.collecting_garbage {
+        if self.collector.running {
             return;
         }
-        self.collecting_garbage = true;
-        loop {
-            let actions = self.plan_garbage();
-            if actions.is_empty() {
-                break;
-            }
+        self.collector.running = true;
+        while let Some(item) = self.collector.pending.pop() {
+            let actions = match item {
+                Pending::Object(reference) => self.plan_object(&reference),
+                Pending::Sweep(namespace) => self.plan_sweep(&namespace),
+            };
             for action in actions {
                 match action {
                     Action::Delete((key, namespace, name)) => {
@@ -355,6 +432,6 @@ impl State {
                 }
             }
         }
-        self.collecting_garbage = false;
+        self.collector.running = false;
     }
 }

@@ -107,8 +107,8 @@ pub(crate) struct State {
     pub(crate) uids: HashMap<String, (ResourceKey, String, String)>,
     history: usize,
     latest: tokio::sync::watch::Sender<u64>,
-    /// Set while garbage collection runs, so its own writes do not recurse into it.
-    pub(crate) collecting_garbage: bool,
+    /// Garbage collection's owner index and work list.
+    pub(crate) collector: super::lifecycle::Collector,
 }
 
 /// The shared store.
@@ -192,7 +192,7 @@ impl Store {
             uids: HashMap::new(),
             history: history.max(1),
             latest: sender,
-            collecting_garbage: false,
+            collector: Default::default(),
         };
         Self {
             state: Arc::new(Mutex::new(state)),
@@ -265,14 +265,16 @@ impl State {
         let Some(table) = self.tables.get(key) else {
             return Vec::new();
         };
-        table
-            .objects
-            .iter()
-            .filter(|((object_namespace, _), _)| {
-                namespace.is_none_or(|wanted| wanted == object_namespace)
-            })
-            .map(|(_, object)| object)
-            .collect()
+        match namespace {
+            // Keys sort by namespace first: one namespace is one range.
+            Some(wanted) => table
+                .objects
+                .range((wanted.to_owned(), String::new())..)
+                .take_while(|((object_namespace, _), _)| object_namespace == wanted)
+                .map(|(_, object)| object)
+                .collect(),
+            None => table.objects.values().collect(),
+        }
     }
 
     /// Changes after `since`, or 410 when they are no longer all kept.
@@ -287,12 +289,12 @@ impl State {
                 table.oldest_resource_version + 1
             )));
         }
-        Ok(table
+        // The log is in resourceVersion order: skip to the first newer entry
+        // (every watcher calls this on every write of any type).
+        let first = table
             .log
-            .iter()
-            .filter(|entry| entry.resource_version > since)
-            .cloned()
-            .collect())
+            .partition_point(|entry| entry.resource_version <= since);
+        Ok(table.log.range(first..).cloned().collect())
     }
 
     /// Whether a list continued from version `since` is still consistent.
@@ -397,6 +399,7 @@ impl State {
         self.table(&key)
             .objects
             .insert((namespace.to_string(), name), object.clone());
+        self.track_write(&key, None, &object);
         self.record(
             &key,
             LogEntry {
@@ -525,9 +528,11 @@ impl State {
         );
         let namespace = meta_str(&object, "namespace").to_string();
         let name = meta_str(&object, "name").to_string();
-        self.table(key)
+        let old = self
+            .table(key)
             .objects
             .insert((namespace, name), object.clone());
+        self.track_write(key, old.as_ref(), &object);
         self.record(
             key,
             LogEntry {
@@ -554,6 +559,7 @@ impl State {
             .objects
             .remove(&(namespace.to_string(), name.to_string()))?;
         self.uids.remove(meta_str(&object, "uid"));
+        self.track_remove(key, &object);
         let resource_version = self.next_resource_version();
         metadata_mut(&mut object).insert(
             "resourceVersion".into(),
