@@ -78,6 +78,14 @@ pub struct Config {
     #[arg(long, env = "SLUICE_OUTPUT_CAP_BYTES", default_value_t = 1 << 20)]
     pub output_cap_bytes: u64,
 
+    /// Reconciles each controller runs at once. Bounds the operator's
+    /// memory and its load on the API server when many objects change
+    /// together (a restart, a bulk apply); objects beyond it wait in the
+    /// controller's queue.
+    #[arg(long, env = "SLUICE_RECONCILE_CONCURRENCY", default_value_t = 16,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub reconcile_concurrency: u16,
+
     /// Name of this replica for leader election (the pod name).
     #[arg(long, env = "POD_NAME", default_value = "sluice-operator")]
     pub identity: String,

@@ -11,7 +11,6 @@ use crate::telemetry::Metrics;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -34,7 +33,7 @@ pub struct Context {
     pub mirror: Option<Mirror>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
-    recorder: Recorder,
+    events: crate::events::Publisher,
     admission_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     failures: Mutex<HashMap<String, (u32, Instant)>>,
 }
@@ -68,7 +67,7 @@ impl Context {
             service_account_name: None,
             run_api_url: config.run_api_url.clone(),
         };
-        let recorder = Recorder::new(client.clone(), Reporter::from(FIELD_MANAGER));
+        let events = crate::events::Publisher::new(client.clone(), FIELD_MANAGER, &config.identity);
         Self {
             client,
             config,
@@ -76,7 +75,7 @@ impl Context {
             token_key,
             mirror,
             metrics,
-            recorder,
+            events,
             admission_locks: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
         }
@@ -92,18 +91,11 @@ impl Context {
         action: &str,
         message: String,
     ) {
-        let event = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.to_owned(),
-            note: Some(truncate(message, 1000)),
-            action: action.to_owned(),
-            secondary: None,
-        };
-        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+        if let Err(error) = self
+            .events
+            .publish(object, warning, reason, action, truncate(message, 1000))
+            .await
+        {
             tracing::warn!(%error, reason, "failed to publish event");
         }
     }

@@ -5,11 +5,13 @@
 //! Map: [`workflow`] (validation, revisions), [`run`] (admission, Jobs,
 //! lifecycle), [`run_api`] (runner ⇄ operator), [`mirror`] and
 //! [`mirror_map`] (PostgreSQL), [`names`] (derived names), [`leader`]
-//! (Lease), [`telemetry`] (metrics, health), [`config`], [`context`].
+//! (Lease), [`telemetry`] (metrics, health), [`config`], [`context`],
+//! [`events`] (Kubernetes Events), [`watch`] (lean controller caches).
 
 pub mod config;
 pub mod connection;
 pub mod context;
+pub mod events;
 pub mod leader;
 pub mod mirror;
 pub mod mirror_map;
@@ -19,6 +21,7 @@ pub mod run;
 pub mod run_api;
 pub mod schedule;
 pub mod telemetry;
+pub mod watch;
 pub mod webhook;
 pub mod workflow;
 

@@ -14,7 +14,7 @@ use crate::context::{Context, Error};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -38,7 +38,11 @@ pub async fn run(
 ) {
     let connections: Api<Connection> = crate::namespaced_api(&context);
     let secrets: Api<Secret> = crate::namespaced_api(&context);
-    let controller = Controller::new(connections, watcher::Config::default());
+    let controller = crate::watch::lean_controller(
+        connections,
+        watcher::Config::default(),
+        context.config.reconcile_concurrency,
+    );
     let cache = controller.store();
     let state = Arc::new(State {
         context,
@@ -47,7 +51,9 @@ pub async fn run(
     controller
         .watches(
             secrets,
-            watcher::Config::default(),
+            // The operator's own Secrets (run credentials) are never a
+            // Connection's: leaving them out spares one event per run.
+            watcher::Config::default().labels("app.kubernetes.io/managed-by!=sluice-operator"),
             move |secret: Secret| {
                 let namespace = secret.namespace();
                 let name = secret.name_any();

@@ -29,7 +29,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -62,20 +62,24 @@ pub async fn run(
     let runs: Api<WorkflowRun> = crate::namespaced_api(&context);
     let jobs: Api<Job> = crate::namespaced_api(&context);
     let pods: Api<Pod> = crate::namespaced_api(&context);
-    Controller::new(runs, watcher::Config::default())
-        .owns(jobs, watcher::Config::default().labels(MANAGED))
-        .watches(
-            pods,
-            watcher::Config::default().labels(MANAGED),
-            |pod: Pod| {
-                let name = pod.annotations().get(RUN_NAME_ANNOTATION)?.clone();
-                Some(ObjectRef::new(&name).within(&pod.namespace()?))
-            },
-        )
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, context)
-        .for_each(|_| async {})
-        .await;
+    crate::watch::lean_controller(
+        runs,
+        watcher::Config::default(),
+        context.config.reconcile_concurrency,
+    )
+    .owns(jobs, watcher::Config::default().labels(MANAGED))
+    .watches(
+        pods,
+        watcher::Config::default().labels(MANAGED),
+        |pod: Pod| {
+            let name = pod.annotations().get(RUN_NAME_ANNOTATION)?.clone();
+            Some(ObjectRef::new(&name).within(&pod.namespace()?))
+        },
+    )
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, context)
+    .for_each(|_| async {})
+    .await;
 }
 
 /// Name of the ConfigMap holding a run's frozen snapshot.

@@ -15,7 +15,8 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -40,28 +41,32 @@ pub async fn run(
     context: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let schedules: Api<Schedule> = crate::namespaced_api(&context);
+    let schedules: Api<PartialObjectMeta<Schedule>> = crate::namespaced_api(&context);
     let runs: Api<WorkflowRun> = crate::namespaced_api(&context);
     let state = Arc::new(State {
         context,
         leading_since: Utc::now(),
     });
-    Controller::new(schedules, watcher::Config::default())
-        .watches(
-            runs,
-            watcher::Config::default().labels(SCHEDULE_LABEL),
-            |run: WorkflowRun| {
-                let owner = run
-                    .owner_references()
-                    .iter()
-                    .find(|owner| owner.kind == "Schedule")?;
-                Some(ObjectRef::new(&owner.name).within(&run.namespace()?))
-            },
-        )
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, state)
-        .for_each(|_| async {})
-        .await;
+    crate::watch::lean_controller(
+        schedules,
+        watcher::Config::default(),
+        state.context.config.reconcile_concurrency,
+    )
+    .watches(
+        runs,
+        watcher::Config::default().labels(SCHEDULE_LABEL),
+        |run: WorkflowRun| {
+            let owner = run
+                .owner_references()
+                .iter()
+                .find(|owner| owner.kind == "Schedule")?;
+            Some(ObjectRef::new(&owner.name).within(&run.namespace()?))
+        },
+    )
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, state)
+    .for_each(|_| async {})
+    .await;
 }
 
 /// The run of `schedule` for the slot at `slot`: named after the slot,
@@ -95,7 +100,10 @@ pub fn build_run(schedule: &Schedule, owner: OwnerReference, slot: DateTime<Utc>
 }
 
 /// Fires due slots of one Schedule and writes its status.
-pub async fn reconcile(schedule: Arc<Schedule>, state: Arc<State>) -> Result<Action, Error> {
+pub async fn reconcile(
+    schedule: Arc<PartialObjectMeta<Schedule>>,
+    state: Arc<State>,
+) -> Result<Action, Error> {
     let context = &state.context;
     context.metrics.reconciled(CONTROLLER);
     if schedule.meta().deletion_timestamp.is_some() {
@@ -105,8 +113,9 @@ pub async fn reconcile(schedule: Arc<Schedule>, state: Arc<State>) -> Result<Act
         .namespace()
         .ok_or_else(|| Error::MissingField(schedule.name_any(), "metadata.namespace"))?;
     let schedules: Api<Schedule> = Api::namespaced(context.client.clone(), &namespace);
-    // The watch cache may not hold our last status write yet, and the plan
-    // must start from the slots already decided.
+    // The cache holds only metadata ([`crate::watch`]); and a watch event
+    // may lag our last status write, while the plan must start from the
+    // slots already decided.
     let Some(schedule) = schedules.get_opt(&schedule.name_any()).await? else {
         return Ok(Action::await_change());
     };
@@ -240,6 +249,10 @@ async fn apply_runs(
     Ok(())
 }
 
-fn error_policy(schedule: Arc<Schedule>, error: &Error, state: Arc<State>) -> Action {
+fn error_policy(
+    schedule: Arc<PartialObjectMeta<Schedule>>,
+    error: &Error,
+    state: Arc<State>,
+) -> Action {
     state.context.reconcile_error(CONTROLLER, &*schedule, error)
 }

@@ -1,12 +1,17 @@
 //! The Workflow controller's shell: observe (validation, Connections),
 //! plan ([`super::plan`]), apply (status, Events, mirror).
+//!
+//! Its cache holds only Workflows' metadata ([`crate::watch`]); each
+//! reconcile reads the Workflow itself, which also means it plans from the
+//! latest status rather than from a watch event that may lag its own write.
 
 use super::plan::{Observed, plan_workflow};
 use crate::context::{Context, Error};
 use crate::run::job::referenced_connections;
 use futures::StreamExt;
 use kube::api::{Api, ListParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use sluice_crds::workflow::ValidationIssue;
@@ -21,28 +26,38 @@ pub async fn run(
     context: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let workflows: Api<Workflow> = crate::namespaced_api(&context);
-    Controller::new(workflows, watcher::Config::default())
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, context)
-        .for_each(|_| async {})
-        .await;
+    let workflows: Api<PartialObjectMeta<Workflow>> = crate::namespaced_api(&context);
+    crate::watch::lean_controller(
+        workflows,
+        watcher::Config::default(),
+        context.config.reconcile_concurrency,
+    )
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, context)
+    .for_each(|_| async {})
+    .await;
 }
 
 /// Validates one Workflow and writes its status.
-pub async fn reconcile(workflow: Arc<Workflow>, context: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(
+    cached: Arc<PartialObjectMeta<Workflow>>,
+    context: Arc<Context>,
+) -> Result<Action, Error> {
     context.metrics.reconciled(CONTROLLER);
-    if workflow.meta().deletion_timestamp.is_some() {
+    if cached.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let namespace = workflow
+    let namespace = cached
         .namespace()
-        .ok_or_else(|| Error::MissingField(workflow.name_any(), "metadata.namespace"))?;
+        .ok_or_else(|| Error::MissingField(cached.name_any(), "metadata.namespace"))?;
+    let api: Api<Workflow> = Api::namespaced(context.client.clone(), &namespace);
+    let Some(workflow) = api.get_opt(&cached.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
     let observed = observe(&workflow, &context, &namespace).await?;
     let plan = plan_workflow(&workflow, &observed, chrono::Utc::now());
     if plan.status_changed {
-        let api: Api<Workflow> = Api::namespaced(context.client.clone(), &namespace);
-        let mut updated = (*workflow).clone();
+        let mut updated = workflow.clone();
         updated.status = Some(plan.status.clone());
         api.replace_status(&workflow.name_any(), &PostParams::default(), &updated)
             .await?;
@@ -50,7 +65,7 @@ pub async fn reconcile(workflow: Arc<Workflow>, context: Arc<Context>) -> Result
     for event in &plan.events {
         context
             .publish(
-                &*workflow,
+                &workflow,
                 event.warning,
                 event.reason,
                 "Validate",
@@ -59,12 +74,17 @@ pub async fn reconcile(workflow: Arc<Workflow>, context: Arc<Context>) -> Result
             .await;
     }
     crate::mirror_map::offer_workflow(&context, &workflow, &plan.status, plan.new_revision);
-    // Connections created later make the workflow Ready: look again.
+    // Connections change without the workflow changing: look again, soon
+    // while one is missing or not Ready. A workflow without connections
+    // depends only on its own spec, so it waits for a change (and costs
+    // nothing in the controller's queue meanwhile).
     Ok(
-        if observed.missing_connections.is_empty() && observed.unready_connections.is_empty() {
-            Action::requeue(Duration::from_secs(600))
-        } else {
+        if !observed.missing_connections.is_empty() || !observed.unready_connections.is_empty() {
             Action::requeue(Duration::from_secs(15))
+        } else if referenced_connections(&workflow).is_empty() {
+            Action::await_change()
+        } else {
+            Action::requeue(Duration::from_secs(600))
         },
     )
 }
@@ -111,6 +131,10 @@ async fn observe(
     })
 }
 
-fn error_policy(workflow: Arc<Workflow>, error: &Error, context: Arc<Context>) -> Action {
+fn error_policy(
+    workflow: Arc<PartialObjectMeta<Workflow>>,
+    error: &Error,
+    context: Arc<Context>,
+) -> Action {
     context.reconcile_error(CONTROLLER, &*workflow, error)
 }
