@@ -1,5 +1,5 @@
-//! The Schedule controller's shell: observe (a fresh read of the Schedule
-//! and its runs), plan ([`super::plan`]), apply (create the slots' runs,
+//! The Schedule controller's shell: observe (a fresh read of the Schedule,
+//! its runs from [`super::runs`]), plan ([`super::plan`]), apply (create the slots' runs,
 //! cancel runs, write status, Events, mirror) and requeue for the next slot.
 //! No polling loop: a reconcile happens at the next slot (plus its jitter),
 //! on spec changes, and when one of the schedule's runs changes.
@@ -8,17 +8,18 @@
 //! the slot, so a second attempt (a retry, a restart, another replica)
 //! gets AlreadyExists and the slot fires exactly once.
 
-use super::plan::{Observed, ObservedRun, SchedulePlan, plan_schedule};
+use super::plan::{Observed, SchedulePlan, plan_schedule};
+use super::runs::RunIndex;
 use crate::context::{Context, Error, FIELD_MANAGER};
 use crate::names;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use sluice_crds::workflow_run::{RunTrigger, TriggerType};
 use sluice_crds::{Schedule, WorkflowRun, WorkflowRunSpec};
@@ -34,6 +35,7 @@ const CONTROLLER: &str = "schedule";
 pub struct State {
     context: Arc<Context>,
     leading_since: DateTime<Utc>,
+    runs: Arc<RunIndex>,
 }
 
 /// Runs the controller until the process shuts down.
@@ -43,26 +45,29 @@ pub async fn run(
 ) {
     let schedules: Api<PartialObjectMeta<Schedule>> = crate::namespaced_api(&context);
     let runs: Api<WorkflowRun> = crate::namespaced_api(&context);
+    let index = Arc::new(RunIndex::default());
     let state = Arc::new(State {
         context,
         leading_since: Utc::now(),
+        runs: index.clone(),
     });
+    // The index is updated before the run's event triggers its Schedule.
+    let run_events = watcher(runs, watcher::Config::default().labels(SCHEDULE_LABEL))
+        .default_backoff()
+        .inspect_ok(move |event| index.apply(event))
+        .touched_objects();
     crate::watch::lean_controller(
         schedules,
         watcher::Config::default(),
         state.context.config.reconcile_concurrency,
     )
-    .watches(
-        runs,
-        watcher::Config::default().labels(SCHEDULE_LABEL),
-        |run: WorkflowRun| {
-            let owner = run
-                .owner_references()
-                .iter()
-                .find(|owner| owner.kind == "Schedule")?;
-            Some(ObjectRef::new(&owner.name).within(&run.namespace()?))
-        },
-    )
+    .watches_stream(run_events, |run: WorkflowRun| {
+        let owner = run
+            .owner_references()
+            .iter()
+            .find(|owner| owner.kind == "Schedule")?;
+        Some(ObjectRef::new(&owner.name).within(&run.namespace()?))
+    })
     .graceful_shutdown_on(shutdown)
     .run(reconcile, error_policy, state)
     .for_each(|_| async {})
@@ -119,14 +124,15 @@ pub async fn reconcile(
     let Some(schedule) = schedules.get_opt(&schedule.name_any()).await? else {
         return Ok(Action::await_change());
     };
-    let runs = observe_runs(context, &schedule, &namespace).await?;
     let observed = Observed {
-        runs,
+        runs: state
+            .runs
+            .runs_of(schedule.uid().as_deref().unwrap_or_default()),
         now: Utc::now(),
         leading_since: state.leading_since,
     };
     let plan = plan_schedule(&schedule, &observed);
-    apply_runs(context, &schedule, &namespace, &plan).await?;
+    apply_runs(&state, &schedule, &namespace, &plan).await?;
     if plan.status_changed {
         let mut updated = schedule.clone();
         updated.status = Some(plan.status.clone());
@@ -154,48 +160,15 @@ pub async fn reconcile(
     })
 }
 
-async fn observe_runs(
-    context: &Context,
-    schedule: &Schedule,
-    namespace: &str,
-) -> Result<Vec<ObservedRun>, Error> {
-    let runs: Api<WorkflowRun> = Api::namespaced(context.client.clone(), namespace);
-    let selector = format!(
-        "{SCHEDULE_LABEL}={}",
-        names::fit_label(&schedule.name_any())
-    );
-    let uid = schedule.uid();
-    Ok(runs
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items
-        .into_iter()
-        .filter(|run| {
-            run.owner_references()
-                .iter()
-                .any(|owner| owner.kind == "Schedule" && Some(&owner.uid) == uid.as_ref())
-        })
-        .map(|run| {
-            let status = run.status.clone().unwrap_or_default();
-            ObservedRun {
-                scheduled_time: run.spec.trigger.as_ref().and_then(|t| t.scheduled_time),
-                phase: status.phase,
-                cancel_requested: run.spec.cancel == Some(true),
-                completion_time: status.completion_time,
-                name: run.name_any(),
-            }
-        })
-        .collect())
-}
-
 /// Creates the runs of the slots to fire (AlreadyExists: the slot already
 /// fired) and asks the runs CancelOther replaces to cancel.
 async fn apply_runs(
-    context: &Context,
+    state: &State,
     schedule: &Schedule,
     namespace: &str,
     plan: &SchedulePlan,
 ) -> Result<(), Error> {
+    let context = &state.context;
     let runs: Api<WorkflowRun> = Api::namespaced(context.client.clone(), namespace);
     if !plan.fire.is_empty() {
         let uid = schedule
@@ -217,7 +190,8 @@ async fn apply_runs(
             let run = build_run(schedule, owner.clone(), *slot);
             let run_name = run.name_any();
             match runs.create(&params, &run).await {
-                Ok(_) => {
+                Ok(created) => {
+                    state.runs.created(&created);
                     let lag = (Utc::now() - *slot).num_milliseconds();
                     tracing::info!(schedule = %schedule.name_any(), run = %run_name, lag_ms = lag, "fired slot");
                     context
