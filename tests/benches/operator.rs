@@ -7,6 +7,7 @@
 //! cargo bench -p sluice-e2e --bench operator -- admission   # issue 6a
 //! cargo bench -p sluice-e2e --bench operator -- memory      # issue 6b
 //! cargo bench -p sluice-e2e --bench operator -- schedules   # issue 7
+//! cargo bench -p sluice-e2e --bench operator -- webhooks    # issue 8
 //! ```
 //!
 //! - `admission`: WorkflowRuns created open-loop at `SLUICE_BENCH_RATE`
@@ -21,6 +22,11 @@
 //!   (default 120 here); lag = the moment a run watcher in this process sees
 //!   a slot's run − `spec.trigger.scheduledTime`, for slots after all the
 //!   Schedules exist; then the operator's RSS.
+//! - `webhooks`: GitHub-signed `POST /hooks/…` requests to the operator's
+//!   webhook server, open-loop at `SLUICE_BENCH_WEBHOOK_RATE` (default 200)
+//!   per second for `SLUICE_BENCH_SECONDS` (default 10); latency = request
+//!   sent → 202 answered (the run exists by then: the answer names it), and
+//!   request sent → a run watcher in this process sees the run.
 //!
 //! No database (the mirror is off) and no kubelet emulator (Jobs are never
 //! run): these measure the operator's own path, with the release build of
@@ -91,6 +97,9 @@ fn main() {
         }
         if selected("schedules") {
             schedules().await;
+        }
+        if selected("webhooks") {
+            webhooks().await;
         }
     });
 }
@@ -179,6 +188,34 @@ impl Bench {
     }
 }
 
+/// A first sighting of each object a watcher sees, by name.
+fn watch_sightings<K>(
+    api: Api<K>,
+) -> (
+    Arc<Mutex<HashMap<String, Instant>>>,
+    tokio::task::JoinHandle<()>,
+)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let recorded = seen.clone();
+    let task = tokio::spawn(async move {
+        let mut events = watcher(api, watcher::Config::default()).boxed();
+        while let Some(event) = events.next().await {
+            if let Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) = event {
+                let now = Instant::now();
+                recorded
+                    .lock()
+                    .expect("not poisoned")
+                    .entry(object.name_any())
+                    .or_insert(now);
+            }
+        }
+    });
+    (seen, task)
+}
+
 fn workflow_manifest(name: &str) -> Value {
     json!({
         "apiVersion": "sluice.dev/v1alpha1",
@@ -213,23 +250,7 @@ async fn admission() {
     bench.apply_workflow("trivial").await;
 
     // First sighting of each Job, by name.
-    let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let watch = {
-        let seen = seen.clone();
-        let jobs = bench.api::<Job>();
-        tokio::spawn(async move {
-            let mut events = watcher(jobs, watcher::Config::default()).boxed();
-            while let Some(event) = events.next().await {
-                if let Ok(watcher::Event::Apply(job) | watcher::Event::InitApply(job)) = event {
-                    let now = Instant::now();
-                    seen.lock()
-                        .expect("not poisoned")
-                        .entry(job.name_any())
-                        .or_insert(now);
-                }
-            }
-        })
-    };
+    let (seen, watch) = watch_sightings(bench.api::<Job>());
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let total = rate * seconds;
@@ -435,5 +456,138 @@ async fn schedules() {
     );
     println!("schedules: slot → run seen: {}", summary(&mut window));
     println!("schedules: operator after the window: {}", bench.memory());
+    bench.finish().await;
+}
+
+/// Issue 8: webhook request → run created, through the real operator.
+async fn webhooks() {
+    let rate = env_number("SLUICE_BENCH_WEBHOOK_RATE", 200);
+    let seconds = env_number("SLUICE_BENCH_SECONDS", 10);
+    let bench = Bench::start("bench-webhooks").await;
+    let key = b"bench-webhook-key";
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "hook-key"},
+        "stringData": {"hmacKey": String::from_utf8_lossy(key)},
+    }))
+    .expect("a valid Secret");
+    bench
+        .api::<k8s_openapi::api::core::v1::Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("failed to create the secret");
+    let mut manifest = workflow_manifest("hooked");
+    manifest["spec"]["triggers"] = json!([{"name": "push", "webhook": {
+        "auth": {"type": "Hmac", "signatureFormat": "GitHub", "secretRef": {"name": "hook-key", "key": "hmacKey"}},
+        "rateLimit": {"perMinute": 1_000_000, "burst": 1_000_000},
+    }}]);
+    let workflow: Workflow = serde_json::from_value(manifest).expect("a valid Workflow");
+    bench
+        .api::<Workflow>()
+        .create(&PostParams::default(), &workflow)
+        .await
+        .expect("failed to create the workflow");
+    bench.wait_reconciled(1).await;
+    let (seen, watch) = watch_sightings(bench.api::<WorkflowRun>());
+    let url = format!(
+        "{}/hooks/{}/hooked/push",
+        bench.operator.webhook_url(),
+        bench.cluster.namespace()
+    );
+    let client = reqwest::Client::new();
+    let send = |index: u64| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let body = format!(r#"{{"order": {index}, "items": [1, 2, 3]}}"#);
+            let signature = format!(
+                "sha256={}",
+                sluice_operator::webhook::auth::sign_hex(key, body.as_bytes())
+            );
+            let sent = Instant::now();
+            let response = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("x-hub-signature-256", signature)
+                .body(body)
+                .send()
+                .await
+                .expect("the webhook answered");
+            let status = response.status().as_u16();
+            let answer: Value = response.json().await.unwrap_or(Value::Null);
+            (status, answer, sent, Instant::now())
+        }
+    };
+    // Warm up: the operator may not have read the workflow's trigger yet.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while send(u64::MAX).await.0 != 202 {
+        assert!(
+            Instant::now() < deadline,
+            "the webhook never accepted a request"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let total = rate * seconds;
+    let period = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut clock = tokio::time::interval(period);
+    clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut requests = Vec::with_capacity(total as usize);
+    let started = Instant::now();
+    for index in 0..total {
+        clock.tick().await;
+        requests.push(tokio::spawn(send(index)));
+    }
+    let offered = started.elapsed();
+    let mut answered = vec![];
+    let mut refused: std::collections::BTreeMap<u16, Vec<String>> = Default::default();
+    for request in requests {
+        let (status, answer, sent, done) = request.await.expect("a request task");
+        match answer["run"].as_str() {
+            Some(run) if status == 202 => answered.push((run.to_owned(), sent, done)),
+            _ => refused.entry(status).or_default().push(answer.to_string()),
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let all_seen = {
+            let seen = seen.lock().expect("not poisoned");
+            answered.iter().all(|(run, _, _)| seen.contains_key(run))
+        };
+        if all_seen {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    watch.abort();
+    let seen = seen.lock().expect("not poisoned").clone();
+    let mut to_answer = vec![];
+    let mut to_seen = vec![];
+    for (run, sent, done) in &answered {
+        to_answer.push((*done - *sent).as_secs_f64() * 1000.0);
+        if let Some(at) = seen.get(run) {
+            to_seen.push(at.saturating_duration_since(*sent).as_secs_f64() * 1000.0);
+        }
+    }
+    println!(
+        "webhooks: {total} signed requests offered at {rate}/s over {:.2} s; {} answered 202",
+        offered.as_secs_f64(),
+        answered.len()
+    );
+    for (status, answers) in &refused {
+        println!(
+            "webhooks: {} answered {status}, e.g. {}",
+            answers.len(),
+            answers[0]
+        );
+    }
+    println!(
+        "webhooks: request → 202 (run created): {}",
+        summary(&mut to_answer)
+    );
+    println!(
+        "webhooks: request → run seen by a watch: {}",
+        summary(&mut to_seen)
+    );
+    println!("webhooks: operator {}", bench.memory());
     bench.finish().await;
 }

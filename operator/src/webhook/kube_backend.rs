@@ -9,6 +9,9 @@ use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
 use sluice_crds::{Workflow, WorkflowRun, WorkflowRunStatus};
 
+/// Creates of a `generateName` run tried before giving up on name clashes.
+const GENERATE_NAME_ATTEMPTS: u32 = 4;
+
 /// [`WebhookBackend`] over the Kubernetes API.
 pub struct KubeBackend {
     client: Client,
@@ -84,11 +87,23 @@ impl WebhookBackend for KubeBackend {
     ) -> BoxFuture<'a, Result<String, BackendError>> {
         Box::pin(async move {
             let api: Api<WorkflowRun> = Api::namespaced(self.client.clone(), namespace);
-            let created = api
-                .create(&PostParams::default(), &run)
-                .await
-                .map_err(failed("create the run"))?;
-            Ok(created.name_any())
+            // The run is named by `generateName`; API servers before
+            // Kubernetes 1.32 answer a clash of the random suffix with
+            // AlreadyExists instead of trying another, so try again here.
+            let mut attempt = 1;
+            loop {
+                match api.create(&PostParams::default(), &run).await {
+                    Ok(created) => return Ok(created.name_any()),
+                    Err(kube::Error::Api(status))
+                        if status.code == 409
+                            && attempt < GENERATE_NAME_ATTEMPTS
+                            && run.metadata.name.is_none() =>
+                    {
+                        attempt += 1;
+                    }
+                    Err(error) => return Err(failed("create the run")(error)),
+                }
+            }
         })
     }
 
@@ -102,5 +117,75 @@ impl WebhookBackend for KubeBackend {
             let run = api.get_opt(name).await.map_err(failed("read the run"))?;
             Ok(run.map(|run| run.status.unwrap_or_default()))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{Request, Response};
+    use kube::client::Body;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A client whose API server clashes on the first `clashes` creates.
+    fn clashing_server(clashes: u32) -> (Client, Arc<AtomicU32>) {
+        let calls = Arc::new(AtomicU32::new(0));
+        let counter = calls.clone();
+        let service = tower::service_fn(move |_: Request<Body>| {
+            let call = counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let (status, body) = if call < clashes {
+                    let status = serde_json::json!({
+                        "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "reason": "AlreadyExists", "code": 409,
+                        "message": format!("workflowruns.sluice.dev \"w-clash{call}\" already exists"),
+                    });
+                    (409, status)
+                } else {
+                    let run = WorkflowRun::fixture(&format!("w-fresh{call}"), "w");
+                    (201, serde_json::to_value(run).expect("a run serializes"))
+                };
+                Ok::<_, std::convert::Infallible>(
+                    Response::builder()
+                        .status(status)
+                        .header("content-type", "application/json")
+                        .body(Body::from(body.to_string().into_bytes()))
+                        .expect("a response"),
+                )
+            }
+        });
+        (Client::new(service, "default"), calls)
+    }
+
+    fn generated_run() -> WorkflowRun {
+        let mut run = WorkflowRun::fixture("unused", "w");
+        run.metadata.name = None;
+        run.metadata.generate_name = Some("w-".to_owned());
+        run
+    }
+
+    #[tokio::test]
+    async fn a_clashing_generated_name_is_tried_again() {
+        let (client, calls) = clashing_server(2);
+        let backend = KubeBackend::new(client, None);
+        let name = backend
+            .create_run("default", generated_run())
+            .await
+            .expect("the third create succeeds");
+        assert_eq!(name, "w-fresh2");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn clashes_end_in_an_error_after_a_few_attempts() {
+        let (client, calls) = clashing_server(u32::MAX);
+        let backend = KubeBackend::new(client, None);
+        let error = backend
+            .create_run("default", generated_run())
+            .await
+            .expect_err("every create clashes");
+        assert!(error.to_string().contains("already exists"), "{error}");
+        assert_eq!(calls.load(Ordering::SeqCst), GENERATE_NAME_ATTEMPTS);
     }
 }

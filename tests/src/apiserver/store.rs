@@ -167,6 +167,20 @@ fn without_managed_fields(object: &Value) -> Value {
     copy
 }
 
+/// Names the server tries for one `generateName` create.
+const GENERATE_NAME_TRIES: usize = 8;
+
+/// Five random characters as the API server picks them for `generateName`.
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    uuid::Uuid::new_v4()
+        .as_bytes()
+        .iter()
+        .take(5)
+        .map(|byte| ALPHABET[usize::from(*byte) % ALPHABET.len()] as char)
+        .collect()
+}
+
 fn is_dns_subdomain(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
@@ -347,8 +361,16 @@ impl State {
                     "name or generateName is required",
                 ));
             }
-            let suffix = uuid::Uuid::new_v4().simple().to_string();
-            name = format!("{prefix}{}", &suffix[..5]);
+            // Like the real server: five characters of an alphabet without
+            // vowels and look-alikes, and (since Kubernetes 1.32) a few
+            // more tries before a clash becomes AlreadyExists.
+            let key = resource.key();
+            for _ in 0..GENERATE_NAME_TRIES {
+                name = format!("{prefix}{}", random_suffix());
+                if self.get(&key, namespace, &name).is_none() {
+                    break;
+                }
+            }
         }
         if !is_dns_subdomain(&name) {
             return Err(ApiError::invalid(

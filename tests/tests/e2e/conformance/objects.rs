@@ -71,6 +71,33 @@ async fn create_get_list_replace_delete_with_server_set_metadata() {
     cluster.finish().await.unwrap();
 }
 
+/// Two thousand `generateName` creates all succeed with distinct names of
+/// five characters from the server's alphabet: a clash of random suffixes
+/// is retried by the server (Kubernetes 1.32 and later), not answered 409.
+#[tokio::test]
+async fn generated_names_are_distinct_and_never_clash() {
+    let cluster = cluster_with_widgets("generated").await;
+    let api = widgets(&cluster);
+    let mut names = std::collections::BTreeSet::new();
+    for _ in 0..2000 {
+        let mut object = widget("unused", spec("red"));
+        object.metadata.name = None;
+        object.metadata.generate_name = Some("w-".into());
+        let created = api.create(&PostParams::default(), &object).await.unwrap();
+        let name = created.name_any();
+        let suffix = name.strip_prefix("w-").expect("the prefix is kept");
+        assert!(
+            suffix.len() == 5
+                && suffix
+                    .chars()
+                    .all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)),
+            "{name}"
+        );
+        assert!(names.insert(name.clone()), "{name} was generated twice");
+    }
+    cluster.finish().await.unwrap();
+}
+
 #[tokio::test]
 async fn error_bodies_carry_code_and_reason() {
     let cluster = cluster_with_widgets("errors").await;
