@@ -24,6 +24,7 @@ pub struct Metrics {
     reconcile_errors: Family<Labels, Counter>,
     runs_finished: Family<Labels, Counter>,
     run_duration: Histogram,
+    schedule_lag: Histogram,
     webhook_requests: Family<Labels, Counter>,
     /// Runs waiting for a concurrency slot.
     pub queued_runs: Gauge,
@@ -66,6 +67,13 @@ impl Metrics {
             "Wall time of finished runs",
             run_duration.clone(),
         );
+        // 1 ms to about 65 s: a slot fired on time is a few milliseconds late.
+        let schedule_lag = Histogram::new(exponential_buckets(0.001, 2.0, 17));
+        registry.register(
+            "schedule_lag_seconds",
+            "Time from a schedule slot (plus its jitter) to its run's creation",
+            schedule_lag.clone(),
+        );
         let webhook_requests = Family::<Labels, Counter>::default();
         registry.register(
             "webhook_requests",
@@ -98,6 +106,7 @@ impl Metrics {
             reconcile_errors,
             runs_finished,
             run_duration,
+            schedule_lag,
             webhook_requests,
             queued_runs,
             mirror_backlog,
@@ -132,6 +141,11 @@ impl Metrics {
         if let Some(seconds) = seconds {
             self.run_duration.observe(seconds);
         }
+    }
+
+    /// Records how late a schedule slot's run was created.
+    pub fn schedule_fired(&self, lag_seconds: f64) {
+        self.schedule_lag.observe(lag_seconds.max(0.0));
     }
 
     /// Counts a webhook request by `outcome` (a fixed set of words).
@@ -186,6 +200,7 @@ mod tests {
         metrics.reconciled("workflow");
         metrics.reconcile_failed("run", "Conflict");
         metrics.run_finished("Succeeded", Some(1.5));
+        metrics.schedule_fired(0.004);
         let text = metrics.render();
         assert!(
             text.contains(r#"sluice_reconciles_total{controller="workflow"} 1"#),
@@ -199,6 +214,10 @@ mod tests {
         );
         assert!(
             text.contains("sluice_run_duration_seconds_count 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"sluice_schedule_lag_seconds_bucket{le="0.004"} 1"#),
             "{text}"
         );
     }

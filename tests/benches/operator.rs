@@ -435,10 +435,19 @@ async fn schedules() {
     // Slots from here on: every schedule exists and the operator had a
     // few seconds to see them all.
     tokio::time::sleep(Duration::from_secs(5)).await;
+    println!(
+        "schedules: operator with {count} schedules and {} runs: {}",
+        lags.lock().expect("not poisoned").len(),
+        bench.memory()
+    );
     let from = Utc::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let until = Utc::now();
-    println!("schedules: operator {}", bench.memory());
+    println!(
+        "schedules: operator with {count} schedules and {} runs, none finished (no kubelet): {}",
+        lags.lock().expect("not poisoned").len(),
+        bench.memory()
+    );
     // Slots due in the window may still be firing: give them the on-time limit.
     tokio::time::sleep(Duration::from_secs(10)).await;
     watch.abort();

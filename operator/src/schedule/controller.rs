@@ -192,8 +192,9 @@ async fn apply_runs(
             match runs.create(&params, &run).await {
                 Ok(created) => {
                     state.runs.created(&created);
-                    let lag = (Utc::now() - *slot).num_milliseconds();
-                    tracing::info!(schedule = %schedule.name_any(), run = %run_name, lag_ms = lag, "fired slot");
+                    let lag = Utc::now() - super::plan::due_time(schedule, *slot);
+                    context.metrics.schedule_fired(lag.as_seconds_f64());
+                    tracing::info!(schedule = %schedule.name_any(), run = %run_name, lag_ms = lag.num_milliseconds(), "fired slot");
                     context
                         .publish(
                             schedule,

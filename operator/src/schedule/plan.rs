@@ -167,6 +167,19 @@ impl Missed {
     }
 }
 
+/// When `slot` of `schedule` is due: the slot plus the schedule's jitter,
+/// derived from its uid and the slot so that restarts do not move it.
+pub fn due_time(schedule: &Schedule, slot: DateTime<Utc>) -> DateTime<Utc> {
+    let uid = schedule.metadata.uid.as_deref().unwrap_or_default();
+    let max_jitter = schedule
+        .spec
+        .jitter
+        .as_ref()
+        .map(|j| j.as_std())
+        .unwrap_or_default();
+    slot + jitter(uid, slot, max_jitter)
+}
+
 /// Plans one reconcile of `schedule`.
 pub fn plan_schedule(schedule: &Schedule, observed: &Observed) -> SchedulePlan {
     let spec = &schedule.spec;
@@ -347,9 +360,8 @@ pub fn plan_schedule(schedule: &Schedule, observed: &Observed) -> SchedulePlan {
         .max()
         .or_else(|| creation_time(schedule))
         .unwrap_or(now);
-    let uid = schedule.metadata.uid.clone().unwrap_or_default();
     let max_jitter = spec.jitter.as_ref().map(|j| j.as_std()).unwrap_or_default();
-    let due = |slot: DateTime<Utc>| slot + jitter(&uid, slot, max_jitter);
+    let due = |slot: DateTime<Utc>| due_time(schedule, slot);
 
     if suspended || paused {
         let (reason, message) = if suspended {
