@@ -4,22 +4,31 @@
 //! Its cache holds only Workflows' metadata ([`crate::watch`]); each
 //! reconcile reads the Workflow itself, which also means it plans from the
 //! latest status rather than from a watch event that may lag its own write.
+//! A Workflow is reconciled when it changes and when a Connection it names
+//! changes ([`super::users`]); there is no polling.
 
 use super::plan::{Observed, plan_workflow};
+use super::users::ConnectionUsers;
 use crate::context::{Context, Error};
 use crate::run::job::referenced_connections;
 use futures::StreamExt;
 use kube::api::{Api, ListParams, PostParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
-use kube::runtime::watcher;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use sluice_crds::workflow::ValidationIssue;
 use sluice_crds::{Connection, Workflow};
 use std::sync::Arc;
-use std::time::Duration;
 
 const CONTROLLER: &str = "workflow";
+
+/// The controller's state: the shared context and the Connection users.
+pub struct State {
+    context: Arc<Context>,
+    users: ConnectionUsers,
+}
 
 /// Runs the controller until the process shuts down.
 pub async fn run(
@@ -27,13 +36,35 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let workflows: Api<PartialObjectMeta<Workflow>> = crate::namespaced_api(&context);
+    let connections: Api<PartialObjectMeta<Connection>> = crate::namespaced_api(&context);
+    let state = Arc::new(State {
+        context: context.clone(),
+        users: ConnectionUsers::default(),
+    });
+    // Every change of a Connection (its Ready condition included) wakes
+    // the Workflows that name it; only names are watched.
+    let connection_events = watcher(connections, watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
+    let index = state.clone();
     crate::watch::lean_controller(
         workflows,
         watcher::Config::default(),
         context.config.reconcile_concurrency,
     )
+    .watches_stream(
+        connection_events,
+        move |connection: PartialObjectMeta<Connection>| {
+            let namespace = connection.namespace().unwrap_or_default();
+            index
+                .users
+                .users(&namespace, &connection.name_any())
+                .into_iter()
+                .map(move |workflow| ObjectRef::new(&workflow).within(&namespace))
+        },
+    )
     .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, context)
+    .run(reconcile, error_policy, state)
     .for_each(|_| async {})
     .await;
 }
@@ -41,8 +72,9 @@ pub async fn run(
 /// Validates one Workflow and writes its status.
 pub async fn reconcile(
     cached: Arc<PartialObjectMeta<Workflow>>,
-    context: Arc<Context>,
+    state: Arc<State>,
 ) -> Result<Action, Error> {
+    let context = &state.context;
     context.metrics.reconciled(CONTROLLER);
     if cached.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
@@ -52,9 +84,16 @@ pub async fn reconcile(
         .ok_or_else(|| Error::MissingField(cached.name_any(), "metadata.namespace"))?;
     let api: Api<Workflow> = Api::namespaced(context.client.clone(), &namespace);
     let Some(workflow) = api.get_opt(&cached.name_any()).await? else {
+        state.users.set(&namespace, &cached.name_any(), &[]);
         return Ok(Action::await_change());
     };
-    let observed = observe(&workflow, &context, &namespace).await?;
+    // Before the Connections are read: a change after the read wakes us.
+    state.users.set(
+        &namespace,
+        &workflow.name_any(),
+        &referenced_connections(&workflow),
+    );
+    let observed = observe(&workflow, context, &namespace).await?;
     let plan = plan_workflow(&workflow, &observed, chrono::Utc::now());
     if plan.status_changed {
         let mut updated = workflow.clone();
@@ -73,20 +112,9 @@ pub async fn reconcile(
             )
             .await;
     }
-    crate::mirror_map::offer_workflow(&context, &workflow, &plan.status, plan.new_revision);
-    // Connections change without the workflow changing: look again, soon
-    // while one is missing or not Ready. A workflow without connections
-    // depends only on its own spec, so it waits for a change (and costs
-    // nothing in the controller's queue meanwhile).
-    Ok(
-        if !observed.missing_connections.is_empty() || !observed.unready_connections.is_empty() {
-            Action::requeue(Duration::from_secs(15))
-        } else if referenced_connections(&workflow).is_empty() {
-            Action::await_change()
-        } else {
-            Action::requeue(Duration::from_secs(600))
-        },
-    )
+    crate::mirror_map::offer_workflow(context, &workflow, &plan.status, plan.new_revision);
+    // A change of the workflow or of a Connection it names wakes it.
+    Ok(Action::await_change())
 }
 
 async fn observe(
@@ -134,7 +162,7 @@ async fn observe(
 fn error_policy(
     workflow: Arc<PartialObjectMeta<Workflow>>,
     error: &Error,
-    context: Arc<Context>,
+    state: Arc<State>,
 ) -> Action {
-    context.reconcile_error(CONTROLLER, &*workflow, error)
+    state.context.reconcile_error(CONTROLLER, &*workflow, error)
 }

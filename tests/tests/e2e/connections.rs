@@ -581,9 +581,36 @@ async fn connection_conditions_follow_the_secret_and_the_probe() {
     assert!(ready.message.contains("token"), "{ready:?}");
     let verified = wait_condition(&bed, "api", "Verified", "Verified present", |_| true).await;
     assert_ne!(verified.status, ConditionStatus::True, "{verified:?}");
+    // A Workflow naming it is not Ready while the Connection is not.
+    bed.apply_workflow(
+        "uses-api",
+        json!({"nodes": [{"name": "call", "http": {"url": "/health", "connection": "api"}}]}),
+    )
+    .await;
+    let workflow_ready =
+        |status: ConditionStatus| {
+            let workflows = bed.workflows();
+            async move {
+                let what = format!("workflow uses-api Ready={status:?}");
+                eventually(&what, || {
+                    let workflows = workflows.clone();
+                    async move {
+                        let workflow = workflows.get_opt("uses-api").await.ok()??;
+                        workflow.status?.conditions.into_iter().find(|condition| {
+                            condition.type_ == "Ready" && condition.status == status
+                        })
+                    }
+                })
+                .await
+            }
+        };
+    let not_ready = workflow_ready(ConditionStatus::False).await;
+    assert_eq!(not_ready.reason, "ConnectionNotReady", "{not_ready:?}");
 
     // Adding the key: Ready=True at once (the controller watches Secrets),
-    // then the probe with the token verifies it.
+    // then the probe with the token verifies it, and the Workflow becomes
+    // Ready (the Workflow controller watches the Connections it names;
+    // nothing polls).
     bed.apply(secret(
         "api-credentials",
         json!({"other": "value", "token": token}),
@@ -599,6 +626,7 @@ async fn connection_conditions_follow_the_secret_and_the_probe() {
     })
     .await;
     assert_eq!(verified.reason, "Verified", "{verified:?}");
+    workflow_ready(ConditionStatus::True).await;
     let bearer = format!("Bearer {token}");
     assert!(
         seen.lock()
