@@ -4,10 +4,11 @@
 //!
 //! Map: [`workflow`] (validation, revisions), [`run`] (admission, Jobs,
 //! lifecycle), [`run_api`] (runner ⇄ operator), [`mirror`] and
-//! [`mirror_map`] (PostgreSQL), [`names`] (derived names), [`leader`]
+//! [`mirror_map`] and [`audit`] (PostgreSQL), [`names`] (derived names), [`leader`]
 //! (Lease), [`telemetry`] (metrics, health), [`config`], [`context`],
 //! [`events`] (Kubernetes Events), [`watch`] (lean controller caches).
 
+pub mod audit;
 pub mod config;
 pub mod connection;
 pub mod context;

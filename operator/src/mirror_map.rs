@@ -420,6 +420,31 @@ pub fn connection_record(
     })
 }
 
+/// The built-in node catalog as `node_definitions` rows: one per node type,
+/// at this operator's version, with its description, category and
+/// parameter schema (what `sluice-runner nodes` prints).
+pub fn node_definition_records() -> Vec<MirrorEvent> {
+    sluice_crds::NodeType::ALL
+        .iter()
+        .map(|node_type| {
+            let (description, category) = sluice_runner::nodes::describe(*node_type);
+            MirrorEvent::NodeDefinition(crate::mirror::NodeDefinitionRecord {
+                name: node_type.as_str().to_owned(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                description: Some(description.to_owned()),
+                kind: "action".to_owned(),
+                category: Some(category.to_owned()),
+                icon: None,
+                settings_schema: Some(sluice_runner::nodes::parameter_schema(*node_type)),
+                input_schema: None,
+                output_schema: None,
+                builtin: true,
+                active: true,
+            })
+        })
+        .collect()
+}
+
 /// Reads the cluster for a mirror resync: every namespace holding
 /// Workflows, then its workflows (with their current status), runs and
 /// schedules.
@@ -561,6 +586,19 @@ mod tests {
             (Some(next), Some(last))
         );
         assert!(!record.active, "suspended");
+    }
+
+    #[test]
+    fn the_node_catalog_has_every_type_with_its_parameter_schema() {
+        let records = node_definition_records();
+        assert_eq!(records.len(), sluice_crds::NodeType::ALL.len());
+        let MirrorEvent::NodeDefinition(http) = &records[0] else {
+            panic!("expected a node definition, got {:?}", records[0]);
+        };
+        assert_eq!(http.name, "http");
+        assert!(http.builtin && http.active);
+        let schema = http.settings_schema.as_ref().expect("a schema");
+        assert!(schema["properties"]["url"].is_object(), "{schema}");
     }
 
     #[test]

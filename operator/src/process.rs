@@ -139,11 +139,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 let _ = leader_rx.wait_for(|leading| !*leading).await;
             };
             tokio::select! {
-                _ = futures::future::join4(
+                _ = futures::future::join5(
                     crate::workflow::controller::run(context.clone(), until_stop(stopping.clone())),
                     crate::run::controller::run(context.clone(), until_stop(stopping.clone())),
                     crate::connection::controller::run(context.clone(), until_stop(stopping.clone())),
                     crate::schedule::controller::run(context.clone(), until_stop(stopping.clone())),
+                    crate::audit::run(context.clone(), until_stop(stopping.clone())),
                 ) => Ok(()),
                 _ = lost => anyhow::bail!("lost the leader lease: exiting so another replica can lead"),
             }
@@ -213,6 +214,11 @@ fn start_mirror(
         })
     });
     let (mirror, _writer) = Mirror::start(pool, MirrorConfig::default(), Some(resync));
+    for definition in crate::mirror_map::node_definition_records() {
+        if let Err(error) = mirror.offer(definition) {
+            tracing::warn!(%error, "failed to queue the node catalog for the mirror");
+        }
+    }
     let observed = mirror.clone();
     tokio::spawn(async move {
         loop {

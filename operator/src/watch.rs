@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 
 /// The annotation `kubectl apply` keeps a whole copy of the object in.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Drops what no controller reads from a cached object.
 pub fn slim<K: Resource>(object: &mut K) {

@@ -39,6 +39,7 @@ async fn apply_object(
         }
         MirrorEvent::Execution(execution) => {
             executions::upsert_execution(conn, execution, limits).await?;
+            executions::touch_webhook_endpoint(conn, execution).await?;
             executions::upsert_queue_entry(conn, execution).await
         }
         MirrorEvent::NodeDefinition(definition) => {
@@ -232,9 +233,10 @@ mod tests {
             MirrorEvent::Log(log(&done, 2, b"200 OK")),
             MirrorEvent::Audit(AuditRecord {
                 resource_uid: uid(10),
-                resource_version: "42".into(),
+                version: "42".into(),
                 kind: ResourceKind::Workflow,
                 name: "triage-signup".into(),
+                namespace: "growth".into(),
                 workspace_uid: Some(uid(1)),
                 action: AuditAction::Updated,
                 old_values: Some(json!({"spec": {"suspend": true}})),

@@ -2,24 +2,26 @@
 //!
 //! Each observed create/update/delete of a Sluice object is one
 //! `audit_logs` row with the object's old and new state. Its id is a UUIDv5
-//! of (object uid, resourceVersion, action), so a replayed watch event
-//! (relists, resyncs, restarts) never adds a second entry. Connection states
+//! of (object uid, version, action), so a replayed watch event (relists,
+//! resyncs, restarts) never adds a second entry. Connection states
 //! are masked before they are stored; all states are sanitised and capped.
 //! No commits or retries here.
 
 use serde_json::{Map, Value, json};
 use sqlx::PgConnection;
 
-use super::records::{AuditRecord, ResourceKind, SystemMetricRecord};
+use super::records::{AuditAction, AuditRecord, ResourceKind, SystemMetricRecord};
 use super::sanitize::{self, Limits, Notes};
-use super::{WriteError, failed, ids};
+use super::{WriteError, failed, ids, workflows};
 
 /// `audit_logs.action` in the seed's style: `workflow_created` …
 pub fn action_name(audit: &AuditRecord) -> String {
     format!("{}_{}", audit.kind.as_str(), audit.action.as_str())
 }
 
-/// Inserts one audit entry (a no-op when it is already there).
+/// Inserts one audit entry (a no-op when it is already there). An update
+/// or delete without `old_values` gets the new state of the object's
+/// previous entry.
 pub async fn insert_audit(
     conn: &mut PgConnection,
     audit: &AuditRecord,
@@ -45,24 +47,36 @@ pub async fn insert_audit(
         None => Map::new(),
     };
     metadata.insert("name".into(), json!(audit.name));
-    metadata.insert("resourceVersion".into(), json!(audit.resource_version));
+    metadata.insert("namespace".into(), json!(audit.namespace));
+    metadata.insert("version".into(), json!(audit.version));
     let metadata = notes.merge_into(Some(Value::Object(metadata)));
     let metadata = sanitize::json_opt(metadata.as_ref(), limits, "metadata", &mut Notes::default());
+    if let Some(workspace) = audit.workspace_uid {
+        workflows::ensure_workspace(conn, workspace, &audit.namespace).await?;
+    }
+    let follows_an_entry = audit.action != AuditAction::Created;
     sqlx::query(
-        "INSERT INTO audit_logs (id, workspace_id, action, resource_type, resource_id, old_values, new_values,
-                                metadata, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8::jsonb, $9)
+        "INSERT INTO audit_logs (id, workspace_id, action, resource_type, resource_id, old_values,
+                                new_values, metadata, created_at)
+         VALUES ($1, $2, $3, $4, $5,
+                 COALESCE($6::jsonb, CASE WHEN $9 THEN (
+                     SELECT previous.new_values FROM audit_logs previous
+                     WHERE previous.resource_type = $4 AND previous.resource_id = $5
+                       AND previous.created_at <= $8 AND previous.id <> $1
+                     ORDER BY previous.created_at DESC LIMIT 1) END),
+                 $7::jsonb, $10::jsonb, $8)
          ON CONFLICT (id) DO NOTHING",
     )
-    .bind(ids::audit_id(audit.resource_uid, &audit.resource_version, &action))
+    .bind(ids::audit_id(audit.resource_uid, &audit.version, &action))
     .bind(audit.workspace_uid)
     .bind(&action)
     .bind(audit.kind.as_str())
     .bind(audit.resource_uid.to_string())
     .bind(old_values)
     .bind(new_values)
-    .bind(metadata)
     .bind(audit.observed_at)
+    .bind(follows_an_entry)
+    .bind(metadata)
     .execute(conn)
     .await
     .map_err(failed("audit log"))?;
@@ -107,4 +121,112 @@ pub async fn insert_system_metric(
     .await
     .map_err(failed("system metric"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+    use sqlx::PgPool;
+
+    use super::super::fixtures::*;
+    use super::super::records::*;
+
+    fn entry(action: AuditAction, version: &str, minute: u32, spec: Option<Value>) -> MirrorEvent {
+        let state = spec.map(|spec| json!({"spec": spec}));
+        let (old_values, new_values) = match action {
+            AuditAction::Deleted => (state, None),
+            _ => (None, state),
+        };
+        MirrorEvent::Audit(AuditRecord {
+            resource_uid: uid(10),
+            version: version.into(),
+            kind: ResourceKind::Workflow,
+            name: "triage-signup".into(),
+            namespace: "growth".into(),
+            workspace_uid: Some(uid(1)),
+            action,
+            old_values,
+            new_values,
+            metadata: Some(json!({"manager": "kubectl-client-side-apply"})),
+            observed_at: at(9, minute),
+        })
+    }
+
+    async fn trail(pool: &PgPool) -> Vec<(String, Option<Value>, Option<Value>)> {
+        sqlx::query_as(
+            "SELECT action, old_values, new_values FROM audit_logs
+             WHERE resource_id = $1 ORDER BY created_at",
+        )
+        .bind(uid(10).to_string())
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn updates_take_their_old_state_from_the_previous_entry_and_replays_add_nothing(
+        pool: PgPool,
+    ) {
+        // No workspace event first: the entry creates its workspace.
+        let created = entry(
+            AuditAction::Created,
+            "1",
+            0,
+            Some(json!({"suspend": false})),
+        );
+        let updated = entry(AuditAction::Updated, "2", 5, Some(json!({"suspend": true})));
+        let deleted = entry(
+            AuditAction::Deleted,
+            "77",
+            9,
+            Some(json!({"suspend": true})),
+        );
+        write(&pool, &[created.clone(), updated.clone()]).await;
+        write(&pool, &[created, updated, deleted.clone(), deleted]).await;
+        assert_eq!(
+            trail(&pool).await,
+            vec![
+                (
+                    "workflow_created".into(),
+                    None,
+                    Some(json!({"spec": {"suspend": false}}))
+                ),
+                (
+                    "workflow_updated".into(),
+                    Some(json!({"spec": {"suspend": false}})),
+                    Some(json!({"spec": {"suspend": true}}))
+                ),
+                (
+                    "workflow_deleted".into(),
+                    Some(json!({"spec": {"suspend": true}})),
+                    None
+                ),
+            ]
+        );
+        let metadata: Value = sqlx::query_scalar("SELECT metadata FROM audit_logs LIMIT 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(metadata["manager"], "kubectl-client-side-apply");
+        assert_eq!(metadata["namespace"], "growth");
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn the_first_entry_seen_of_an_object_has_no_old_state(pool: PgPool) {
+        // An object changed while no operator watched: its first entry is an
+        // update with nothing before it.
+        write(
+            &pool,
+            &[entry(AuditAction::Updated, "4", 0, Some(json!({"a": 1})))],
+        )
+        .await;
+        assert_eq!(
+            trail(&pool).await,
+            vec![(
+                "workflow_updated".into(),
+                None,
+                Some(json!({"spec": {"a": 1}}))
+            )]
+        );
+    }
 }

@@ -73,6 +73,30 @@ pub async fn upsert_execution(
     Ok(())
 }
 
+/// A run a webhook started marks its endpoint used when the run was made.
+pub async fn touch_webhook_endpoint(
+    conn: &mut PgConnection,
+    execution: &ExecutionRecord,
+) -> Result<(), WriteError> {
+    let Some(trigger) = &execution.trigger else {
+        return Ok(());
+    };
+    let (Some("Webhook"), Some(name)) = (trigger["type"].as_str(), trigger["source"].as_str())
+    else {
+        return Ok(());
+    };
+    sqlx::query(
+        "UPDATE webhook_endpoints SET last_used_at = COALESCE($2, CURRENT_TIMESTAMP)
+         WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < COALESCE($2, CURRENT_TIMESTAMP))",
+    )
+    .bind(ids::webhook_endpoint_id(execution.workflow_uid, name))
+    .bind(execution.created_at)
+    .execute(conn)
+    .await
+    .map_err(failed("webhook endpoint"))?;
+    Ok(())
+}
+
 /// Keeps the run's `execution_queue` entry in step with its phase: created
 /// while Pending/Queued (`pending`), then `processing`, then the outcome
 /// (`completed`, `failed`, `cancelled`). A run that was never seen queued

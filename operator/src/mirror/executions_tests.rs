@@ -310,3 +310,30 @@ async fn bad_payloads_are_stored_without_failing_the_batch(pool: PgPool) {
     );
     assert_eq!(logs[1].0, "fine");
 }
+
+async fn endpoint_last_used(pool: &PgPool) -> Option<chrono::DateTime<chrono::Utc>> {
+    sqlx::query_scalar("SELECT last_used_at FROM webhook_endpoints")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_webhook_run_marks_its_endpoint_used_and_never_earlier(pool: PgPool) {
+    let mut manual = execution(1, RunPhase::Pending);
+    manual.created_at = Some(at(9, 30));
+    seed_runs(&pool, &[manual]).await;
+    assert_eq!(endpoint_last_used(&pool).await, None, "a manual run");
+
+    let hooked = |n, minute| {
+        let mut run = execution(n, RunPhase::Pending);
+        run.trigger = Some(json!({"type": "Webhook", "source": "signup", "data": {}}));
+        run.created_at = Some(at(10, minute));
+        MirrorEvent::Execution(run)
+    };
+    write(&pool, &[hooked(2, 15)]).await;
+    assert_eq!(endpoint_last_used(&pool).await, Some(at(10, 15)));
+    // A later event of an older run (a replay, a resync) does not move it back.
+    write(&pool, &[hooked(3, 20), hooked(2, 15)]).await;
+    assert_eq!(endpoint_last_used(&pool).await, Some(at(10, 20)));
+}

@@ -15,7 +15,7 @@
 //! | `workflow_versions` | [`workflows::upsert_workflow_version`] | (workflow, revision) |
 //! | `workflow_tags`, `workflow_tag_assignments` | [`workflows::sync_workflow_tags`] | (workspace, `key=value`) |
 //! | `workflow_triggers` | [`workflows::sync_workflow_triggers`] | v5(workflow, trigger) |
-//! | `webhook_endpoints` | [`workflows::sync_webhook_endpoints`] | v5(workflow, trigger); path |
+//! | `webhook_endpoints` | [`workflows::sync_webhook_endpoints`]; `last_used_at` by [`executions::touch_webhook_endpoint`] | v5(workflow, trigger); path |
 //! | `environment_variables` | [`workflows::sync_environment_variables`] | v5(workspace, workflow, name) |
 //! | `workflow_schedules` | [`workflows::upsert_schedule`] | Schedule uid |
 //! | `connections` | [`catalog::upsert_connection`] | Connection uid |
@@ -25,7 +25,7 @@
 //! | `node_executions` | [`executions::write_node_executions`] (batched) | (run, node id, attempt) |
 //! | `execution_logs` | [`executions::write_logs`] (batched) | (run, seq) |
 //! | `workflow_metrics`, `node_metrics`, `usage_records` | [`metrics::refresh_for_executions`], [`metrics::recompute_daily_metrics`] | (workflow[, node], day) |
-//! | `audit_logs` | [`audit::insert_audit`] | v5(uid, resourceVersion, action) |
+//! | `audit_logs` | [`audit::insert_audit`] | v5(uid, generation or last resourceVersion, action) |
 //! | `system_metrics` | [`audit::insert_system_metric`] | v5(type, tags, time) |
 //!
 //! Decisions where the design is silent:

@@ -372,13 +372,19 @@ impl AuditAction {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditRecord {
     pub resource_uid: Uuid,
-    /// `metadata.resourceVersion` of the new state (of the old one for a
-    /// delete): with the uid and action, the idempotency key of the entry.
-    pub resource_version: String,
+    /// With the uid and action, the idempotency key of the entry: the
+    /// object's `metadata.generation` for a create or update (so status
+    /// writes and replayed watch events make no new entry), its last
+    /// `resourceVersion` for a delete.
+    pub version: String,
     pub kind: ResourceKind,
     pub name: String,
+    pub namespace: String,
+    /// The namespace's uid; its workspace row is created when missing.
     pub workspace_uid: Option<Uuid>,
     pub action: AuditAction,
+    /// `None` for an update or delete: the mirror takes the new state of
+    /// the object's previous entry, so the operator keeps no copies.
     pub old_values: Option<Value>,
     pub new_values: Option<Value>,
     /// Field manager, user agent or similar, when known.
@@ -411,7 +417,8 @@ pub enum MirrorEvent {
     Workflow(WorkflowRecord),
     Schedule(ScheduleRecord),
     Connection(ConnectionRecord),
-    /// Also writes its queue entry and, once finished, the daily metrics.
+    /// Also writes its queue entry, its webhook endpoint's last use and,
+    /// once finished, the daily metrics.
     Execution(ExecutionRecord),
     NodeExecution(NodeExecutionRecord),
     Log(LogRecord),

@@ -3,6 +3,7 @@
 //! cluster namespace (and, without `SLUICE_E2E_KUBECONFIG`, its own API
 //! server stand-in).
 
+mod audit;
 mod chart;
 mod cluster_nodes;
 mod conformance;
