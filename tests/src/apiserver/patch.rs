@@ -15,12 +15,13 @@
 //! merge item by item on that key. Field ownership is recorded per manager
 //! in `managedFields` (`fieldsV1`, computed from the applied configuration,
 //! list-map items as `k:{"name":…}`). When a manager applies again, fields it
-//! owned before and no longer applies are removed unless another *applying*
-//! manager owns them. Not modelled: ownership taken over by `Update`
-//! operations (their entries record no fields), conflict detection (an apply
-//! never answers 409 for a field owned by someone else, so `force` has no
-//! effect), removal of list-map items or of individual elements of atomic
-//! lists, and typed schemas (built-in types use the same name/type rule).
+//! owned before and no longer applies (list-map items and their fields
+//! included) are removed unless another *applying* manager owns them.
+//! Not modelled: ownership taken over by `Update` operations (their entries
+//! record no fields), conflict detection (an apply never answers 409 for a
+//! field owned by someone else, so `force` has no effect), removal of
+//! individual elements of atomic lists, and typed schemas (built-in types
+//! use the same name/type rule).
 //! Strategic merge patch is handled as a JSON merge patch (built-in types
 //! only; custom resources answer 415 like the real server).
 
@@ -169,7 +170,8 @@ fn merge_sets(into: &mut Map<String, Value>, other: &Map<String, Value>) {
 }
 
 /// Removes from `object` what `old` owned, `new` no longer claims and no
-/// one in `others` owns.
+/// one in `others` owns: fields (`f:name`) of maps and items (`k:{…}`) of
+/// list maps, at any depth.
 fn remove_released(
     object: &mut Value,
     old: &Map<String, Value>,
@@ -178,19 +180,39 @@ fn remove_released(
 ) {
     let empty = Map::new();
     for (key, old_child) in old {
-        let Some(field) = key.strip_prefix("f:") else {
-            continue;
-        };
         let new_child = new.get(key).and_then(Value::as_object);
         let other_child = others.get(key).and_then(Value::as_object);
-        if new_child.is_none() && other_child.is_none() {
-            if let Some(map) = object.as_object_mut() {
-                map.remove(field);
+        let released = new_child.is_none() && other_child.is_none();
+        let child = if let Some(field) = key.strip_prefix("f:") {
+            if released {
+                if let Some(map) = object.as_object_mut() {
+                    map.remove(field);
+                }
+                continue;
             }
+            object.get_mut(field)
+        } else if let Some(selector) = key.strip_prefix("k:") {
+            let Ok(Value::Object(selector)) = serde_json::from_str::<Value>(selector) else {
+                continue;
+            };
+            let Some(items) = object.as_array_mut() else {
+                continue;
+            };
+            let selected = |item: &Value| {
+                selector
+                    .iter()
+                    .all(|(name, value)| item.get(name) == Some(value))
+            };
+            if released {
+                items.retain(|item| !selected(item));
+                continue;
+            }
+            items.iter_mut().find(|item| selected(item))
+        } else {
             continue;
-        }
-        if let (Some(child), Some(old_child)) = (object.get_mut(field), old_child.as_object())
-            && child.is_object()
+        };
+        if let (Some(child), Some(old_child)) = (child, old_child.as_object())
+            && (child.is_object() || child.is_array())
         {
             remove_released(
                 child,
@@ -357,5 +379,25 @@ mod tests {
         ]});
         let (result, _) = apply(Some(&live), &json!({"spec": {}}), "one", false);
         assert_eq!(result["spec"], json!({"b": 2}));
+    }
+
+    #[test]
+    fn reapply_removes_released_fields_and_items_of_list_maps() {
+        let applied = json!({"spec": {"nodes": [
+            {"name": "a", "fail": {"message": "no"}},
+            {"name": "b", "wait": {}},
+        ]}});
+        let (first, first_fields) = apply(None, &applied, "one", false);
+        let mut live = first.clone();
+        live["metadata"] = json!({"managedFields": [
+            {"manager": "one", "operation": "Apply", "fieldsV1": first_fields},
+        ]});
+        let changed = json!({"spec": {"nodes": [{"name": "a", "transform": {"jq": "."}}]}});
+        let (result, _) = apply(Some(&live), &changed, "one", false);
+        assert_eq!(
+            result["spec"]["nodes"],
+            json!([{"name": "a", "transform": {"jq": "."}}]),
+            "a's fail block and node b are released"
+        );
     }
 }
