@@ -59,8 +59,11 @@ pub struct WorkflowRunSpec {
     /// ends as Cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel: Option<bool>,
-    /// Name of a failed run of the same workflow whose succeeded nodes are
-    /// reused instead of run again.
+    /// Name of a Failed or Cancelled run of the same workflow to resume:
+    /// its succeeded nodes whose definition is unchanged (and whose needs
+    /// are reused too) do not run again, their outputs are reused from
+    /// PostgreSQL, so the operator needs its database. Leave `input` out
+    /// to take that run's input; a different input is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub resume_from: Option<String>,

@@ -196,6 +196,9 @@ pub enum Error {
     /// JSON (de)serialisation failed.
     #[error("failed to encode or decode JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// A read of what the mirror stored failed (PostgreSQL unreachable …).
+    #[error("failed to read the PostgreSQL mirror: {0}")]
+    Database(#[from] sqlx::Error),
 }
 
 impl Error {
@@ -206,6 +209,7 @@ impl Error {
             Error::Kube(_) => "KubernetesApi",
             Error::MissingField(..) => "MissingField",
             Error::Json(_) => "Serialization",
+            Error::Database(_) => "Database",
         }
     }
 }

@@ -298,6 +298,7 @@ fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         http: reqwest::Client::new(),
         cancel: cancel.clone(),
         run_api: None,
+        reused: Default::default(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

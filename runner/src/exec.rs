@@ -163,6 +163,7 @@ pub async fn exec(config: ExecConfig) -> Result<RunPhase, ExecError> {
                     base_url: config.api_url.clone(),
                     token: config.token.clone(),
                 }),
+                reused: snapshot.reused_outputs.clone(),
             };
             let clock = Arc::new(SystemClock);
             let engine = Engine::new(Catalog::local(clock.clone()), clock)

@@ -146,7 +146,8 @@ pub struct NodeResult {
     /// One-line error, when it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Why it was skipped or cancelled.
+    /// Why it was skipped or cancelled, or (succeeded with 0 attempts) that
+    /// its output was reused from the run this one resumes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Whether the output was over the cap and replaced by a marker.

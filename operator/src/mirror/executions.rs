@@ -10,7 +10,7 @@
 //! No commits or retries here.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -71,6 +71,35 @@ pub async fn upsert_execution(
     .await
     .map_err(failed("workflow execution"))?;
     Ok(())
+}
+
+/// The outputs of `nodes` of run `execution_uid` as stored whole: each
+/// node's last attempt when it succeeded, left out when it did not, when
+/// sanitising changed anything in its row, or when the runner's cap had
+/// replaced the output with a marker.
+pub async fn stored_node_outputs(
+    pool: &sqlx::PgPool,
+    execution_uid: Uuid,
+    nodes: &[String],
+) -> Result<BTreeMap<String, Value>, sqlx::Error> {
+    let rows: Vec<(String, String, Option<Value>, bool)> = sqlx::query_as(
+        "SELECT DISTINCT ON (node_id) node_id, status::text, output_data, payload_notes IS NULL
+         FROM node_executions WHERE execution_id = $1 AND node_id = ANY($2)
+         ORDER BY node_id, attempt DESC",
+    )
+    .bind(execution_uid)
+    .bind(nodes)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(node, status, output, clean)| {
+            let output = output.filter(|_| clean && status == "completed")?;
+            let capped = output.get("truncated") == Some(&Value::Bool(true))
+                && output.get("capBytes").is_some();
+            (!capped).then_some((node, output))
+        })
+        .collect())
 }
 
 /// A run a webhook started marks its endpoint used when the run was made.

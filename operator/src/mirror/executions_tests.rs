@@ -337,3 +337,43 @@ async fn a_webhook_run_marks_its_endpoint_used_and_never_earlier(pool: PgPool) {
     write(&pool, &[hooked(3, 20), hooked(2, 15)]).await;
     assert_eq!(endpoint_last_used(&pool).await, Some(at(10, 20)));
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn stored_outputs_are_the_last_attempts_that_succeeded_whole(pool: PgPool) {
+    let run = execution(1, RunPhase::Failed);
+    seed_runs(&pool, std::slice::from_ref(&run)).await;
+    let with_output = |id: &str, attempt, phase, output: Value| {
+        let mut record = node(&run, id, attempt, phase);
+        record.output = Some(output);
+        MirrorEvent::NodeExecution(record)
+    };
+    write(
+        &pool,
+        &[
+            // Retried, then succeeded: the last attempt counts.
+            with_output("lookup", 0, NodePhase::Failed, json!(null)),
+            with_output("lookup", 1, NodePhase::Succeeded, json!({"id": 7})),
+            with_output("score", 0, NodePhase::Failed, json!(null)),
+            // Over the runner's cap: a marker, not the output.
+            with_output(
+                "big",
+                0,
+                NodePhase::Succeeded,
+                json!({"truncated": true, "bytes": 9, "capBytes": 1, "message": "over"}),
+            ),
+            // Changed by sanitising (a NUL escaped): not whole.
+            with_output("nul", 0, NodePhase::Succeeded, json!("a\u{0}b")),
+        ],
+    )
+    .await;
+    let nodes: Vec<String> = ["lookup", "score", "big", "nul", "never"]
+        .map(String::from)
+        .to_vec();
+    let stored = super::stored_node_outputs(&pool, run.uid, &nodes)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored,
+        std::collections::BTreeMap::from([("lookup".to_owned(), json!({"id": 7}))])
+    );
+}

@@ -178,6 +178,7 @@ impl Pending {
 pub struct Mirror {
     sender: mpsc::Sender<Envelope>,
     shared: Arc<Shared>,
+    pool: PgPool,
 }
 
 impl Mirror {
@@ -190,7 +191,7 @@ impl Mirror {
         let (sender, receiver) = mpsc::channel(config.capacity.max(1));
         let shared = Arc::new(Shared::default());
         let writer = Writer {
-            pool,
+            pool: pool.clone(),
             config,
             receiver,
             shared: shared.clone(),
@@ -198,7 +199,20 @@ impl Mirror {
             parked: VecDeque::new(),
         };
         let task = tokio::spawn(writer.run());
-        (Mirror { sender, shared }, task)
+        (
+            Mirror {
+                sender,
+                shared,
+                pool,
+            },
+            task,
+        )
+    }
+
+    /// The database, for the few reads of what the mirror stored
+    /// (a resumed run's reused outputs); writes go through the queue.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
     fn enqueue_now(&self, pending: Pending) -> Result<(), OfferError> {

@@ -21,6 +21,8 @@ use super::job::{
 };
 use super::outcome::observe_job_outcome;
 use super::progress::seed_nodes;
+use super::resume::{RESUME_INVALID, ResumeSource, plan_resume, requested_input};
+use super::resume_source::observe_resume_source;
 use crate::context::{Context, Error};
 use crate::names;
 use chrono::Utc;
@@ -165,7 +167,20 @@ async fn admit(run: &WorkflowRun, context: &Context, namespace: &str) -> Result<
         );
         return end(run, context, RunPhase::Failed, reason, message).await;
     }
-    let requested = run.spec.input.clone().unwrap_or(serde_json::Value::Null);
+    let resume = match &run.spec.resume_from {
+        Some(_) => match observe_resume_source(run, context, namespace).await? {
+            Ok(source) => Some(source),
+            Err(message) => {
+                return end(run, context, RunPhase::Failed, RESUME_INVALID, message).await;
+            }
+        },
+        None => None,
+    };
+    let requested = match &resume {
+        Some(source) => requested_input(run, source),
+        None => run.spec.input.clone(),
+    }
+    .unwrap_or(serde_json::Value::Null);
     let input = match sluice_runner::input::prepare(workflow.spec.input.as_ref(), requested) {
         Ok(input) => input,
         Err(errors) => {
@@ -184,7 +199,7 @@ async fn admit(run: &WorkflowRun, context: &Context, namespace: &str) -> Result<
     // Without a concurrency limit every run starts: no siblings to read, and
     // no reason to admit this workflow's runs one at a time.
     if workflow.spec.concurrency.is_none() {
-        return start(run, &workflow, input, context, namespace).await;
+        return start(run, &workflow, input, resume.as_ref(), context, namespace).await;
     }
     let lock = context.admission_lock(namespace, workflow_name);
     let _admitting = lock.lock().await;
@@ -202,14 +217,14 @@ async fn admit(run: &WorkflowRun, context: &Context, namespace: &str) -> Result<
         &run_view(run),
         &siblings,
     ) {
-        Admission::Start => start(run, &workflow, input, context, namespace).await,
+        Admission::Start => start(run, &workflow, input, resume.as_ref(), context, namespace).await,
         Admission::StartReplacing { cancel } => {
             for victim in cancel {
                 let patch = serde_json::json!({"spec": {"cancel": true}});
                 runs.patch(&victim, &PatchParams::default(), &Patch::Merge(&patch))
                     .await?;
             }
-            start(run, &workflow, input, context, namespace).await
+            start(run, &workflow, input, resume.as_ref(), context, namespace).await
         }
         Admission::Queue { position } => {
             let mut status = run.status.clone().unwrap_or_default();
@@ -285,10 +300,18 @@ async fn start(
     run: &WorkflowRun,
     workflow: &Workflow,
     input: serde_json::Value,
+    resume: Option<&ResumeSource>,
     context: &Context,
     namespace: &str,
 ) -> Result<Action, Error> {
     let run_name = run.name_any();
+    let resumed = match resume.map(|source| plan_resume(source, &workflow.spec, &input)) {
+        Some(Ok(plan)) => Some(plan),
+        Some(Err(message)) => {
+            return end(run, context, RunPhase::Failed, RESUME_INVALID, message).await;
+        }
+        None => None,
+    };
     let uid = run
         .uid()
         .ok_or_else(|| Error::MissingField(run_name.clone(), "metadata.uid"))?;
@@ -319,7 +342,10 @@ async fn start(
         input,
         connections,
         output_cap_bytes: context.config.output_cap_bytes,
-        reused_outputs: BTreeMap::new(),
+        reused_outputs: resumed
+            .as_ref()
+            .map(|plan| plan.reused.clone())
+            .unwrap_or_default(),
     };
     let owner = controller_reference(run);
     let labels = BTreeMap::from([
@@ -420,6 +446,11 @@ async fn start(
             format!("created job {}", job.metadata.name.unwrap_or_default()),
         )
         .await;
+    if let (Some(plan), Some(source)) = (&resumed, &run.spec.resume_from) {
+        context
+            .publish(run, false, "Resumed", "Start", plan.summary(source))
+            .await;
+    }
     crate::mirror_map::offer_run(context, run);
     Ok(Action::requeue(Duration::from_secs(30)))
 }

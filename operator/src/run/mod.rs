@@ -8,3 +8,5 @@ pub mod finish;
 pub mod job;
 pub mod outcome;
 pub mod progress;
+pub mod resume;
+pub mod resume_source;

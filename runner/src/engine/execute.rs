@@ -55,6 +55,14 @@ impl Outcome {
         }
     }
 
+    /// Succeeded without running: the output of an earlier run, reused.
+    pub(super) fn reused(output: serde_json::Value) -> Self {
+        Self {
+            reason: Some("its output was reused from the run it resumes".to_owned()),
+            ..Self::succeeded(0, output)
+        }
+    }
+
     fn succeeded(attempts: u32, output: serde_json::Value) -> Self {
         Self {
             phase: NodePhase::Succeeded,

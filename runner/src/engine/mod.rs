@@ -2,7 +2,8 @@
 //! trait. It decides *when* nodes run — `needs`, `if` with skip
 //! propagation and `runWhen`, `forEach`, retries with backoff, timeouts,
 //! `continueOnError`, the run's parallelism bound and deadline,
-//! cancellation — and reports every step to a [`Reporter`].
+//! cancellation, outputs reused from a run this one resumes — and reports
+//! every step to a [`Reporter`].
 //!
 //! Pure scheduling logic: all I/O happens inside node implementations, all
 //! time comes from the injected [`Clock`]. The whole run is one future
@@ -20,6 +21,7 @@ use crate::connections::ConnectionStore;
 use crate::node::{RunApiAccess, RunInfo};
 use crate::nodes::Catalog;
 use crate::report::{NodeResult, Reporter, RunSummary};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 /// Default cap on one node's output: 1 MiB of compact JSON.
@@ -57,6 +59,10 @@ pub struct RunRequest {
     pub cancel: Cancellation,
     /// The operator's run API (in a Job); `None` for local runs.
     pub run_api: Option<RunApiAccess>,
+    /// Outputs of nodes that succeeded in an earlier run (`spec.resumeFrom`),
+    /// by node name: these nodes succeed at once with that output, without
+    /// running. The operator only lists nodes whose needs are listed too.
+    pub reused: BTreeMap<String, serde_json::Value>,
 }
 
 impl RunRequest {
@@ -73,6 +79,7 @@ impl RunRequest {
             http: reqwest::Client::new(),
             cancel: Cancellation::new(),
             run_api: None,
+            reused: BTreeMap::new(),
         }
     }
 }

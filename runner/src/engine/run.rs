@@ -134,7 +134,16 @@ pub(super) async fn run(shared: &Shared<'_>, request: RunRequest) -> RunResult {
         while let Some(index) = ready.pop() {
             let node = &workflow.nodes[index];
             let decision = decide(workflow, index, &slots, failed_node.as_ref());
+            let reused = request.reused.get(&node.name).filter(|_| decision.is_ok());
             let finished = match decision {
+                Ok(()) if reused.is_some() => Some(
+                    Outcome::reused(reused.cloned().unwrap_or_default()).into_result(
+                        shared,
+                        index,
+                        None,
+                        clock.now(),
+                    ),
+                ),
                 Err(reason) => Some(skipped(shared, index, reason)),
                 Ok(()) => {
                     let context_val = base.with_nodes(&nodes_val);

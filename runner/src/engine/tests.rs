@@ -594,3 +594,29 @@ async fn templates_render_item_and_index_for_each_item() {
         Some(json!(["0:a", "1:b"]))
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn reused_nodes_succeed_with_their_earlier_output_without_running() {
+    let h = harness();
+    let workflow = Workflow::fixture("w")
+        .with_node(scripted("fetch", "ok"))
+        .with_node(
+            NodeSpec::transform("count", ".nodes.fetch.output.items | length").needs(&["fetch"]),
+        )
+        .with_node(scripted("notify", "ok").needs(&["count"]));
+    let mut request = RunRequest::new(json!({}));
+    request
+        .reused
+        .insert("fetch".into(), json!({"items": [1, 2, 3]}));
+    let result = h.run_request(workflow, request).await;
+    assert_eq!(result.summary.phase, RunPhase::Succeeded);
+    let fetch = result.node("fetch").unwrap();
+    assert_eq!(
+        (fetch.phase, fetch.attempts, fetch.output.clone()),
+        (NodePhase::Succeeded, 0, Some(json!({"items": [1, 2, 3]})))
+    );
+    assert!(fetch.reason.as_deref().unwrap().contains("reused"));
+    assert_eq!(result.node("count").unwrap().output, Some(json!(3)));
+    let ran: Vec<String> = h.scripted.calls().into_iter().map(|c| c.0).collect();
+    assert_eq!(ran, ["notify"], "only the node not reused ran");
+}

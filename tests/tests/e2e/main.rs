@@ -15,6 +15,7 @@ mod operator;
 mod operator_limits;
 mod operator_resilience;
 mod operator_support;
+mod resume;
 mod schedules;
 mod standin;
 mod support;
