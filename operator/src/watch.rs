@@ -7,8 +7,8 @@
 //! most of an object's size. Given an `Api<PartialObjectMeta<K>>`, it
 //! watches and caches only (lean) metadata: that is for controllers that
 //! read the object fresh from the API in each reconcile anyway (Workflows,
-//! Schedules), and makes 10,000 Workflows cost a few megabytes instead of
-//! tens.
+//! Schedules, WorkflowRuns), and makes 10,000 Workflows cost a few
+//! megabytes instead of tens.
 //!
 //! It uses kube's stream-controlled `Controller::for_stream` (the
 //! `unstable-runtime` feature), the only way to change what a controller's

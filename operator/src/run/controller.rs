@@ -10,6 +10,9 @@
 //! - finished: record it once (condition, Event, metrics, mirror) and apply
 //!   the workflow's history limits.
 //!
+//! The controller caches only runs' metadata and reads each run fresh when
+//! it reconciles it: every run kept by history limits stays in the cache.
+//!
 //! Runs carry the `sluice.dev/mirror` finalizer while a database is
 //! configured; it is removed only after the mirror has committed the run's
 //! final state, so deleting a run (or a history limit) never loses it.
@@ -31,6 +34,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -61,7 +65,7 @@ pub async fn run(
     context: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let runs: Api<WorkflowRun> = crate::namespaced_api(&context);
+    let runs: Api<PartialObjectMeta<WorkflowRun>> = crate::namespaced_api(&context);
     let jobs: Api<Job> = crate::namespaced_api(&context);
     let pods: Api<Pod> = crate::namespaced_api(&context);
     crate::watch::lean_controller(
@@ -90,12 +94,18 @@ pub fn snapshot_name(run_name: &str) -> String {
 }
 
 /// Moves one run one step forward.
-pub async fn reconcile(run: Arc<WorkflowRun>, context: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(
+    cached: Arc<PartialObjectMeta<WorkflowRun>>,
+    context: Arc<Context>,
+) -> Result<Action, Error> {
     context.metrics.reconciled(CONTROLLER);
-    let namespace = run
+    let namespace = cached
         .namespace()
-        .ok_or_else(|| Error::MissingField(run.name_any(), "metadata.namespace"))?;
+        .ok_or_else(|| Error::MissingField(cached.name_any(), "metadata.namespace"))?;
     let runs: Api<WorkflowRun> = Api::namespaced(context.client.clone(), &namespace);
+    let Some(run) = runs.get_opt(&cached.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
     let has_finalizer = run.finalizers().iter().any(|f| f == FINALIZER);
 
     if run.meta().deletion_timestamp.is_some() {
@@ -633,7 +643,11 @@ pub(super) fn is_not_found(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 404)
 }
 
-fn error_policy(run: Arc<WorkflowRun>, error: &Error, context: Arc<Context>) -> Action {
+fn error_policy(
+    run: Arc<PartialObjectMeta<WorkflowRun>>,
+    error: &Error,
+    context: Arc<Context>,
+) -> Action {
     context.reconcile_error(CONTROLLER, &*run, error)
 }
 
