@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use sluice_crds::common::{condition_type, find_condition};
 use sluice_crds::run_api::{RunEvent, RunEventKind};
 use sluice_crds::{
-    ConditionStatus, NodePhase, RunPhase, Schedule, ScheduleStatus, Workflow, WorkflowRun,
-    WorkflowStatus,
+    ConditionStatus, Connection, NodePhase, RunPhase, Schedule, ScheduleStatus, Workflow,
+    WorkflowRun, WorkflowStatus,
 };
 use std::sync::Arc;
 use uuid::Uuid;
@@ -445,9 +445,9 @@ pub fn node_definition_records() -> Vec<MirrorEvent> {
         .collect()
 }
 
-/// Reads the cluster for a mirror resync: every namespace holding
-/// Workflows, then its workflows (with their current status), runs and
-/// schedules.
+/// Reads the cluster for a mirror resync: the workflows (with their current
+/// status), runs, schedules and connections (with their Secret's
+/// fingerprint) of every namespace in scope.
 pub struct ClusterResync {
     client: kube::Client,
     namespace: Option<String>,
@@ -473,10 +473,15 @@ impl ClusterResync {
         let params = kube::api::ListParams::default();
         let workflows = self.api::<Workflow>().list(&params).await?.items;
         let runs = self.api::<WorkflowRun>().list(&params).await?.items;
+        let connections = self.api::<Connection>().list(&params).await?.items;
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
         let mut workspace_uids = std::collections::BTreeMap::new();
-        for workflow in &workflows {
-            let namespace = workflow.namespace().unwrap_or_default();
+        let in_use = workflows
+            .iter()
+            .map(ResourceExt::namespace)
+            .chain(connections.iter().map(ResourceExt::namespace));
+        for namespace in in_use {
+            let namespace = namespace.unwrap_or_default();
             if !workspace_uids.contains_key(&namespace)
                 && let Some(uid) = namespaces
                     .get_opt(&namespace)
@@ -520,6 +525,21 @@ impl ClusterResync {
                 })
                 .map(MirrorEvent::Schedule),
         );
+        for connection in &connections {
+            let namespace = connection.namespace().unwrap_or_default();
+            let Some(workspace) = workspace_uids.get(&namespace) else {
+                continue;
+            };
+            let fingerprint =
+                crate::connection::controller::observe_secret(connection, &self.client, &namespace)
+                    .await?
+                    .map(|data| crate::connection::plan::secret_fingerprint(&data));
+            let status = connection.status.clone().unwrap_or_default();
+            events.extend(
+                connection_record(connection, &status, *workspace, fingerprint)
+                    .map(MirrorEvent::Connection),
+            );
+        }
         Ok(events)
     }
 }
@@ -641,6 +661,63 @@ mod tests {
             MirrorEvent::Log(record) => assert_eq!((record.seq, record.level), (2, LogLevel::Warn)),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    /// A client whose API server holds one Connection (namespace `team`,
+    /// Secret `crm` with key `token`) and nothing else.
+    fn cluster_with_a_connection() -> kube::Client {
+        use axum::http::{Request, Response};
+        use kube::client::Body;
+        let service = tower::service_fn(|request: Request<Body>| async move {
+            let list = |kind: &str, items: Value| json!({"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items});
+            let body = match request.uri().path() {
+                "/apis/sluice.dev/v1alpha1/connections" => list(
+                    "ConnectionList",
+                    json!([{
+                        "apiVersion": "sluice.dev/v1alpha1", "kind": "Connection",
+                        "metadata": {"name": "crm", "namespace": "team", "uid": UID},
+                        "spec": {"type": "http", "secretRef": {"name": "crm"}},
+                    }]),
+                ),
+                "/api/v1/namespaces/team" => json!({
+                    "apiVersion": "v1", "kind": "Namespace",
+                    "metadata": {"name": "team", "uid": "00000000-0000-4000-8000-000000000007"},
+                }),
+                "/api/v1/namespaces/team/secrets/crm" => json!({
+                    "apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": "crm", "namespace": "team"},
+                    "data": {"token": "czNjcjN0"},
+                }),
+                _ => list("List", json!([])),
+            };
+            Ok::<_, std::convert::Infallible>(
+                Response::builder()
+                    .header("content-type", "application/json")
+                    .body(Body::from(body.to_string().into_bytes()))
+                    .expect("a response"),
+            )
+        });
+        kube::Client::new(service, "default")
+    }
+
+    #[tokio::test]
+    async fn a_resync_carries_connections_with_their_secrets_fingerprint() {
+        let events = ClusterResync::new(cluster_with_a_connection(), None)
+            .read()
+            .await
+            .expect("the resync reads the cluster");
+        let [MirrorEvent::Connection(connection)] = events.as_slice() else {
+            panic!("expected one connection, got {events:?}");
+        };
+        let data = std::collections::BTreeMap::from([("token".to_owned(), b"s3cr3t".to_vec())]);
+        assert_eq!(
+            connection.secret_fingerprint,
+            Some(crate::connection::plan::secret_fingerprint(&data))
+        );
+        assert_eq!(
+            connection.workspace_uid,
+            Uuid::from_u128(0x00000000_0000_4000_8000_000000000007)
+        );
     }
 
     #[test]

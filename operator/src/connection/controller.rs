@@ -89,7 +89,7 @@ pub async fn reconcile(connection: Arc<Connection>, state: Arc<State>) -> Result
     let namespace = connection
         .namespace()
         .ok_or_else(|| Error::MissingField(name.clone(), "metadata.namespace"))?;
-    let data = observe_secret(&connection, context, &namespace).await?;
+    let data = observe_secret(&connection, &context.client, &namespace).await?;
     let observation = match &data {
         None if connection.spec.secret_ref.is_none() => SecretObservation::NotReferenced,
         None => SecretObservation::Missing,
@@ -155,15 +155,16 @@ pub async fn reconcile(connection: Arc<Connection>, state: Arc<State>) -> Result
 
 /// The Secret's data (with `stringData` folded in), or None when it does
 /// not exist or is not referenced.
-async fn observe_secret(
+/// The data of the Secret `connection` names, if it names one that exists.
+pub async fn observe_secret(
     connection: &Connection,
-    context: &Context,
+    client: &kube::Client,
     namespace: &str,
-) -> Result<Option<BTreeMap<String, Vec<u8>>>, Error> {
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, kube::Error> {
     let Some(secret_ref) = &connection.spec.secret_ref else {
         return Ok(None);
     };
-    let secrets: Api<Secret> = Api::namespaced(context.client.clone(), namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let Some(secret) = secrets.get_opt(&secret_ref.name).await? else {
         return Ok(None);
     };
