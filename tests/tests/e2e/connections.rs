@@ -6,9 +6,11 @@
 //!   must then appear nowhere the platform writes: object statuses, Events,
 //!   the operator's log, the runner's output, `/metrics`, PostgreSQL.
 //! - Webhook triggers: HMAC (GitHub format) accepted, refused (401), too
-//!   large (413), rate limited (429), and answered synchronously.
+//!   large (413), rate limited (429), and answered synchronously; Slack's
+//!   format (a stale timestamp refused) and a bearer token; the endpoint's
+//!   last use mirrored.
 //! - A Connection's `Ready` and `Verified` conditions follow its Secret and
-//!   its probe.
+//!   its probe, and a Workflow naming it follows its `Ready`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -413,8 +415,12 @@ async fn webhooks_start_runs_through_the_real_operator() {
     sluice_e2e::cluster::install_crypto_provider();
     let bed = Bed::start("conn-webhooks").await;
     let key = format!("hmac-{}", uuid::Uuid::new_v4().simple());
-    bed.apply(secret("hook-key", json!({"hmacKey": key}))).await;
+    let token = format!("bearer-{}", uuid::Uuid::new_v4().simple());
+    bed.apply(secret("hook-key", json!({"hmacKey": key, "token": token})))
+        .await;
     let auth = json!({"type": "Hmac", "signatureFormat": "GitHub", "secretRef": {"name": "hook-key", "key": "hmacKey"}});
+    let slack_auth = json!({"type": "Hmac", "signatureFormat": "Slack", "secretRef": {"name": "hook-key", "key": "hmacKey"}});
+    let bearer_auth = json!({"type": "Bearer", "secretRef": {"name": "hook-key", "key": "token"}});
     bed.apply_workflow(
         "signup",
         json!({
@@ -424,6 +430,8 @@ async fn webhooks_start_runs_through_the_real_operator() {
                 {"name": "github", "webhook": {"auth": auth, "maxBodyBytes": 256}},
                 {"name": "burst", "webhook": {"auth": auth, "rateLimit": {"perMinute": 1, "burst": 3}}},
                 {"name": "sync", "webhook": {"auth": auth, "response": "Sync", "timeout": "55s"}},
+                {"name": "slack", "webhook": {"auth": slack_auth}},
+                {"name": "bearer", "webhook": {"auth": bearer_auth}},
             ],
         }),
     )
@@ -527,8 +535,65 @@ async fn webhooks_start_runs_through_the_real_operator() {
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer, json!({"greeting": "hello grace@example.com"}));
 
-    // The accepted async run finishes too.
+    // Slack's format signs `v0:<timestamp>:<body>`; a timestamp older than
+    // five minutes is a replay: 401.
+    let slack = |age: i64| {
+        let client = client.clone();
+        let url = format!("{hooks}/slack");
+        async move {
+            let timestamp = chrono::Utc::now().timestamp() - age;
+            let signed = format!("v0:{timestamp}:").into_bytes();
+            let signature = sign_hex(key, &[signed.as_slice(), body].concat());
+            client
+                .post(url)
+                .header("x-slack-request-timestamp", timestamp.to_string())
+                .header("x-slack-signature", format!("v0={signature}"))
+                .body(body.to_vec())
+                .send()
+                .await
+                .expect("the webhook answered")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(slack(0).await, 202);
+    assert_eq!(slack(600).await, 401);
+
+    // A bearer token: the Secret's value is accepted, another one is not.
+    let bearer = |credential: String| {
+        let client = client.clone();
+        let url = format!("{hooks}/bearer");
+        async move {
+            client
+                .post(url)
+                .bearer_auth(credential)
+                .body(body.to_vec())
+                .send()
+                .await
+                .expect("the webhook answered")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(bearer(token.clone()).await, 202);
+    assert_eq!(bearer(format!("{token}x")).await, 401);
+
+    // The accepted async run finishes too, and its endpoint's last use is
+    // mirrored.
     bed.wait_terminal(&name, RunPhase::Succeeded).await;
+    let pool = bed.database.pool();
+    eventually(
+        "webhook_endpoints.last_used_at of the github trigger",
+        || async move {
+            sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
+            "SELECT last_used_at FROM webhook_endpoints WHERE endpoint_path LIKE '%/signup/github'",
+        )
+        .fetch_optional(pool)
+        .await
+        .ok()??
+        },
+    )
+    .await;
     bed.finish().await;
 }
 
