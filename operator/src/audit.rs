@@ -20,11 +20,10 @@
 //! and only when the mirror is on.
 
 use crate::context::Context;
-use crate::mirror::{AuditAction, AuditRecord, DeletedRecord, MirrorEvent, ResourceKind};
+use crate::mirror::{AuditAction, AuditRecord, DeletedRecord, Mirror, MirrorEvent, ResourceKind};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
@@ -133,7 +132,7 @@ const NAMESPACE_TTL: Duration = Duration::from_secs(300);
 
 /// Namespace uids (the workspace ids), read once per [`NAMESPACE_TTL`].
 #[derive(Default)]
-struct NamespaceUids(tokio::sync::Mutex<HashMap<String, (Option<Uuid>, Instant)>>);
+struct NamespaceUids(tokio::sync::Mutex<HashMap<String, (Uuid, Instant)>>);
 
 impl NamespaceUids {
     async fn uid(&self, context: &Context, namespace: &str) -> Option<Uuid> {
@@ -141,34 +140,26 @@ impl NamespaceUids {
         if let Some((uid, read)) = known.get(namespace)
             && read.elapsed() < NAMESPACE_TTL
         {
-            return *uid;
+            return Some(*uid);
         }
-        let namespaces: Api<Namespace> = Api::all(context.client.clone());
-        let uid = match namespaces.get_opt(namespace).await {
-            Ok(found) => found
-                .and_then(|namespace| namespace.uid())
-                .and_then(|uid| Uuid::parse_str(&uid).ok()),
-            Err(error) => {
-                tracing::warn!(%error, namespace, "failed to read a namespace for the audit trail");
-                return None;
-            }
-        };
+        // Not remembered when unknown: the next event asks again.
+        let uid = crate::mirror_map::namespace_uid(context, namespace).await?;
         known.insert(namespace.to_owned(), (uid, Instant::now()));
-        uid
+        Some(uid)
     }
 }
 
 /// Follows every Sluice kind until `shutdown`; a no-op without a mirror.
 pub async fn run(context: Arc<Context>, shutdown: impl std::future::Future<Output = ()>) {
-    if context.mirror.is_none() {
+    let Some(mirror) = &context.mirror else {
         return;
-    }
+    };
     let namespaces = NamespaceUids::default();
     let follow_all = futures::future::join4(
-        follow::<Workflow>(&context, &namespaces, ResourceKind::Workflow),
-        follow::<WorkflowRun>(&context, &namespaces, ResourceKind::WorkflowRun),
-        follow::<Schedule>(&context, &namespaces, ResourceKind::Schedule),
-        follow::<Connection>(&context, &namespaces, ResourceKind::Connection),
+        follow::<Workflow>(&context, mirror, &namespaces, ResourceKind::Workflow),
+        follow::<WorkflowRun>(&context, mirror, &namespaces, ResourceKind::WorkflowRun),
+        follow::<Schedule>(&context, mirror, &namespaces, ResourceKind::Schedule),
+        follow::<Connection>(&context, mirror, &namespaces, ResourceKind::Connection),
     );
     tokio::select! {
         _ = follow_all => {}
@@ -176,8 +167,12 @@ pub async fn run(context: Arc<Context>, shutdown: impl std::future::Future<Outpu
     }
 }
 
-async fn follow<K>(context: &Context, namespaces: &NamespaceUids, kind: ResourceKind)
-where
+async fn follow<K>(
+    context: &Context,
+    mirror: &Mirror,
+    namespaces: &NamespaceUids,
+    kind: ResourceKind,
+) where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
         + DeserializeOwned
@@ -186,9 +181,6 @@ where
         + Send
         + 'static,
 {
-    let Some(mirror) = &context.mirror else {
-        return;
-    };
     let api: Api<K> = crate::namespaced_api(context);
     let mut audited = Generations::new();
     let mut events = watcher(api, watcher::Config::default())

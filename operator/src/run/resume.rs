@@ -116,95 +116,86 @@ pub fn plan_resume(
             "spec.resumeFrom: spec.input differs from run {name:?}'s input, so its outputs may not hold: leave spec.input out to reuse that input, or start a fresh run"
         ));
     }
-    let succeeded: Vec<&str> = source
-        .run
-        .status
-        .as_ref()
-        .map(|status| {
-            status
-                .nodes
-                .iter()
-                .filter(|node| node.phase == NodePhase::Succeeded)
-                .map(|node| node.name.as_str())
-                .collect()
-        })
-        .unwrap_or_default();
-    let env_changed =
-        serde_json::to_value(&snapshot.spec.env).ok() != serde_json::to_value(&spec.env).ok();
-    let mut verdicts: BTreeMap<&str, Result<(), String>> = BTreeMap::new();
-    for node in &spec.nodes {
-        if succeeded.contains(&node.name.as_str()) {
-            decide(
-                &node.name,
-                spec,
-                snapshot,
-                source,
-                env_changed,
-                &mut verdicts,
-            );
-        }
+    let reuse = Reuse {
+        before: &snapshot.spec,
+        now: spec,
+        succeeded: source
+            .run
+            .status
+            .iter()
+            .flat_map(|status| &status.nodes)
+            .filter(|node| node.phase == NodePhase::Succeeded)
+            .map(|node| node.name.as_str())
+            .collect(),
+        stored: &source.stored_outputs,
+        env_changed: serde_json::to_value(&snapshot.spec.env).ok()
+            != serde_json::to_value(&spec.env).ok(),
+    };
+    let mut verdicts = BTreeMap::new();
+    for name in &reuse.succeeded {
+        reuse.decide(name, &mut verdicts);
     }
     let mut plan = ResumePlan::default();
     for (node, verdict) in verdicts {
-        if !succeeded.contains(&node) {
-            continue;
-        }
-        match (verdict, source.stored_outputs.get(node)) {
-            (Ok(()), Some(output)) => {
+        match verdict {
+            Ok(output) => {
                 plan.reused.insert(node.to_owned(), output.clone());
             }
-            (Ok(()), None) => {}
-            (Err(why), _) => plan.rerun.push((node.to_owned(), why)),
+            Err(why) if reuse.succeeded.contains(&node) => {
+                plan.rerun.push((node.to_owned(), why));
+            }
+            Err(_) => {}
         }
     }
     Ok(plan)
 }
 
-/// Whether node `name` is reused, deciding its needs first (the graph is
-/// acyclic: validation refused cycles).
-fn decide<'a>(
-    name: &'a str,
-    spec: &'a WorkflowSpec,
-    snapshot: &RunSnapshot,
-    source: &ResumeSource,
+/// What deciding whether a node is reused looks at.
+struct Reuse<'a> {
+    /// The spec the earlier run ran.
+    before: &'a WorkflowSpec,
+    /// The spec the new run runs.
+    now: &'a WorkflowSpec,
+    /// Nodes that succeeded in the earlier run.
+    succeeded: Vec<&'a str>,
+    /// Their outputs as PostgreSQL holds them whole.
+    stored: &'a BTreeMap<String, Value>,
     env_changed: bool,
-    verdicts: &mut BTreeMap<&'a str, Result<(), String>>,
-) -> bool {
-    if let Some(verdict) = verdicts.get(name) {
-        return verdict.is_ok();
+}
+
+/// A node's verdict: its reused output, or why it runs again.
+type Verdict<'a> = Result<&'a Value, String>;
+
+impl<'a> Reuse<'a> {
+    /// Whether node `name` is reused, deciding its needs first (the graph
+    /// is acyclic: validation refused cycles).
+    fn decide(&self, name: &'a str, verdicts: &mut BTreeMap<&'a str, Verdict<'a>>) -> bool {
+        if let Some(verdict) = verdicts.get(name) {
+            return verdict.is_ok();
+        }
+        let Some(node) = self.now.nodes.iter().find(|node| node.name == name) else {
+            return false;
+        };
+        let before = self.before.nodes.iter().find(|node| node.name == name);
+        let verdict = if !self.succeeded.contains(&name) {
+            Err("it did not succeed".to_owned())
+        } else if self.env_changed {
+            Err("spec.env changed".to_owned())
+        } else if before.map(serde_json::to_value).and_then(Result::ok)
+            != serde_json::to_value(node).ok()
+        {
+            Err("its definition changed".to_owned())
+        } else if let Some(need) = node.needs.iter().find(|need| !self.decide(need, verdicts)) {
+            Err(format!("it needs {need}, which runs again"))
+        } else {
+            self.stored
+                .get(name)
+                .ok_or_else(|| "its whole output is not stored".to_owned())
+        };
+        let reused = verdict.is_ok();
+        verdicts.insert(name, verdict);
+        reused
     }
-    let Some(node) = spec.nodes.iter().find(|node| node.name == name) else {
-        return false;
-    };
-    let before = snapshot.spec.nodes.iter().find(|node| node.name == name);
-    let succeeded = source.run.status.as_ref().is_some_and(|status| {
-        status
-            .nodes
-            .iter()
-            .any(|summary| summary.name == name && summary.phase == NodePhase::Succeeded)
-    });
-    let verdict = if !succeeded {
-        Err("it did not succeed".to_owned())
-    } else if env_changed {
-        Err("spec.env changed".to_owned())
-    } else if before.map(serde_json::to_value).and_then(Result::ok)
-        != serde_json::to_value(node).ok()
-    {
-        Err("its definition changed".to_owned())
-    } else if let Some(need) = node
-        .needs
-        .iter()
-        .find(|need| !decide(need, spec, snapshot, source, env_changed, verdicts))
-    {
-        Err(format!("it needs {need}, which runs again"))
-    } else if !source.stored_outputs.contains_key(name) {
-        Err("its whole output is not stored".to_owned())
-    } else {
-        Ok(())
-    };
-    let reused = verdict.is_ok();
-    verdicts.insert(name, verdict);
-    reused
 }
 
 #[cfg(test)]

@@ -56,3 +56,112 @@ pub async fn observe_resume_source(
         stored_outputs,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::mirror::{Mirror, MirrorConfig};
+    use crate::run_api::token::TokenKey;
+    use crate::telemetry::Metrics;
+    use axum::http::{Request, Response};
+    use clap::Parser;
+    use kube::client::Body;
+    use serde_json::json;
+    use sluice_crds::workflow_run::NodeSummary;
+    use sluice_crds::{RunPhase, WorkflowRunStatus};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// An API server holding the Failed run `first` (its node `fetch`
+    /// succeeded) and no snapshot; counts the requests it answers.
+    fn cluster() -> (kube::Client, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let service = tower::service_fn(move |request: Request<Body>| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let (status, body) = if request.uri().path().ends_with("/workflowruns/first") {
+                let mut run = WorkflowRun::fixture("first", "w");
+                run.metadata.uid = Some("6f9619ff-8b86-d011-b42d-00cf4fc964ff".into());
+                run.status = Some(WorkflowRunStatus {
+                    phase: Some(RunPhase::Failed),
+                    nodes: vec![NodeSummary {
+                        name: "fetch".into(),
+                        phase: NodePhase::Succeeded,
+                        attempts: 1,
+                        start_time: None,
+                        end_time: None,
+                        items: None,
+                        error: None,
+                    }],
+                    ..WorkflowRunStatus::default()
+                });
+                (200, serde_json::to_value(run).expect("a run serializes"))
+            } else {
+                let missing = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "reason": "NotFound", "code": 404, "message": "not found"});
+                (404, missing)
+            };
+            async move {
+                Ok::<_, std::convert::Infallible>(
+                    Response::builder()
+                        .status(status)
+                        .header("content-type", "application/json")
+                        .body(Body::from(body.to_string().into_bytes()))
+                        .expect("a response"),
+                )
+            }
+        });
+        (kube::Client::new(service, "default"), calls)
+    }
+
+    fn context(client: kube::Client, mirror: Option<Mirror>) -> Context {
+        let config = Config::try_parse_from(["sluice-operator"]).expect("the defaults parse");
+        Context::new(
+            client,
+            config,
+            TokenKey::generate(),
+            mirror,
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    fn resumed() -> WorkflowRun {
+        let mut run = WorkflowRun::fixture("second", "w");
+        run.spec.resume_from = Some("first".into());
+        run
+    }
+
+    #[tokio::test]
+    async fn without_a_database_the_run_is_refused_with_the_fix_and_nothing_is_read() {
+        let (client, calls) = cluster();
+        let refused = observe_resume_source(&resumed(), &context(client, None), "default")
+            .await
+            .expect("no I/O error")
+            .expect_err("no database: refused");
+        assert!(
+            refused.contains("needs the PostgreSQL mirror") && refused.contains("database"),
+            "{refused}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_is_an_error_to_retry_not_a_refusal() {
+        let (client, _) = cluster();
+        // Nothing listens on port 1: every connection attempt fails at once.
+        let options = sqlx::postgres::PgConnectOptions::new()
+            .host("127.0.0.1")
+            .port(1);
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_lazy_with(options);
+        let (mirror, _writer) = Mirror::start(pool, MirrorConfig::default(), None);
+        let error = observe_resume_source(&resumed(), &context(client, Some(mirror)), "default")
+            .await
+            .expect_err("the stored outputs cannot be read");
+        assert!(matches!(error, Error::Database(_)), "{error}");
+        assert_eq!(error.category(), "Database");
+    }
+}

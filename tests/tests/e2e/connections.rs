@@ -387,6 +387,17 @@ async fn a_connection_secret_appears_nowhere_the_platform_writes() {
     bed.finish().await;
 }
 
+/// The status code a webhook request with `body` is answered with.
+async fn answered(request: reqwest::RequestBuilder, body: &[u8]) -> u16 {
+    request
+        .body(body.to_vec())
+        .send()
+        .await
+        .expect("the webhook answered")
+        .status()
+        .as_u16()
+}
+
 /// POSTs `body` to a trigger, signed with `key` (GitHub format).
 async fn post_hook(
     client: &reqwest::Client,
@@ -538,45 +549,27 @@ async fn webhooks_start_runs_through_the_real_operator() {
     // Slack's format signs `v0:<timestamp>:<body>`; a timestamp older than
     // five minutes is a replay: 401.
     let slack = |age: i64| {
-        let client = client.clone();
-        let url = format!("{hooks}/slack");
-        async move {
-            let timestamp = chrono::Utc::now().timestamp() - age;
-            let signed = format!("v0:{timestamp}:").into_bytes();
-            let signature = sign_hex(key, &[signed.as_slice(), body].concat());
-            client
-                .post(url)
-                .header("x-slack-request-timestamp", timestamp.to_string())
-                .header("x-slack-signature", format!("v0={signature}"))
-                .body(body.to_vec())
-                .send()
-                .await
-                .expect("the webhook answered")
-                .status()
-                .as_u16()
-        }
+        let timestamp = chrono::Utc::now().timestamp() - age;
+        let signed = [format!("v0:{timestamp}:").as_bytes(), body].concat();
+        client
+            .post(format!("{hooks}/slack"))
+            .header("x-slack-request-timestamp", timestamp.to_string())
+            .header(
+                "x-slack-signature",
+                format!("v0={}", sign_hex(key, &signed)),
+            )
     };
-    assert_eq!(slack(0).await, 202);
-    assert_eq!(slack(600).await, 401);
+    assert_eq!(answered(slack(0), body).await, 202);
+    assert_eq!(answered(slack(600), body).await, 401);
 
     // A bearer token: the Secret's value is accepted, another one is not.
     let bearer = |credential: String| {
-        let client = client.clone();
-        let url = format!("{hooks}/bearer");
-        async move {
-            client
-                .post(url)
-                .bearer_auth(credential)
-                .body(body.to_vec())
-                .send()
-                .await
-                .expect("the webhook answered")
-                .status()
-                .as_u16()
-        }
+        client
+            .post(format!("{hooks}/bearer"))
+            .bearer_auth(credential)
     };
-    assert_eq!(bearer(token.clone()).await, 202);
-    assert_eq!(bearer(format!("{token}x")).await, 401);
+    assert_eq!(answered(bearer(token.clone()), body).await, 202);
+    assert_eq!(answered(bearer(format!("{token}x")), body).await, 401);
 
     // The accepted async run finishes too, and its endpoint's last use is
     // mirrored.
