@@ -101,6 +101,10 @@ pub struct Config {
     /// Turn leader election off (a single replica, tests).
     #[arg(long, env = "SLUICE_NO_LEADER_ELECTION")]
     pub no_leader_election: bool,
+
+    /// The admission webhooks' port and certificates.
+    #[command(flatten)]
+    pub admission: crate::admission::AdmissionConfig,
 }
 
 /// Maintenance commands; without one, the operator runs.

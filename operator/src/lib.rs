@@ -2,12 +2,13 @@
 //! and the process around them. `main.rs` only parses the configuration and
 //! calls [`run`].
 //!
-//! Map: [`workflow`] (validation, revisions), [`run`] (admission, Jobs,
+//! Map: [`admission`] (validating and mutating webhooks), [`workflow`] (validation, revisions), [`run`] (admission, Jobs,
 //! lifecycle), [`run_api`] (runner ⇄ operator), [`mirror`] and
 //! [`mirror_map`] and [`audit`] (PostgreSQL), [`names`] (derived names), [`leader`]
 //! (Lease), [`telemetry`] (metrics, health), [`config`], [`context`],
 //! [`events`] (Kubernetes Events), [`watch`] (lean controller caches).
 
+pub mod admission;
 pub mod audit;
 pub mod config;
 pub mod connection;

@@ -108,6 +108,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         stopping.clone(),
     );
 
+    let admission = async {
+        if config.admission.no_admission {
+            return Ok(());
+        }
+        crate::admission::serve(
+            client.clone(),
+            config.lease_namespace.clone(),
+            config.admission.clone(),
+            stopping.clone(),
+        )
+        .await
+        .context("admission webhooks failed")
+    };
+
     let (leader_tx, mut leader_rx) = watch::channel(config.no_leader_election);
     if !config.no_leader_election {
         tokio::spawn(crate::leader::campaign(
@@ -150,9 +164,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
     };
-    let (run_api, telemetry, webhooks, controllers) =
-        tokio::join!(run_api, telemetry, webhooks, controllers);
+    let (run_api, telemetry, webhooks, admission, controllers) =
+        tokio::join!(run_api, telemetry, webhooks, admission, controllers);
     run_api?;
+    admission?;
     telemetry?;
     webhooks?;
     controllers

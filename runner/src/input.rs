@@ -47,6 +47,19 @@ pub fn prepare(spec: Option<&InputSpec>, input: Value) -> Result<Value, Vec<Inpu
     Ok(input)
 }
 
+/// The message for an input that breaks workflow `workflow`'s schema, shared
+/// by the run controller (Completed condition) and admission (refusal).
+pub fn mismatch_message(workflow: &str, errors: &[InputError]) -> String {
+    format!(
+        "spec.input does not match workflow {workflow:?}'s input schema: {}",
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    )
+}
+
 /// Checks that a schema is usable: an object, known types, compiling patterns.
 pub fn check_schema(schema: &Value) -> Result<(), String> {
     let Value::Object(fields) = schema else {

@@ -194,14 +194,7 @@ async fn admit(run: &WorkflowRun, context: &Context, namespace: &str) -> Result<
     let input = match sluice_runner::input::prepare(workflow.spec.input.as_ref(), requested) {
         Ok(input) => input,
         Err(errors) => {
-            let message = format!(
-                "spec.input does not match workflow {workflow_name:?}'s input schema: {}",
-                errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            );
+            let message = sluice_runner::input::mismatch_message(workflow_name, &errors);
             return end(run, context, RunPhase::Failed, "InvalidInput", message).await;
         }
     };

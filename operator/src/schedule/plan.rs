@@ -581,7 +581,7 @@ fn add_missed(status: &mut ScheduleStatus, missed: &Missed, events: &mut Vec<Pla
     });
 }
 
-fn validate_catch_up(schedule: &Schedule) -> Result<(), InvalidField> {
+pub(crate) fn validate_catch_up(schedule: &Schedule) -> Result<(), InvalidField> {
     match &schedule.spec.catch_up {
         Some(catch_up) if catch_up.window.as_std().is_zero() => Err(InvalidField {
             field: "spec.catchUp.window",
