@@ -274,6 +274,7 @@ pub struct Operator {
     run_api_port: u16,
     metrics_port: u16,
     webhook_port: u16,
+    admission_port: u16,
     log: PathBuf,
     starts: u32,
     logs: tempfile::TempDir,
@@ -290,6 +291,7 @@ impl Operator {
         let run_api_port = free_port()?;
         let metrics_port = free_port()?;
         let webhook_port = free_port()?;
+        let admission_port = free_port()?;
         let identity = if options.identity.is_empty() {
             "sluice-operator".to_string()
         } else {
@@ -321,6 +323,17 @@ impl Operator {
             ),
             ("SLUICE_RUNNER_COMMAND".into(), "sluice-runner exec".into()),
             (
+                "SLUICE_ADMISSION_ADDR".into(),
+                format!("127.0.0.1:{admission_port}"),
+            ),
+            // Webhook configurations name the operator by URL on loopback;
+            // one pair per test namespace, so tests on one cluster never share.
+            ("SLUICE_ADMISSION_DNS_NAMES".into(), "127.0.0.1".into()),
+            (
+                "SLUICE_ADMISSION_WEBHOOK_CONFIG".into(),
+                format!("sluice-admission-{}", cluster.namespace()),
+            ),
+            (
                 "RUST_LOG".into(),
                 std::env::var("SLUICE_E2E_OPERATOR_LOG")
                     .unwrap_or_else(|_| "info,kube_runtime=warn".into()),
@@ -342,6 +355,7 @@ impl Operator {
             run_api_port,
             metrics_port,
             webhook_port,
+            admission_port,
             log: PathBuf::new(),
             starts: 0,
             logs: tempfile::Builder::new()
@@ -411,6 +425,11 @@ impl Operator {
     /// Base URL of the run API (what runners use).
     pub fn run_api_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.run_api_port)
+    }
+
+    /// Base URL of the admission webhooks (HTTPS, `/validate`, `/mutate`).
+    pub fn admission_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.admission_port)
     }
 
     /// Base URL of `/metrics`, `/healthz`, `/readyz`.

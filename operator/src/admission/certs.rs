@@ -129,9 +129,15 @@ pub fn plan_certificates(
     let Some(stored) = stored else {
         return CertAction::IssueAll;
     };
-    let complete = [CA_CERT_KEY, CA_KEY_KEY, CA_BUNDLE_KEY, TLS_CERT_KEY, TLS_KEY_KEY]
-        .iter()
-        .all(|key| stored.has(key));
+    let complete = [
+        CA_CERT_KEY,
+        CA_KEY_KEY,
+        CA_BUNDLE_KEY,
+        TLS_CERT_KEY,
+        TLS_KEY_KEY,
+    ]
+    .iter()
+    .all(|key| stored.has(key));
     let (Some(ca_expiry), Some(cert_expiry), true) = (
         stored.time(CA_NOT_AFTER),
         stored.time(CERT_NOT_AFTER),
@@ -180,7 +186,10 @@ fn offset(time: DateTime<Utc>) -> Result<time::OffsetDateTime, IssueError> {
 
 /// The CA's parameters; rebuilt the same way to sign with a stored CA key
 /// (the issuer name and key are all a signature needs).
-fn ca_params(not_before: DateTime<Utc>, not_after: DateTime<Utc>) -> Result<CertificateParams, IssueError> {
+fn ca_params(
+    not_before: DateTime<Utc>,
+    not_after: DateTime<Utc>,
+) -> Result<CertificateParams, IssueError> {
     let mut params = CertificateParams::default();
     let mut name = DistinguishedName::new();
     name.push(DnType::CommonName, CA_COMMON_NAME);

@@ -73,7 +73,10 @@ pub fn plan_creator_patch(
             (None, Some(value)) => {
                 if !has_annotations && !created_map {
                     operations.push(PatchOperation::Add(AddOperation {
-                        path: json_patch::jsonptr::PointerBuf::from_tokens(["metadata", "annotations"]),
+                        path: json_patch::jsonptr::PointerBuf::from_tokens([
+                            "metadata",
+                            "annotations",
+                        ]),
                         value: Value::Object(Map::new()),
                     }));
                     created_map = true;
@@ -87,9 +90,9 @@ pub fn plan_creator_patch(
                 path: pointer(key),
                 value: Value::String(value),
             })),
-            (Some(_), None) => {
-                operations.push(PatchOperation::Remove(RemoveOperation { path: pointer(key) }))
-            }
+            (Some(_), None) => operations.push(PatchOperation::Remove(RemoveOperation {
+                path: pointer(key),
+            })),
             (None, None) => {}
         }
     }
@@ -126,7 +129,8 @@ mod tests {
             annotation(&stamped, CREATED_BY_GROUPS).as_deref(),
             Some("platform,system:authenticated")
         );
-        let forged = json!({"metadata": {"name": "w", "annotations": {CREATED_BY: "root", "keep": "me"}}});
+        let forged =
+            json!({"metadata": {"name": "w", "annotations": {CREATED_BY: "root", "keep": "me"}}});
         let stamped = patched(&forged, plan_creator_patch(&alice(), &forged, None));
         assert_eq!(
             annotation(&stamped, CREATED_BY).as_deref(),
@@ -161,7 +165,10 @@ mod tests {
     fn an_update_cannot_add_a_creator_the_stored_object_lacks() {
         let stored = json!({"metadata": {"name": "w"}});
         let forged = json!({"metadata": {"annotations": {CREATED_BY: "root"}}});
-        let result = patched(&forged, plan_creator_patch(&alice(), &forged, Some(&stored)));
+        let result = patched(
+            &forged,
+            plan_creator_patch(&alice(), &forged, Some(&stored)),
+        );
         assert_eq!(annotation(&result, CREATED_BY), None);
     }
 }

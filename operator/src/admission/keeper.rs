@@ -148,10 +148,11 @@ impl Keeper {
             tracing::info!(?action, secret = %self.secret_name(), "issuing admission certificates");
             let next = certs::issue(&action, stored.as_ref(), names, &self.policy, now)?;
             let written = match secret {
-                None => self
-                    .secrets()
-                    .create(&PostParams::default(), &self.secret_of(&next, None))
-                    .await,
+                None => {
+                    self.secrets()
+                        .create(&PostParams::default(), &self.secret_of(&next, None))
+                        .await
+                }
                 Some(current) => {
                     self.secrets()
                         .replace(
@@ -203,32 +204,38 @@ impl Keeper {
         let name = &self.settings.admission_webhook_config;
         let wanted = ByteString(bundle.as_bytes().to_vec());
         let validating: Api<ValidatingWebhookConfiguration> = Api::all(self.client.clone());
-        if let Some(mut config) = validating
-            .get_opt(name)
-            .await
-            .map_err(kube_error(format!("read ValidatingWebhookConfiguration {name}")))?
-        {
+        if let Some(mut config) = validating.get_opt(name).await.map_err(kube_error(format!(
+            "read ValidatingWebhookConfiguration {name}"
+        )))? {
             let webhooks = config.webhooks.get_or_insert_default();
-            if set_bundles(webhooks.iter_mut().map(|w| &mut w.client_config.ca_bundle), &wanted) {
+            if set_bundles(
+                webhooks.iter_mut().map(|w| &mut w.client_config.ca_bundle),
+                &wanted,
+            ) {
                 validating
                     .replace(name, &PostParams::default(), &config)
                     .await
-                    .map_err(kube_error(format!("patch the caBundle of ValidatingWebhookConfiguration {name}")))?;
+                    .map_err(kube_error(format!(
+                        "patch the caBundle of ValidatingWebhookConfiguration {name}"
+                    )))?;
                 tracing::info!(%name, "published the admission CA to the ValidatingWebhookConfiguration");
             }
         }
         let mutating: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
-        if let Some(mut config) = mutating
-            .get_opt(name)
-            .await
-            .map_err(kube_error(format!("read MutatingWebhookConfiguration {name}")))?
-        {
+        if let Some(mut config) = mutating.get_opt(name).await.map_err(kube_error(format!(
+            "read MutatingWebhookConfiguration {name}"
+        )))? {
             let webhooks = config.webhooks.get_or_insert_default();
-            if set_bundles(webhooks.iter_mut().map(|w| &mut w.client_config.ca_bundle), &wanted) {
+            if set_bundles(
+                webhooks.iter_mut().map(|w| &mut w.client_config.ca_bundle),
+                &wanted,
+            ) {
                 mutating
                     .replace(name, &PostParams::default(), &config)
                     .await
-                    .map_err(kube_error(format!("patch the caBundle of MutatingWebhookConfiguration {name}")))?;
+                    .map_err(kube_error(format!(
+                        "patch the caBundle of MutatingWebhookConfiguration {name}"
+                    )))?;
                 tracing::info!(%name, "published the admission CA to the MutatingWebhookConfiguration");
             }
         }

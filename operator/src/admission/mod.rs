@@ -11,7 +11,7 @@
 //! - [`certs`] (pure): the self-managed CA and serving certificate, and
 //!   when to renew them; [`keeper`] stores them in a Secret, loads them
 //!   into [`tls`] and keeps the webhook configurations' `caBundle` current.
-//! - [`settings`]: flags.
+//! - [`settings`] holds the flags.
 //!
 //! Nothing here writes Sluice objects; admission only reads. The webhook
 //! configurations themselves are installed by the Helm chart, whose
@@ -25,9 +25,9 @@ pub mod lookup;
 pub mod rules;
 pub mod server;
 pub mod settings;
-pub mod tls;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 
 pub use settings::{AdmissionConfig, CertSource};
 

@@ -14,11 +14,11 @@
 use super::creator::{self, Requester};
 use super::rules::{self, Kind, Needs, Observed};
 use axum::Router;
-use base64::Engine as _;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use base64::Engine as _;
 use futures::future::BoxFuture;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
@@ -93,18 +93,13 @@ fn answer(response: AdmissionResponse) -> Response {
     (StatusCode::OK, axum::Json(review)).into_response()
 }
 
-/// The request inside a review body, or the response refusing it.
-fn request_of(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, Response> {
-    let review: Review = serde_json::from_slice(body).map_err(|error| {
-        answer(AdmissionResponse::invalid(format!(
-            "failed to read the AdmissionReview: {error}"
-        )))
-    })?;
-    review.try_into().map_err(|_| {
-        answer(AdmissionResponse::invalid(
-            "failed to read the AdmissionReview: it carries no request",
-        ))
-    })
+/// The request inside a review body, or why there is none.
+fn request_of(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, String> {
+    let review: Review = serde_json::from_slice(body)
+        .map_err(|error| format!("failed to read the AdmissionReview: {error}"))?;
+    review
+        .try_into()
+        .map_err(|_| "failed to read the AdmissionReview: it carries no request".to_owned())
 }
 
 fn value_of(object: Option<&DynamicObject>) -> Option<Value> {
@@ -112,7 +107,10 @@ fn value_of(object: Option<&DynamicObject>) -> Option<Value> {
 }
 
 /// Judges one review; public for the benchmark.
-pub async fn review(lookup: &dyn Lookup, request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+pub async fn review(
+    lookup: &dyn Lookup,
+    request: &AdmissionRequest<DynamicObject>,
+) -> AdmissionResponse {
     let response = AdmissionResponse::from(request);
     let Some(kind) = Kind::from_kind(&request.kind.kind) else {
         return response;
@@ -123,8 +121,8 @@ pub async fn review(lookup: &dyn Lookup, request: &AdmissionRequest<DynamicObjec
     let Some(object) = value_of(request.object.as_ref()) else {
         return response.deny("the AdmissionReview carries no object");
     };
-    let old = value_of(request.old_object.as_ref())
-        .filter(|_| request.operation == Operation::Update);
+    let old =
+        value_of(request.old_object.as_ref()).filter(|_| request.operation == Operation::Update);
     let namespace = request.namespace.clone().unwrap_or_default();
     let mut lookup_warnings = Vec::new();
     let observed = observe(
@@ -231,7 +229,7 @@ async fn observe(
 async fn validate(State(lookup): State<Arc<dyn Lookup>>, body: axum::body::Bytes) -> Response {
     match request_of(&body) {
         Ok(request) => answer(review(lookup.as_ref(), &request).await),
-        Err(response) => response,
+        Err(message) => answer(AdmissionResponse::invalid(message)),
     }
 }
 
@@ -248,8 +246,8 @@ pub fn mutation(request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse 
     let Some(object) = value_of(request.object.as_ref()) else {
         return response;
     };
-    let old = value_of(request.old_object.as_ref())
-        .filter(|_| request.operation == Operation::Update);
+    let old =
+        value_of(request.old_object.as_ref()).filter(|_| request.operation == Operation::Update);
     let requester = Requester {
         username: request.user_info.username.clone().unwrap_or_default(),
         groups: request.user_info.groups.clone().unwrap_or_default(),
@@ -267,6 +265,6 @@ pub fn mutation(request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse 
 async fn mutate(body: axum::body::Bytes) -> Response {
     match request_of(&body) {
         Ok(request) => answer(mutation(&request)),
-        Err(response) => response,
+        Err(message) => answer(AdmissionResponse::invalid(message)),
     }
 }

@@ -120,7 +120,12 @@ async fn post(cluster: Cluster, path: &str, body: Value) -> Value {
 }
 
 async fn validate(cluster: Cluster, operation: &str, object: Value, old: Option<Value>) -> Value {
-    let response = post(cluster, "/validate", review(operation, &object, old.as_ref())).await;
+    let response = post(
+        cluster,
+        "/validate",
+        review(operation, &object, old.as_ref()),
+    )
+    .await;
     assert_eq!(response["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
     response
 }
@@ -209,7 +214,8 @@ async fn reading_a_node_that_is_not_upstream_is_refused() {
         {"name": "a", "transform": {"jq": "1"}},
         {"name": "b", "transform": {"jq": ".nodes.a.output"}},
     ]));
-    let causes = causes(&validate(Cluster::default(), "UPDATE", object.clone(), Some(object)).await);
+    let causes =
+        causes(&validate(Cluster::default(), "UPDATE", object.clone(), Some(object)).await);
     assert_eq!(causes[0].0, "spec.nodes[1].transform.jq");
     assert!(causes[0].1.contains("add \"a\" to its needs"), "{causes:?}");
 }
@@ -252,9 +258,14 @@ async fn too_many_nodes_are_refused_by_admission() {
     let nodes: Vec<Value> = (0..=limit)
         .map(|index| json!({"name": format!("n{index}"), "transform": {"jq": "1"}}))
         .collect();
-    let causes = causes(&validate(Cluster::default(), "CREATE", workflow(json!(nodes)), None).await);
+    let causes =
+        causes(&validate(Cluster::default(), "CREATE", workflow(json!(nodes)), None).await);
     assert_eq!(causes[0].0, "spec.nodes");
-    assert!(causes[0].1.contains(&format!("more than the limit of {limit}")));
+    assert!(
+        causes[0]
+            .1
+            .contains(&format!("more than the limit of {limit}"))
+    );
 }
 
 fn typed_workflow(schema: Value) -> Workflow {
@@ -286,7 +297,13 @@ fn run(workflow: &str, input: Value) -> Value {
 
 #[tokio::test]
 async fn a_run_whose_input_breaks_the_schema_is_refused_with_the_run_controllers_message() {
-    let response = validate(with_signup(), "CREATE", run("signup", json!({"email": 7})), None).await;
+    let response = validate(
+        with_signup(),
+        "CREATE",
+        run("signup", json!({"email": 7})),
+        None,
+    )
+    .await;
     let causes = causes(&response);
     let errors = sluice_runner::input::prepare(
         typed_workflow(json!({"type": "object", "required": ["email"], "properties": {"email": {"type": "string"}}}))
@@ -303,7 +320,13 @@ async fn a_run_whose_input_breaks_the_schema_is_refused_with_the_run_controllers
             sluice_runner::input::mismatch_message("signup", &errors)
         )]
     );
-    let allowed = validate(with_signup(), "CREATE", run("signup", json!({"email": "a@b.c"})), None).await;
+    let allowed = validate(
+        with_signup(),
+        "CREATE",
+        run("signup", json!({"email": "a@b.c"})),
+        None,
+    )
+    .await;
     assert_eq!(warnings(&allowed), Vec::<String>::new());
 }
 
@@ -311,7 +334,10 @@ async fn a_run_whose_input_breaks_the_schema_is_refused_with_the_run_controllers
 async fn a_run_of_a_workflow_not_yet_applied_is_allowed_with_a_warning() {
     let response = validate(Cluster::default(), "CREATE", run("later", json!({})), None).await;
     let warnings = warnings(&response);
-    assert!(warnings[0].starts_with("workflow \"later\" does not exist"), "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("workflow \"later\" does not exist"),
+        "{warnings:?}"
+    );
 }
 
 #[tokio::test]
@@ -339,10 +365,24 @@ fn schedule(cron: &str, zone: &str, input: Value) -> Value {
 #[tokio::test]
 async fn a_schedule_with_a_bad_cron_or_time_zone_is_refused() {
     let input = json!({"email": "a@b.c"});
-    let bad_cron = causes(&validate(with_signup(), "CREATE", schedule("61 * * * *", "UTC", input.clone()), None).await);
+    let bad_cron = causes(
+        &validate(
+            with_signup(),
+            "CREATE",
+            schedule("61 * * * *", "UTC", input.clone()),
+            None,
+        )
+        .await,
+    );
     assert_eq!(bad_cron[0].0, "spec.cron");
     let bad_zone = causes(
-        &validate(with_signup(), "CREATE", schedule("0 * * * *", "Mars/Olympus", input.clone()), None).await,
+        &validate(
+            with_signup(),
+            "CREATE",
+            schedule("0 * * * *", "Mars/Olympus", input.clone()),
+            None,
+        )
+        .await,
     );
     assert_eq!(bad_zone[0].0, "spec.timeZone");
     assert!(bad_zone[0].1.contains("is not an IANA time zone"));
@@ -350,14 +390,38 @@ async fn a_schedule_with_a_bad_cron_or_time_zone_is_refused() {
     zero_window["spec"]["catchUp"] = json!({"window": "0s"});
     let catch_up = causes(&validate(with_signup(), "CREATE", zero_window, None).await);
     assert_eq!(catch_up[0].0, "spec.catchUp.window");
-    warnings(&validate(with_signup(), "CREATE", schedule("0 9 * * 1-5", "Europe/Berlin", input), None).await);
+    warnings(
+        &validate(
+            with_signup(),
+            "CREATE",
+            schedule("0 9 * * 1-5", "Europe/Berlin", input),
+            None,
+        )
+        .await,
+    );
 }
 
 #[tokio::test]
 async fn a_schedules_input_is_checked_against_its_workflow() {
-    let causes = causes(&validate(with_signup(), "CREATE", schedule("@daily", "UTC", json!({})), None).await);
+    let causes = causes(
+        &validate(
+            with_signup(),
+            "CREATE",
+            schedule("@daily", "UTC", json!({})),
+            None,
+        )
+        .await,
+    );
     assert_eq!(causes[0].0, "spec.input");
-    let warnings = warnings(&validate(Cluster::default(), "CREATE", schedule("@daily", "UTC", json!({})), None).await);
+    let warnings = warnings(
+        &validate(
+            Cluster::default(),
+            "CREATE",
+            schedule("@daily", "UTC", json!({})),
+            None,
+        )
+        .await,
+    );
     assert!(warnings[0].contains("the schedule fires no run until it is created"));
 }
 
@@ -384,8 +448,14 @@ async fn an_unreachable_api_server_never_blocks_a_write() {
         down: true,
         ..Cluster::default()
     };
-    let warnings = warnings(&validate(cluster, "CREATE", run("signup", json!({"email": 7})), None).await);
-    assert!(warnings.iter().any(|w| w.contains("failed to read the workflow")), "{warnings:?}");
+    let warnings =
+        warnings(&validate(cluster, "CREATE", run("signup", json!({"email": 7})), None).await);
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("failed to read the workflow")),
+        "{warnings:?}"
+    );
 }
 
 #[tokio::test]
@@ -403,7 +473,12 @@ async fn deletes_and_other_kinds_pass() {
 async fn a_body_that_is_not_a_review_is_answered_not_dropped() {
     let response = post(Cluster::default(), "/validate", json!({"hello": "world"})).await;
     assert_eq!(response["allowed"], false);
-    assert!(response["status"]["message"].as_str().unwrap().starts_with("failed to read the AdmissionReview"));
+    assert!(
+        response["status"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("failed to read the AdmissionReview")
+    );
 }
 
 fn applied_patch(response: &Value, object: &Value) -> Value {
@@ -411,7 +486,9 @@ fn applied_patch(response: &Value, object: &Value) -> Value {
     let mut object = object.clone();
     if let Some(patch) = response["patch"].as_str() {
         assert_eq!(response["patchType"], "JSONPatch");
-        let bytes = base64::engine::general_purpose::STANDARD.decode(patch).unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(patch)
+            .unwrap();
         let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
         json_patch::patch(&mut object, &patch).unwrap();
     }
@@ -423,19 +500,40 @@ async fn the_mutating_webhook_stamps_the_creator_and_keeps_it_on_updates() {
     use super::creator::{CREATED_BY, CREATED_BY_GROUPS, annotation};
     let mut forged = run("signup", json!({}));
     forged["metadata"]["annotations"] = json!({CREATED_BY: "root"});
-    let response = post(Cluster::default(), "/mutate", review("CREATE", &forged, None)).await;
+    let response = post(
+        Cluster::default(),
+        "/mutate",
+        review("CREATE", &forged, None),
+    )
+    .await;
     let created = applied_patch(&response, &forged);
-    assert_eq!(annotation(&created, CREATED_BY).as_deref(), Some("alice@example.com"));
+    assert_eq!(
+        annotation(&created, CREATED_BY).as_deref(),
+        Some("alice@example.com")
+    );
     assert_eq!(
         annotation(&created, CREATED_BY_GROUPS).as_deref(),
         Some("platform,system:authenticated")
     );
-    let response = post(Cluster::default(), "/mutate", review("UPDATE", &forged, Some(&created))).await;
+    let response = post(
+        Cluster::default(),
+        "/mutate",
+        review("UPDATE", &forged, Some(&created)),
+    )
+    .await;
     let updated = applied_patch(&response, &forged);
-    assert_eq!(annotation(&updated, CREATED_BY).as_deref(), Some("alice@example.com"));
+    assert_eq!(
+        annotation(&updated, CREATED_BY).as_deref(),
+        Some("alice@example.com")
+    );
     // Schedules and Connections carry no creator.
     let object = schedule("@daily", "UTC", json!({}));
-    let response = post(Cluster::default(), "/mutate", review("CREATE", &object, None)).await;
+    let response = post(
+        Cluster::default(),
+        "/mutate",
+        review("CREATE", &object, None),
+    )
+    .await;
     assert!(response.get("patch").is_none());
 }
 
@@ -490,7 +588,10 @@ async fn the_https_port_serves_reviews_and_swaps_in_a_renewed_certificate() {
         .await
         .unwrap();
     assert_eq!(answer["response"]["allowed"], false);
-    assert_eq!(answer["response"]["status"]["details"]["causes"][0]["field"], "spec.input");
+    assert_eq!(
+        answer["response"]["status"]["details"]["causes"][0]["field"],
+        "spec.input"
+    );
 
     // A new CA: clients trusting only the first one are refused from the
     // next connection on, clients with the new bundle (both CAs) are served.
@@ -500,6 +601,12 @@ async fn the_https_port_serves_reviews_and_swaps_in_a_renewed_certificate() {
     let fresh_first = client_trusting(first.data[super::certs::CA_CERT_KEY].as_str());
     assert!(fresh_first.post(&url).json(&body).send().await.is_err());
     let trusting_bundle = client_trusting(rotated.ca_bundle().unwrap());
-    let status = trusting_bundle.post(&url).json(&body).send().await.unwrap().status();
+    let status = trusting_bundle
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status();
     assert_eq!(status, 200);
 }

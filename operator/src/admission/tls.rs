@@ -90,7 +90,9 @@ fn certified_key(cert_pem: &str, key_pem: &str) -> Result<CertifiedKey, TlsError
 }
 
 /// A rustls server configuration resolving through `cert`.
-pub fn server_config(cert: Arc<ReloadableCert>) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+pub fn server_config(
+    cert: Arc<ReloadableCert>,
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
