@@ -1,4 +1,4 @@
-//! Generation of the CRD YAML checked in under `charts/sluice/crds/`.
+//! Generation of the CRD YAML checked in under `charts/sluice/files/crds/`.
 //!
 //! Run `cargo run -p sluice-crds --bin sluice-crdgen` after changing a type;
 //! a test fails while the checked-in files differ from what the types
@@ -34,9 +34,9 @@ pub fn crd_files() -> Vec<(String, String)> {
         .collect()
 }
 
-/// `charts/sluice/crds` of this checkout.
+/// `charts/sluice/files/crds` of this checkout.
 pub fn default_output_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/sluice/crds")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/sluice/files/crds")
 }
 
 /// Writes every CRD file into `dir`, replacing what is there.

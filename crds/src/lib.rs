@@ -1,6 +1,6 @@
 //! Sluice's API (`sluice.dev/v1alpha1`): the Workflow, WorkflowRun, Schedule
 //! and Connection resources as Rust types, their defaults and condition
-//! constants, and the generator of the CRD YAML in `charts/sluice/crds/`.
+//! constants, and the generator of the CRD YAML in `charts/sluice/files/crds/`.
 //!
 //! This crate holds data shapes only. It never talks to a server; the
 //! runner and the operator give the types behaviour.

@@ -49,12 +49,9 @@ pub struct Config {
     #[arg(long, env = "SLUICE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
 
-    /// Runner image used for Jobs unless a workflow overrides it.
-    #[arg(
-        long,
-        env = "SLUICE_RUNNER_IMAGE",
-        default_value = "ghcr.io/sluice-dev/sluice-runner:0.1.0"
-    )]
+    /// Runner image used for Jobs unless a workflow overrides it (the
+    /// image `docker build -t sluice:0.1.0 .` makes holds both binaries).
+    #[arg(long, env = "SLUICE_RUNNER_IMAGE", default_value = "sluice:0.1.0")]
     pub runner_image: String,
 
     /// Command that starts the runner inside the Job (space separated).

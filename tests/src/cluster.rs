@@ -2,7 +2,7 @@
 //!
 //! Without `SLUICE_E2E_KUBECONFIG` it starts a fresh API server stand-in
 //! (one per test, so tests never share state); with it, it connects to that
-//! cluster. Either way it applies the CRDs found in `charts/sluice/crds/`,
+//! cluster. Either way it applies the CRDs found in `charts/sluice/files/crds/`,
 //! creates a fresh namespace for the test, writes a kubeconfig whose default
 //! namespace is that namespace (for child processes such as the operator),
 //! and hands out a `kube::Client` built from that kubeconfig — the same path
@@ -267,9 +267,9 @@ impl TestCluster {
         self.kubelet.as_ref()
     }
 
-    /// Applies every CRD in `charts/sluice/crds/*.yaml` and waits until each is established.
+    /// Applies every CRD in `charts/sluice/files/crds/*.yaml` and waits until each is established.
     pub async fn apply_chart_crds(&self) -> Result<(), ClusterError> {
-        let folder = workspace_root().join("charts/sluice/crds");
+        let folder = workspace_root().join("charts/sluice/files/crds");
         let mut files: Vec<PathBuf> = match std::fs::read_dir(&folder) {
             Ok(entries) => entries
                 .filter_map(Result::ok)

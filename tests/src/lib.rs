@@ -14,6 +14,8 @@
 //! - [`binaries`]: where `sluice-runner` and `sluice-operator` are built.
 //! - [`operator`]: builds the binaries, creates a fresh PostgreSQL database
 //!   per test and runs the real operator against a [`cluster::TestCluster`].
+//! - [`reach`]: how runner pods reach that operator (loopback, or in
+//!   cluster mode every address plus one advertised to pods).
 //!
 //! This crate does not start PostgreSQL: the operator tests need a server
 //! (`DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`)
@@ -36,7 +38,7 @@
 //!
 //! With `SLUICE_E2E_KUBECONFIG` set, each test connects to that cluster
 //! (current context) instead of starting a stand-in, applies the CRDs in
-//! `charts/sluice/crds/*.yaml` (and the test-only `Widget` CRD,
+//! `charts/sluice/files/crds/*.yaml` (and the test-only `Widget` CRD,
 //! `widgets.e2e.sluice.dev`) with server-side apply and waits until they
 //! are established, then works in its own namespace `e2e-<test>-<random>`
 //! (labelled `sluice.dev/e2e=true`), which it deletes when it finishes. A
@@ -58,3 +60,4 @@ pub mod binaries;
 pub mod cluster;
 pub mod kubelet;
 pub mod operator;
+pub mod reach;

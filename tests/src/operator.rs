@@ -14,6 +14,8 @@
 //!   namespace only, on free loopback ports; killed when dropped. When the
 //!   test panics its log is printed, so a failure shows what the operator
 //!   did; `SLUICE_E2E_OPERATOR_LOGS=<folder>` keeps every log there.
+//!   How runner pods reach it (loopback, or in cluster mode every address
+//!   and an advertised one) is [`crate::reach`]'s decision.
 //!
 //! It does not define scenarios; those live in `tests/e2e/operator*.rs`.
 
@@ -28,6 +30,7 @@ use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 
 use crate::binaries::{Binary, locate, workspace_root};
 use crate::cluster::{ClusterError, TestCluster};
+use crate::reach::{Reach, ReachError};
 
 /// Default PostgreSQL server of the tests (as in `.cargo/config.toml`).
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -42,6 +45,9 @@ pub const WAIT_LIMIT: Duration = Duration::from_secs(60);
 /// Errors of the harness.
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
+    /// Cluster mode is missing a setting.
+    #[error(transparent)]
+    Reach(#[from] ReachError),
     /// The workspace binaries could not be built.
     #[error("failed to build the operator and runner binaries: {0}")]
     Build(String),
@@ -275,6 +281,7 @@ pub struct Operator {
     metrics_port: u16,
     webhook_port: u16,
     admission_port: u16,
+    advertised_host: String,
     log: PathBuf,
     starts: u32,
     logs: tempfile::TempDir,
@@ -288,6 +295,7 @@ impl Operator {
         options: OperatorOptions,
     ) -> Result<Self, HarnessError> {
         let binary = locate(Binary::Operator)?;
+        let reach = Reach::from_env()?;
         let run_api_port = free_port()?;
         let metrics_port = free_port()?;
         let webhook_port = free_port()?;
@@ -307,11 +315,11 @@ impl Operator {
             ("POD_NAME".into(), identity),
             (
                 "SLUICE_RUN_API_ADDR".into(),
-                format!("127.0.0.1:{run_api_port}"),
+                format!("{}:{run_api_port}", reach.bind_host),
             ),
             (
                 "SLUICE_RUN_API_URL".into(),
-                format!("http://127.0.0.1:{run_api_port}"),
+                format!("http://{}:{run_api_port}", reach.advertised_host),
             ),
             (
                 "SLUICE_METRICS_ADDR".into(),
@@ -319,16 +327,21 @@ impl Operator {
             ),
             (
                 "SLUICE_WEBHOOK_ADDR".into(),
-                format!("127.0.0.1:{webhook_port}"),
+                format!("{}:{webhook_port}", reach.bind_host),
             ),
             ("SLUICE_RUNNER_COMMAND".into(), "sluice-runner exec".into()),
             (
                 "SLUICE_ADMISSION_ADDR".into(),
-                format!("127.0.0.1:{admission_port}"),
+                format!("{}:{admission_port}", reach.bind_host),
             ),
-            // Webhook configurations name the operator by URL on loopback;
-            // one pair per test namespace, so tests on one cluster never share.
-            ("SLUICE_ADMISSION_DNS_NAMES".into(), "127.0.0.1".into()),
+            // Webhook configurations name the operator by URL (on loopback,
+            // or in cluster mode at the advertised address the API server
+            // reaches); one pair per test namespace, so tests on one
+            // cluster never share.
+            (
+                "SLUICE_ADMISSION_DNS_NAMES".into(),
+                reach.advertised_host.clone(),
+            ),
             (
                 "SLUICE_ADMISSION_WEBHOOK_CONFIG".into(),
                 format!("sluice-admission-{}", cluster.namespace()),
@@ -347,6 +360,9 @@ impl Operator {
         if let Some(url) = &options.database_url {
             env.push(("DATABASE_URL".into(), url.clone()));
         }
+        if let Some(image) = &reach.runner_image {
+            env.push(("SLUICE_RUNNER_IMAGE".into(), image.clone()));
+        }
         env.extend(options.env.iter().cloned());
         let mut operator = Self {
             child: None,
@@ -356,6 +372,7 @@ impl Operator {
             metrics_port,
             webhook_port,
             admission_port,
+            advertised_host: reach.advertised_host,
             log: PathBuf::new(),
             starts: 0,
             logs: tempfile::Builder::new()
@@ -422,14 +439,15 @@ impl Operator {
         Ok(())
     }
 
-    /// Base URL of the run API (what runners use).
+    /// Base URL of the run API (what runners use: loopback, or in cluster
+    /// mode the address advertised to pods).
     pub fn run_api_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.run_api_port)
+        format!("http://{}:{}", self.advertised_host, self.run_api_port)
     }
 
     /// Base URL of the admission webhooks (HTTPS, `/validate`, `/mutate`).
     pub fn admission_url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.admission_port)
+        format!("https://{}:{}", self.advertised_host, self.admission_port)
     }
 
     /// Base URL of `/metrics`, `/healthz`, `/readyz`.
@@ -437,9 +455,10 @@ impl Operator {
         format!("http://127.0.0.1:{}", self.metrics_port)
     }
 
-    /// Base URL of the webhook server (`POST /hooks/...`).
+    /// Base URL of the webhook server (`POST /hooks/...`; in cluster mode
+    /// at the address advertised to pods).
     pub fn webhook_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.webhook_port)
+        format!("http://{}:{}", self.advertised_host, self.webhook_port)
     }
 
     /// The process id, while it runs.

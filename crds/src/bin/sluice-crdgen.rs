@@ -1,4 +1,4 @@
-//! Writes the CRD YAML generated from the API types into `charts/sluice/crds/`
+//! Writes the CRD YAML generated from the API types into `charts/sluice/files/crds/`
 //! (or the folder given as the first argument).
 
 fn main() -> std::io::Result<()> {

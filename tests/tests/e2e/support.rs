@@ -66,12 +66,27 @@ pub fn widget(name: &str, spec: WidgetSpec) -> Widget {
 
 /// Polls `check` every 20 ms until it yields a value; panics after 30 s
 /// with `what` in the message.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let limit = Duration::from_secs(30);
+    eventually_within(Duration::from_secs(30), what, check).await
+}
+
+/// How long a wait on the garbage collector may take. A real cluster's
+/// collector only starts watching a CRD created seconds earlier at its
+/// next discovery resync (every 30 s by default), and then works through
+/// its queue: allow a few resyncs. The stand-in collects at once.
+pub const GARBAGE_COLLECTOR_LIMIT: Duration = Duration::from_secs(150);
+
+/// Polls `check` every 20 ms until it yields a value; panics after `limit`
+/// with `what` in the message.
+pub async fn eventually_within<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
     let started = tokio::time::Instant::now();
     loop {
         if let Some(value) = check().await {

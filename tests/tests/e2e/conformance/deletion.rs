@@ -8,7 +8,8 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::support::{
-    Widget, WidgetSpec, api_status, cluster_with_widgets, eventually, widget, widgets,
+    GARBAGE_COLLECTOR_LIMIT, Widget, WidgetSpec, api_status, cluster_with_widgets,
+    eventually_within, widget, widgets,
 };
 
 fn owned_by(owner: &Widget) -> OwnerReference {
@@ -21,7 +22,24 @@ async fn wait_gone<K>(api: &Api<K>, name: &str)
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    eventually(&format!("{name} to be deleted"), || {
+    wait_gone_within(api, name, std::time::Duration::from_secs(30)).await;
+}
+
+/// Waits for an object whose removal is the garbage collector's (or the
+/// namespace controller's) work, which on a real cluster can lag a new CRD
+/// by a discovery resync.
+async fn wait_collected<K>(api: &Api<K>, name: &str)
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    wait_gone_within(api, name, GARBAGE_COLLECTOR_LIMIT).await;
+}
+
+async fn wait_gone_within<K>(api: &Api<K>, name: &str, limit: std::time::Duration)
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eventually_within(limit, &format!("{name} to be deleted"), || {
         let api = api.clone();
         let name = name.to_string();
         async move {
@@ -86,8 +104,8 @@ async fn background_deletion_removes_dependents() {
         .await
         .unwrap();
     wait_gone(&api, "owner").await;
-    wait_gone(&api, "child").await;
-    wait_gone(&config_maps, "owned-config").await;
+    wait_collected(&api, "child").await;
+    wait_collected(&config_maps, "owned-config").await;
     cluster.finish().await.unwrap();
 }
 
@@ -110,13 +128,17 @@ async fn foreground_deletion_waits_for_dependents() {
     api.delete("parent", &DeleteParams::foreground())
         .await
         .unwrap();
-    let child_terminating = eventually("the child to be marked for deletion", || {
-        let api = api.clone();
-        async move {
-            let child = api.get("held-child").await.ok()?;
-            child.meta().deletion_timestamp.is_some().then_some(child)
-        }
-    })
+    let child_terminating = eventually_within(
+        GARBAGE_COLLECTOR_LIMIT,
+        "the collector to mark the child for deletion",
+        || {
+            let api = api.clone();
+            async move {
+                let child = api.get("held-child").await.ok()?;
+                child.meta().deletion_timestamp.is_some().then_some(child)
+            }
+        },
+    )
     .await;
     assert_eq!(child_terminating.finalizers(), ["e2e.sluice.dev/hold"]);
     let parent = api
@@ -140,7 +162,7 @@ async fn foreground_deletion_waits_for_dependents() {
     .await
     .unwrap();
     wait_gone(&api, "held-child").await;
-    wait_gone(&api, "parent").await;
+    wait_collected(&api, "parent").await;
     cluster.finish().await.unwrap();
 }
 
@@ -162,14 +184,18 @@ async fn orphan_deletion_keeps_dependents() {
     api.delete("leaving", &DeleteParams::orphan())
         .await
         .unwrap();
-    wait_gone(&api, "leaving").await;
-    let orphan = eventually("the orphan to lose its owner reference", || {
-        let api = api.clone();
-        async move {
-            let orphan = api.get("orphan").await.ok()?;
-            orphan.owner_references().is_empty().then_some(orphan)
-        }
-    })
+    wait_collected(&api, "leaving").await;
+    let orphan = eventually_within(
+        GARBAGE_COLLECTOR_LIMIT,
+        "the collector to remove the orphan's owner reference",
+        || {
+            let api = api.clone();
+            async move {
+                let orphan = api.get("orphan").await.ok()?;
+                orphan.owner_references().is_empty().then_some(orphan)
+            }
+        },
+    )
     .await;
     assert!(orphan.meta().deletion_timestamp.is_none());
     cluster.finish().await.unwrap();
@@ -219,8 +245,8 @@ async fn namespaces_scope_objects_and_delete_their_contents() {
         .delete(&extra_name, &DeleteParams::default())
         .await
         .unwrap();
-    wait_gone(&in_extra, "inside").await;
-    wait_gone(&namespaces, &extra_name).await;
+    wait_collected(&in_extra, "inside").await;
+    wait_collected(&namespaces, &extra_name).await;
     cluster.finish().await.unwrap();
 }
 

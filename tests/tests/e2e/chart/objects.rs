@@ -1,0 +1,407 @@
+//! What single chart values turn on, rendered and checked object by
+//! object: spreading and the budget, namespace scope, aggregated roles,
+//! network policies and routes, monitoring, the Deployment's variables and
+//! the CloudNativePG example.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use serde_json::Value;
+
+use super::{
+    DEFAULTS, EVERYTHING_ON, NAMESPACE_SCOPED, VALUE_SETS, chart, find, kinds, objects, render,
+};
+
+fn env_of(deployment: &Value) -> Vec<(String, Value)> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .map(|variable| {
+            (
+                variable["name"].as_str().unwrap_or_default().to_owned(),
+                variable.clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_deployment_spreads_replicas_and_a_budget_keeps_one() {
+    let rendered = objects(&render(DEFAULTS));
+    let deployment = find(&rendered, "Deployment", "demo-operator").expect("deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let selector = &deployment["spec"]["selector"]["matchLabels"];
+    let anti =
+        &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(
+        anti["podAffinityTerm"]["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    assert_eq!(
+        &anti["podAffinityTerm"]["labelSelector"]["matchLabels"],
+        selector
+    );
+    assert_eq!(
+        pod["topologySpreadConstraints"][0]["labelSelector"]["matchLabels"],
+        *selector
+    );
+    let budget = find(&rendered, "PodDisruptionBudget", "demo-operator").expect("a budget");
+    assert_eq!(budget["spec"]["selector"]["matchLabels"], *selector);
+    assert_eq!(budget["spec"]["minAvailable"], 1);
+    assert_eq!(
+        pod["containers"][0]["image"], "sluice:0.1.0",
+        "the default image is what `docker build -t sluice:0.1.0 .` makes"
+    );
+    let env = env_of(deployment);
+    let runner_image = env
+        .iter()
+        .find(|(name, _)| name == "SLUICE_RUNNER_IMAGE")
+        .expect("runner image");
+    assert_eq!(runner_image.1["value"], "sluice:0.1.0");
+
+    let single = objects(&render(NAMESPACE_SCOPED));
+    assert!(
+        !kinds(&single).contains("PodDisruptionBudget"),
+        "a budget over one replica would block every drain"
+    );
+    let custom = objects(&render(EVERYTHING_ON));
+    let deployment = find(&custom, "Deployment", "demo-operator").expect("deployment");
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.example.com/platform/sluice:0.1.0-rc1"
+    );
+    let env = env_of(deployment);
+    let runner_image = env
+        .iter()
+        .find(|(name, _)| name == "SLUICE_RUNNER_IMAGE")
+        .expect("runner image");
+    assert_eq!(
+        runner_image.1["value"],
+        "registry.example.com/platform/sluice-runner:0.1.0-rc1"
+    );
+    assert_eq!(
+        find(&custom, "PodDisruptionBudget", "demo-operator").expect("budget")["spec"]["minAvailable"],
+        2
+    );
+}
+
+#[test]
+fn namespace_scope_grants_roles_in_the_watched_namespace_only() {
+    let rendered = objects(&render(NAMESPACE_SCOPED));
+    assert!(find(&rendered, "ClusterRole", "demo-operator").is_none());
+    assert!(find(&rendered, "ClusterRoleBinding", "demo-operator").is_none());
+    let role = rendered
+        .iter()
+        .find(|object| {
+            object["kind"] == "Role"
+                && object["metadata"]["name"] == "demo-operator"
+                && object["metadata"]["namespace"] == "growth"
+        })
+        .expect("a Role in the watched namespace");
+    let namespace_rule = role["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .find(|rule| rule["resources"][0] == "namespaces")
+        .expect("the namespace's own UID");
+    assert_eq!(namespace_rule["resourceNames"][0], "growth");
+    assert!(
+        find(&rendered, "Role", "demo-operator-leader")
+            .is_some_and(|role| role["metadata"]["namespace"] == "sluice-system"),
+        "the Lease and the token key live in the release namespace"
+    );
+    let deployment = find(&rendered, "Deployment", "demo-operator").expect("deployment");
+    let env = env_of(deployment);
+    let watched = env
+        .iter()
+        .find(|(name, _)| name == "SLUICE_NAMESPACE")
+        .expect("SLUICE_NAMESPACE");
+    assert_eq!(watched.1["value"], "growth");
+    let database = env
+        .iter()
+        .find(|(name, _)| name == "DATABASE_URL")
+        .expect("DATABASE_URL");
+    assert_eq!(
+        database.1["valueFrom"]["secretKeyRef"]["name"],
+        "sluice-db-app"
+    );
+    assert_eq!(database.1["valueFrom"]["secretKeyRef"]["key"], "uri");
+    let test_role = find(&rendered, "Role", "demo-operator-test").expect("the helm test's Role");
+    assert_eq!(
+        test_role["metadata"]["namespace"], "growth",
+        "the test's run goes where the operator looks"
+    );
+
+    let defaulted = objects(&render("rbac: {scope: namespace}"));
+    let role = find(&defaulted, "Role", "demo-operator").expect("a Role");
+    assert_eq!(role["metadata"]["namespace"], "sluice-system");
+    let cluster_wide = objects(&render(DEFAULTS));
+    let deployment = find(&cluster_wide, "Deployment", "demo-operator").expect("deployment");
+    assert!(
+        env_of(deployment)
+            .iter()
+            .all(|(name, _)| name != "SLUICE_NAMESPACE")
+    );
+}
+
+#[test]
+fn aggregated_cluster_roles_extend_view_edit_and_admin() {
+    let rendered = objects(&render(DEFAULTS));
+    let aggregates = |name: &str| -> BTreeSet<String> {
+        let role = find(&rendered, "ClusterRole", name).unwrap_or_else(|| panic!("{name}"));
+        role["metadata"]["labels"]
+            .as_object()
+            .expect("labels")
+            .iter()
+            .filter(|(_, value)| *value == "true")
+            .filter_map(|(key, _)| key.strip_prefix("rbac.authorization.k8s.io/aggregate-to-"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let set = |names: &[&str]| {
+        names
+            .iter()
+            .map(|name| (*name).to_owned())
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(aggregates("sluice-view"), set(&["admin", "edit", "view"]));
+    assert_eq!(aggregates("sluice-edit"), set(&["admin", "edit"]));
+    assert_eq!(aggregates("sluice-admin"), set(&["admin"]));
+    let view = find(&rendered, "ClusterRole", "sluice-view").expect("view");
+    let verbs: BTreeSet<&str> = view["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .flat_map(|rule| rule["verbs"].as_array().expect("verbs").iter())
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        verbs,
+        BTreeSet::from(["get", "list", "watch"]),
+        "view only reads"
+    );
+}
+
+#[test]
+fn network_policies_ingress_and_http_route_point_at_the_right_ports() {
+    let rendered = objects(&render(EVERYTHING_ON));
+    let service = find(&rendered, "Service", "demo-operator").expect("service");
+    let policy = find(&rendered, "NetworkPolicy", "demo-operator").expect("policy");
+    let rules = policy["spec"]["ingress"].as_array().expect("rules");
+    let rule_for = |port: &str| {
+        rules
+            .iter()
+            .find(|rule| rule["ports"][0]["port"] == port)
+            .unwrap_or_else(|| panic!("a rule for {port}"))
+    };
+    assert_eq!(
+        rule_for("run-api")["from"][0]["podSelector"]["matchExpressions"][0]["key"],
+        sluice_operator::run::job::RUN_LABEL,
+        "the run API admits runner pods, which carry the run label"
+    );
+    assert_eq!(
+        rule_for("webhooks")["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "ingress-nginx"
+    );
+    assert_eq!(
+        rule_for("metrics")["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "monitoring"
+    );
+    let ingress = find(&rendered, "Ingress", "demo-operator").expect("ingress");
+    let path = &ingress["spec"]["rules"][0]["http"]["paths"][0];
+    assert_eq!(path["path"], "/hooks/");
+    assert_eq!(
+        path["backend"]["service"]["name"],
+        service["metadata"]["name"]
+    );
+    assert_eq!(path["backend"]["service"]["port"]["name"], "webhooks");
+    let route = find(&rendered, "HTTPRoute", "demo-operator").expect("route");
+    assert_eq!(route["spec"]["parentRefs"][0]["name"], "public");
+    let backend = &route["spec"]["rules"][0]["backendRefs"][0];
+    let webhooks_port = service["spec"]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .find(|port| port["name"] == "webhooks")
+        .expect("webhooks port");
+    assert_eq!(backend["port"], webhooks_port["port"]);
+    assert_eq!(
+        route["spec"]["rules"][0]["matches"][0]["path"]["value"],
+        "/hooks/"
+    );
+    let defaults = kinds(&objects(&render(DEFAULTS)));
+    for optional in [
+        "NetworkPolicy",
+        "Ingress",
+        "HTTPRoute",
+        "ServiceMonitor",
+        "PrometheusRule",
+    ] {
+        assert!(!defaults.contains(optional), "{optional} is off by default");
+    }
+}
+
+/// Metric names (`sluice_…`) in `text`, without the `_total`/`_bucket`/… suffix.
+fn metric_families(text: &str) -> BTreeSet<String> {
+    let pattern = sluice_words(text);
+    pattern
+        .into_iter()
+        .map(|name| {
+            ["_total", "_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(&name)
+                .to_owned()
+        })
+        .collect()
+}
+
+fn sluice_words(text: &str) -> Vec<String> {
+    text.split(|character: char| !(character.is_ascii_alphanumeric() || character == '_'))
+        .filter(|word| word.starts_with("sluice_") && word.len() > "sluice_".len())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn monitoring_watches_metrics_the_operator_exports() {
+    let rendered = objects(&render(EVERYTHING_ON));
+    let service = find(&rendered, "Service", "demo-operator").expect("service");
+    let monitor = find(&rendered, "ServiceMonitor", "demo-operator").expect("monitor");
+    for (key, value) in monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("selector")
+    {
+        assert_eq!(
+            &service["metadata"]["labels"][key], value,
+            "the monitor selects the Service"
+        );
+    }
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    assert_eq!(
+        monitor["metadata"]["labels"]["release"],
+        "kube-prometheus-stack"
+    );
+
+    // Families without samples are not rendered: give each one a sample.
+    let metrics = sluice_operator::telemetry::Metrics::new();
+    metrics.reconciled("workflow");
+    metrics.reconcile_failed("run", "Conflict");
+    metrics.run_finished("Succeeded", Some(1.0));
+    metrics.schedule_fired(0.1);
+    metrics.webhook_request("accepted");
+    let exported = metrics.render();
+    let exported: BTreeSet<String> = exported
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    let rule = find(&rendered, "PrometheusRule", "demo-operator").expect("rule");
+    let alerts = rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .expect("rules");
+    let names: BTreeSet<&str> = alerts
+        .iter()
+        .filter_map(|alert| alert["alert"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "SluiceMirrorBacklog",
+            "SluiceMirrorDown",
+            "SluiceNoLeader",
+            "SluiceRunsFailing",
+            "SluiceScheduleLag",
+        ])
+    );
+    for alert in alerts {
+        let used = metric_families(alert["expr"].as_str().expect("expr"));
+        assert!(!used.is_empty(), "{alert}");
+        for family in used {
+            assert!(
+                exported.contains(&family),
+                "alert {} uses {family}, which the operator does not export ({exported:?})",
+                alert["alert"]
+            );
+        }
+    }
+    let dashboard_map = find(&rendered, "ConfigMap", "demo-operator-dashboard").expect("dashboard");
+    assert_eq!(
+        dashboard_map["metadata"]["labels"]["grafana_dashboard"],
+        "1"
+    );
+    let dashboard: Value =
+        serde_json::from_str(dashboard_map["data"]["sluice.json"].as_str().expect("json"))
+            .expect("the dashboard is JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 8);
+    for panel in panels {
+        for target in panel["targets"].as_array().expect("targets") {
+            for family in metric_families(target["expr"].as_str().expect("expr")) {
+                assert!(
+                    exported.contains(&family),
+                    "panel {} uses {family}, which the operator does not export",
+                    panel["title"]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_deployment_sets_only_variables_the_operator_reads() {
+    sluice_e2e::operator::ensure_binaries().expect("build sluice-operator");
+    let help =
+        Command::new(sluice_e2e::binaries::locate(sluice_e2e::binaries::Binary::Operator).unwrap())
+            .arg("--help")
+            .output()
+            .expect("run sluice-operator --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for (name, values) in VALUE_SETS {
+        let rendered = objects(&render(values));
+        let deployment = find(&rendered, "Deployment", "demo-operator").expect("deployment");
+        let set: Vec<String> = env_of(deployment)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        assert!(set.len() >= 7, "{name}: {set:?}");
+        for variable in set {
+            let known = help.contains(&format!("env: {variable}="))
+                || help.contains(&format!("env: {variable}]"))
+                || variable == "RUST_LOG";
+            assert!(
+                known,
+                "value set {name}: the chart sets {variable}, which sluice-operator does not read (see sluice-operator --help)"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_cloudnative_pg_example_makes_the_secret_the_chart_reads() {
+    let path = chart().join("examples/cloudnative-pg.yaml");
+    let text = std::fs::read_to_string(&path).expect("the CloudNativePG example");
+    let cluster: Value = serde_saphyr::from_str(&text).expect("YAML");
+    assert_eq!(cluster["apiVersion"], "postgresql.cnpg.io/v1");
+    assert_eq!(cluster["kind"], "Cluster");
+    let name = cluster["metadata"]["name"].as_str().expect("name");
+    assert_eq!(cluster["spec"]["bootstrap"]["initdb"]["owner"], "sluice");
+    // CloudNativePG writes the application user's credentials to
+    // <cluster>-app, with the connection URI under `uri`.
+    let set = format!("--set database.secretName={name}-app --set database.secretKey=uri");
+    assert!(text.contains(&set), "the example's instructions say {set}");
+    let rendered = objects(&render(&format!(
+        "database: {{secretName: {name}-app, secretKey: uri}}"
+    )));
+    let deployment = find(&rendered, "Deployment", "demo-operator").expect("deployment");
+    let database = env_of(deployment)
+        .into_iter()
+        .find(|(name, _)| name == "DATABASE_URL")
+        .expect("DATABASE_URL");
+    assert_eq!(
+        database.1["valueFrom"]["secretKeyRef"]["name"],
+        format!("{name}-app")
+    );
+}
