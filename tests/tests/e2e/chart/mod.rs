@@ -97,7 +97,13 @@ fn kinds(objects: &[Value]) -> BTreeSet<String> {
 
 /// Kinds of custom resources kubernetes-validate has no schema for; their
 /// shape is checked by the assertions of the tests instead.
-const WITHOUT_SCHEMA: [&str; 3] = ["HTTPRoute", "PrometheusRule", "ServiceMonitor"];
+const WITHOUT_SCHEMA: [&str; 5] = [
+    "Certificate",
+    "HTTPRoute",
+    "Issuer",
+    "PrometheusRule",
+    "ServiceMonitor",
+];
 
 fn validate(yaml: &str) {
     let file = values_file(yaml);
@@ -171,6 +177,7 @@ httpRoute:
   enabled: true
   parentRefs: [{name: public, namespace: gateway-system}]
   hostnames: [hooks.example.com]
+admission: {failurePolicy: Fail, certManager: {enabled: true}}
 metrics:
   serviceMonitor: {enabled: true, labels: {release: kube-prometheus-stack}}
   prometheusRule: {enabled: true, labels: {release: kube-prometheus-stack}}
@@ -182,6 +189,7 @@ operator: {replicas: 1, podDisruptionBudget: {enabled: false}}
 crds: {install: false}
 rbac: {aggregateToDefaultRoles: false}
 test: {enabled: false}
+admission: {enabled: false}
 "#;
 
 const VALUE_SETS: [(&str, &str); 4] = [
@@ -231,6 +239,10 @@ fn the_schema_refuses_bad_values_naming_them() {
             "/database/secretName",
         ),
         ("crds: {install: 'yes'}", "/crds/install"),
+        (
+            "admission: {failurePolicy: Sometimes}",
+            "/admission/failurePolicy",
+        ),
         ("unknownTopLevel: 1", "'unknownTopLevel' not allowed"),
     ];
     for (values, named) in cases {
