@@ -6,6 +6,8 @@
 //! (`kubectl-client-side-apply`, `argocd-controller`, …). A delete also
 //! tells the mirror the object is gone: a Workflow is archived, a
 //! Schedule's or Connection's row removed, a run's queue entry closed.
+//! Namespaces are followed alongside ([`crate::workspaces`]): a deleted
+//! one's workspace becomes inactive.
 //!
 //! Status writes are not audited: they are the operator's own, and a run's
 //! progress lives in `workflow_executions`. Each entry is keyed by the
@@ -13,7 +15,8 @@
 //! operator keeps one number per object (the generation last audited) and
 //! no copies: the mirror takes an update's old state from the object's
 //! previous entry. Deletes that happen while no operator watches are not
-//! observed, and not audited.
+//! observed, and not audited; the mirror's resync on start marks their
+//! rows deleted ([`crate::mirror::sweep`]).
 //!
 //! [`plan_audit`] is pure; [`run`] watches and hands its records to the
 //! mirror (waiting when the mirror's queue is full). It runs on the leader,
@@ -155,11 +158,12 @@ pub async fn run(context: Arc<Context>, shutdown: impl std::future::Future<Outpu
         return;
     };
     let namespaces = NamespaceUids::default();
-    let follow_all = futures::future::join4(
+    let follow_all = futures::future::join5(
         follow::<Workflow>(&context, mirror, &namespaces, ResourceKind::Workflow),
         follow::<WorkflowRun>(&context, mirror, &namespaces, ResourceKind::WorkflowRun),
         follow::<Schedule>(&context, mirror, &namespaces, ResourceKind::Schedule),
         follow::<Connection>(&context, mirror, &namespaces, ResourceKind::Connection),
+        crate::workspaces::follow(&context, mirror),
     );
     tokio::select! {
         _ = follow_all => {}

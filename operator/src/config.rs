@@ -91,9 +91,22 @@ pub struct Config {
     #[arg(long, env = "POD_NAMESPACE", default_value = "sluice-system")]
     pub lease_namespace: String,
 
-    /// How long a leader holds the Lease without renewing it.
+    /// How long the leader Lease stays valid without a renewal: after a
+    /// leader crashes, a standby takes over within this plus one retry
+    /// period. (A graceful shutdown hands over at once.)
     #[arg(long, env = "SLUICE_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
+
+    /// How long a leader keeps leading while it cannot renew the Lease;
+    /// shorter than --lease-duration. Default: two thirds of it (10s).
+    #[arg(long, env = "SLUICE_LEASE_RENEW_DEADLINE", value_parser = parse_duration)]
+    pub lease_renew_deadline: Option<Duration>,
+
+    /// How often the leader renews the Lease and a standby looks at it;
+    /// shorter than the renew deadline. Default: a fifth of
+    /// --lease-duration, at most 2s.
+    #[arg(long, env = "SLUICE_LEASE_RETRY_PERIOD", value_parser = parse_duration)]
+    pub lease_retry_period: Option<Duration>,
 
     /// Turn leader election off (a single replica, tests).
     #[arg(long, env = "SLUICE_NO_LEADER_ELECTION")]
@@ -127,6 +140,17 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl Config {
+    /// The leader election timings, checked against each other.
+    pub fn lease_settings(
+        &self,
+    ) -> Result<crate::leader::LeaseSettings, crate::leader::LeaseSettingsError> {
+        crate::leader::LeaseSettings::new(
+            self.lease_duration,
+            self.lease_renew_deadline,
+            self.lease_retry_period,
+        )
+    }
+
     /// The runner command as argv.
     pub fn runner_argv(&self) -> Vec<String> {
         self.runner_command
@@ -150,6 +174,8 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(config.lease_duration, Duration::from_secs(30));
+        let lease = config.lease_settings().unwrap();
+        assert_eq!(lease.renew_deadline, Duration::from_secs(20));
         assert!(config.no_leader_election);
         assert_eq!(config.runner_argv(), ["sluice-runner", "exec"]);
         assert!(Config::try_parse_from(["sluice-operator", "--lease-duration", "soon"]).is_err());

@@ -4,7 +4,7 @@
 //!
 //! Map: [`admission`] (validating and mutating webhooks), [`workflow`] (validation, revisions), [`run`] (admission, Jobs,
 //! lifecycle), [`run_api`] (runner ⇄ operator), [`mirror`] and
-//! [`mirror_map`] and [`audit`] (PostgreSQL), [`names`] (derived names), [`leader`]
+//! [`mirror_map`], [`audit`] and [`workspaces`] (PostgreSQL), [`names`] (derived names), [`leader`]
 //! (Lease), [`telemetry`] (metrics, health), [`config`], [`context`],
 //! [`events`] (Kubernetes Events), [`watch`] (lean controller caches).
 
@@ -26,6 +26,7 @@ pub mod telemetry;
 pub mod watch;
 pub mod webhook;
 pub mod workflow;
+pub mod workspaces;
 
 use context::Context;
 use kube::Api;

@@ -4,9 +4,9 @@
 
 use crate::context::Context;
 use crate::mirror::{
-    EnvValue, EnvVarRecord, ExecutionRecord, LogLevel, LogRecord, MirrorEvent, NodeExecutionRecord,
-    NodePhase as MirrorNodePhase, RunPhase as MirrorRunPhase, ScheduleRecord, SecretKeyRef,
-    TriggerRecord, WebhookRecord, WorkflowRecord, WorkflowState,
+    EnvValue, EnvVarRecord, ExecutionRecord, InventoryRecord, LogLevel, LogRecord, MirrorEvent,
+    NodeExecutionRecord, NodePhase as MirrorNodePhase, RunPhase as MirrorRunPhase, ScheduleRecord,
+    Scope, SecretKeyRef, TriggerRecord, WebhookRecord, WorkflowRecord, WorkflowState,
 };
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Namespace;
@@ -474,23 +474,7 @@ impl ClusterResync {
         let workflows = self.api::<Workflow>().list(&params).await?.items;
         let runs = self.api::<WorkflowRun>().list(&params).await?.items;
         let connections = self.api::<Connection>().list(&params).await?.items;
-        let namespaces: Api<Namespace> = Api::all(self.client.clone());
-        let mut workspace_uids = std::collections::BTreeMap::new();
-        let in_use = workflows
-            .iter()
-            .map(ResourceExt::namespace)
-            .chain(connections.iter().map(ResourceExt::namespace));
-        for namespace in in_use {
-            let namespace = namespace.unwrap_or_default();
-            if !workspace_uids.contains_key(&namespace)
-                && let Some(uid) = namespaces
-                    .get_opt(&namespace)
-                    .await?
-                    .and_then(|ns| parse_uid(ns.uid().as_deref()))
-            {
-                workspace_uids.insert(namespace, uid);
-            }
-        }
+        let (workspace_uids, live_namespaces) = self.namespaces().await?;
         let mut events: Vec<MirrorEvent> = workflows
             .iter()
             .filter_map(|workflow| {
@@ -540,7 +524,50 @@ impl ClusterResync {
                     .map(MirrorEvent::Connection),
             );
         }
+        // Last: everything above is in the database when the sweep runs.
+        let uids = |metas: Vec<Option<String>>| -> Vec<Uuid> {
+            metas
+                .into_iter()
+                .filter_map(|uid| parse_uid(uid.as_deref()))
+                .collect()
+        };
+        events.push(MirrorEvent::Inventory(InventoryRecord {
+            scope: match &self.namespace {
+                Some(namespace) => Scope::Namespace(namespace.clone()),
+                None => Scope::Cluster,
+            },
+            namespaces: live_namespaces,
+            workflows: uids(workflows.iter().map(ResourceExt::uid).collect()),
+            runs: uids(runs.iter().map(ResourceExt::uid).collect()),
+            schedules: uids(schedules.iter().map(ResourceExt::uid).collect()),
+            connections: uids(connections.iter().map(ResourceExt::uid).collect()),
+        }));
         Ok(events)
+    }
+
+    /// The namespaces in scope: every one's uid by name, and the uids of
+    /// those not being deleted (a terminating namespace's workspace is
+    /// inactive already).
+    async fn namespaces(
+        &self,
+    ) -> Result<(std::collections::BTreeMap<String, Uuid>, Vec<Uuid>), kube::Error> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let namespaces = match &self.namespace {
+            Some(name) => api.get_opt(name).await?.into_iter().collect(),
+            None => api.list(&kube::api::ListParams::default()).await?.items,
+        };
+        let mut by_name = std::collections::BTreeMap::new();
+        let mut live = Vec::new();
+        for namespace in &namespaces {
+            let Some(uid) = parse_uid(namespace.uid().as_deref()) else {
+                continue;
+            };
+            by_name.insert(namespace.name_any(), uid);
+            if namespace.metadata.deletion_timestamp.is_none() {
+                live.push(uid);
+            }
+        }
+        Ok((by_name, live))
     }
 }
 
@@ -679,10 +706,13 @@ mod tests {
                         "spec": {"type": "http", "secretRef": {"name": "crm"}},
                     }]),
                 ),
-                "/api/v1/namespaces/team" => json!({
-                    "apiVersion": "v1", "kind": "Namespace",
-                    "metadata": {"name": "team", "uid": "00000000-0000-4000-8000-000000000007"},
-                }),
+                "/api/v1/namespaces" => list(
+                    "NamespaceList",
+                    json!([{
+                        "apiVersion": "v1", "kind": "Namespace",
+                        "metadata": {"name": "team", "uid": "00000000-0000-4000-8000-000000000007"},
+                    }]),
+                ),
                 "/api/v1/namespaces/team/secrets/crm" => json!({
                     "apiVersion": "v1", "kind": "Secret",
                     "metadata": {"name": "crm", "namespace": "team"},
@@ -706,9 +736,23 @@ mod tests {
             .read()
             .await
             .expect("the resync reads the cluster");
-        let [MirrorEvent::Connection(connection)] = events.as_slice() else {
-            panic!("expected one connection, got {events:?}");
+        let [
+            MirrorEvent::Connection(connection),
+            MirrorEvent::Inventory(inventory),
+        ] = events.as_slice()
+        else {
+            panic!("expected one connection and the inventory, got {events:?}");
         };
+        assert_eq!(
+            inventory,
+            &InventoryRecord {
+                scope: Scope::Cluster,
+                namespaces: vec![connection.workspace_uid],
+                connections: vec![connection.uid],
+                ..InventoryRecord::default()
+            },
+            "the sweep after a resync knows what exists"
+        );
         let data = std::collections::BTreeMap::from([("token".to_owned(), b"s3cr3t".to_vec())]);
         assert_eq!(
             connection.secret_fingerprint,

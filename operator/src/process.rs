@@ -1,7 +1,8 @@
 //! The operator process: connects to Kubernetes (and PostgreSQL when
 //! configured), serves the run API and metrics on every replica, and runs
 //! the controllers on the leader only. SIGTERM stops the controllers
-//! gracefully and then the servers.
+//! gracefully, then hands the leader Lease over (see [`crate::leader`]),
+//! while the servers drain their requests.
 
 use crate::config::Config;
 use crate::context::Context;
@@ -53,6 +54,7 @@ pub async fn recompute_metrics(
 
 /// Runs the operator until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let lease_settings = config.lease_settings()?;
     let client = Client::try_default()
         .await
         .context("failed to build a Kubernetes client (in-cluster config or KUBECONFIG)")?;
@@ -123,15 +125,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
 
     let (leader_tx, mut leader_rx) = watch::channel(config.no_leader_election);
-    if !config.no_leader_election {
-        tokio::spawn(crate::leader::campaign(
+    // Set once the controllers have stopped: only then may the Lease go.
+    let (controllers_stopped, mut stopped) = watch::channel(false);
+    let election = if config.no_leader_election {
+        None
+    } else {
+        let elector = crate::leader::Elector::new(
             client.clone(),
-            config.lease_namespace.clone(),
+            &config.lease_namespace,
             config.identity.clone(),
-            config.lease_duration,
-            leader_tx,
-        ));
-    }
+            lease_settings,
+            metrics.clone(),
+        );
+        Some(tokio::spawn(elector.campaign(leader_tx, async move {
+            let _ = stopped.wait_for(|stopped| *stopped).await;
+        })))
+    };
     // Every replica serves the run API and webhooks, so every replica is
     // ready once its servers are up, whether or not it leads.
     metrics.set_ready();
@@ -146,6 +155,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
             context.metrics.leader.set(1);
             tracing::info!("starting controllers");
+            if let Some(mirror) = &context.mirror {
+                // Deletes made while no operator led are found this way.
+                mirror.resync_now();
+            }
             let until_stop = |mut receiver: watch::Receiver<bool>| async move {
                 let _ = receiver.wait_for(|stop| *stop).await;
             };
@@ -159,10 +172,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     crate::connection::controller::run(context.clone(), until_stop(stopping.clone())),
                     crate::schedule::controller::run(context.clone(), until_stop(stopping.clone())),
                     crate::audit::run(context.clone(), until_stop(stopping.clone())),
-                ) => Ok(()),
+                ) => {
+                    tracing::info!("controllers stopped");
+                    Ok(())
+                }
                 _ = lost => anyhow::bail!("lost the leader lease: exiting so another replica can lead"),
             }
         }
+    };
+    let controllers = async {
+        let outcome = controllers.await;
+        controllers_stopped.send_replace(true);
+        if let Some(election) = election {
+            // The elector releases the Lease and waits one retry period
+            // for a standby to take it; allow a little more for the calls.
+            let limit = lease_settings.retry_period + Duration::from_secs(5);
+            if tokio::time::timeout(limit, election).await.is_err() {
+                tracing::warn!(
+                    "the leader lease was not released in time; a standby takes over when it expires"
+                );
+            }
+        }
+        metrics.leader.set(0);
+        outcome
     };
     let (run_api, telemetry, webhooks, admission, controllers) =
         tokio::join!(run_api, telemetry, webhooks, admission, controllers);
@@ -202,7 +234,9 @@ fn start_mirror(
     let options = PgConnectOptions::from_str(url).context("failed to parse the database URL")?;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(4)
-        .acquire_timeout(Duration::from_secs(5))
+        // A refused connection is retried until this timeout, and only
+        // then does the mirror report PostgreSQL down: keep it short.
+        .acquire_timeout(Duration::from_secs(1))
         .connect_lazy_with(options.clone());
     // sqlx's migrator future is not `Send` for every lifetime, so it runs
     // on a thread of its own rather than on the multi-threaded runtime.
@@ -229,6 +263,8 @@ fn start_mirror(
         })
     });
     let (mirror, _writer) = Mirror::start(pool, MirrorConfig::default(), Some(resync));
+    // The leader resyncs (see `run`); a standby only writes its run API's events.
+    mirror.pause_resync();
     for definition in crate::mirror_map::node_definition_records() {
         if let Err(error) = mirror.offer(definition) {
             tracing::warn!(%error, "failed to queue the node catalog for the mirror");
@@ -240,7 +276,7 @@ fn start_mirror(
             let stats = observed.stats();
             metrics.mirror_backlog.set(stats.backlog as i64);
             metrics.mirror_down.set(i64::from(!stats.connected));
-            tokio::time::sleep(Duration::from_secs(5)).await;
+            observed.changed().await;
         }
     });
     Ok(mirror)

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::records::{DeletedRecord, LogRecord, MirrorEvent, NodeExecutionRecord, ResourceKind};
 use super::sanitize::Limits;
-use super::{WriteError, audit, catalog, executions, failed, metrics, workflows};
+use super::{WriteError, audit, catalog, executions, failed, metrics, sweep, workflows};
 
 /// What a batch left unwritten.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -50,11 +50,16 @@ async fn apply_object(
             audit::insert_system_metric(conn, metric, limits).await
         }
         MirrorEvent::Deleted(deleted) => apply_deleted(conn, *deleted).await,
+        MirrorEvent::Inventory(inventory) => sweep::sweep_gone(conn, inventory).await,
         MirrorEvent::NodeExecution(_) | MirrorEvent::Log(_) => Ok(()),
     }
 }
 
-async fn apply_deleted(conn: &mut PgConnection, deleted: DeletedRecord) -> Result<(), WriteError> {
+/// A delete, whether watched or found by a resync's sweep.
+pub(crate) async fn apply_deleted(
+    conn: &mut PgConnection,
+    deleted: DeletedRecord,
+) -> Result<(), WriteError> {
     match deleted.kind {
         ResourceKind::Workspace => workflows::deactivate_workspace(conn, deleted.uid).await,
         ResourceKind::Workflow => workflows::archive_workflow(conn, deleted.uid).await,

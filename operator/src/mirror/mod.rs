@@ -27,6 +27,7 @@
 //! | `workflow_metrics`, `node_metrics`, `usage_records` | [`metrics::refresh_for_executions`], [`metrics::recompute_daily_metrics`] | (workflow[, node], day) |
 //! | `audit_logs` | [`audit::insert_audit`] | v5(uid, generation or last resourceVersion, action) |
 //! | `system_metrics` | [`audit::insert_system_metric`] | v5(type, tags, time) |
+//! | rows of objects gone while no operator watched | [`sweep::sweep_gone`] | what a resync did not list |
 //!
 //! Decisions where the design is silent:
 //! - Ids: a Kubernetes UID is the row id; other rows get UUIDv5 ids from
@@ -37,7 +38,9 @@
 //!   webhook endpoints are removed, triggers deactivated), a deleted
 //!   namespace an inactive workspace; a deleted run keeps its rows (a queued
 //!   one is marked cancelled). Schedules and Connections are configuration:
-//!   their rows are deleted; `audit_logs` keeps their last state.
+//!   their rows are deleted; `audit_logs` keeps their last state. Deletes
+//!   made while no operator watched are found by the resync on start and
+//!   after an outage ([`sweep`]).
 //! - Replays never move state backwards: a finished run or node is never
 //!   overwritten by an unfinished state, an archived workflow never comes
 //!   back, absent (`None`) payloads never erase stored ones.
@@ -65,6 +68,7 @@ pub mod migrate;
 pub mod queue;
 pub mod records;
 pub mod sanitize;
+pub mod sweep;
 pub mod workflows;
 
 #[cfg(test)]

@@ -22,8 +22,13 @@
 //! - **Resync.** After an outage ends, and after any [`OfferError::Full`],
 //!   the writer asks the [`ResyncSource`] (implemented by the operator over
 //!   its watch caches) for the cluster's state and writes it.
+//!   A resync ends with an inventory of what exists, and rows of objects
+//!   it lacks are marked deleted ([`super::sweep`]). Only one replica
+//!   should resync: [`Mirror::pause_resync`] turns it off (a standby),
+//!   [`Mirror::resync_now`] on again and asks for one (a new leader).
 //! - **Visibility.** [`Mirror::backlog`] counts events accepted and not yet
-//!   written (queued, in flight, parked); [`Mirror::stats`] has the rest.
+//!   written (queued, in flight, parked); [`Mirror::stats`] has the rest;
+//!   [`Mirror::changed`] wakes whoever follows them as they change.
 //! - **Finished runs.** [`Mirror::offer_tracked`] returns a [`Commit`] that
 //!   resolves once the event is committed: the run controller removes a
 //!   finished run's finalizer only then, so no run is lost.
@@ -141,6 +146,9 @@ struct Shared {
     backlog: AtomicUsize,
     disconnected: AtomicBool,
     needs_resync: AtomicBool,
+    resync_paused: AtomicBool,
+    /// Woken when the backlog or the connection state changes.
+    changed: tokio::sync::Notify,
     written: AtomicU64,
     retries: AtomicU64,
     rejected: AtomicU64,
@@ -218,7 +226,10 @@ impl Mirror {
     fn enqueue_now(&self, pending: Pending) -> Result<(), OfferError> {
         self.shared.backlog.fetch_add(1, Ordering::SeqCst);
         match self.sender.try_send(Envelope::Event(Box::new(pending))) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.shared.changed.notify_one();
+                Ok(())
+            }
             Err(error) => {
                 self.shared.backlog.fetch_sub(1, Ordering::SeqCst);
                 match error {
@@ -258,6 +269,7 @@ impl Mirror {
             self.shared.backlog.fetch_sub(1, Ordering::SeqCst);
             return Err(OfferError::Closed);
         }
+        self.shared.changed.notify_one();
         Ok(())
     }
 
@@ -270,6 +282,28 @@ impl Mirror {
             .await
             .map_err(|_| OfferError::Closed)?;
         wait.await.map_err(|_| OfferError::Closed)
+    }
+
+    /// Completes when [`Mirror::stats`] may have changed (the backlog, the
+    /// connection state) since the last call returned, at once if it did
+    /// in between. For one follower: the operator's metrics.
+    pub async fn changed(&self) {
+        self.shared.changed.notified().await;
+    }
+
+    /// Stops resyncs (a standby replica: the leader resyncs).
+    pub fn pause_resync(&self) {
+        self.shared.resync_paused.store(true, Ordering::SeqCst);
+    }
+
+    /// Resyncs from now on, starting at once (a replica that became leader:
+    /// deletes made while no operator watched are found this way).
+    pub fn resync_now(&self) {
+        self.shared.resync_paused.store(false, Ordering::SeqCst);
+        self.shared.needs_resync.store(true, Ordering::SeqCst);
+        // An empty envelope would do, but the writer also looks for a
+        // pending resync whenever it wakes; wake it with a flush.
+        let _ = self.sender.try_send(Envelope::Flush(oneshot::channel().0));
     }
 
     /// Events accepted and not yet written: the backlog metric.
@@ -375,7 +409,9 @@ impl Writer {
         if !batch.is_empty() {
             self.write(batch).await;
         }
-        if self.shared.needs_resync.swap(false, Ordering::SeqCst) {
+        if self.shared.needs_resync.swap(false, Ordering::SeqCst)
+            && !self.shared.resync_paused.load(Ordering::SeqCst)
+        {
             self.resync().await;
         }
         for done in flushes {
@@ -433,6 +469,7 @@ impl Writer {
     async fn outage(&self, error: &WriteError, backoff: &mut Duration) {
         self.shared.retries.fetch_add(1, Ordering::Relaxed);
         if !self.shared.disconnected.swap(true, Ordering::SeqCst) {
+            self.shared.changed.notify_one();
             tracing::warn!(error = %error, source = %error.source, "mirror lost the database; retrying with backoff");
         }
         tokio::time::sleep(*backoff).await;
@@ -442,6 +479,7 @@ impl Writer {
     /// After an outage the cluster may have moved on without us.
     fn reconnected(&self) {
         if self.shared.disconnected.swap(false, Ordering::SeqCst) {
+            self.shared.changed.notify_one();
             tracing::info!("mirror reconnected to the database; resyncing from the cluster");
             self.shared.needs_resync.store(true, Ordering::SeqCst);
         }
@@ -497,6 +535,7 @@ impl Writer {
     fn finish(&self, pending: Pending, result: Result<(), CommitError>) {
         if pending.counted {
             self.shared.backlog.fetch_sub(1, Ordering::SeqCst);
+            self.shared.changed.notify_one();
         }
         if let Some(commit) = pending.commit {
             let _ = commit.send(result);
@@ -549,6 +588,7 @@ fn event_kind(event: &MirrorEvent) -> &'static str {
         MirrorEvent::Audit(_) => "audit",
         MirrorEvent::SystemMetric(_) => "system_metric",
         MirrorEvent::Deleted(_) => "deleted",
+        MirrorEvent::Inventory(_) => "inventory",
     }
 }
 

@@ -343,3 +343,45 @@ async fn orphans_wait_for_their_run(pool: PgPool) {
         1
     );
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_paused_mirror_resyncs_only_once_told(pool: PgPool) {
+    let cluster = Arc::new(FakeCluster::default());
+    *cluster.state.lock().unwrap() = vec![MirrorEvent::Workflow(workflow())];
+    let (mirror, _task) = Mirror::start(pool.clone(), quick(), Some(cluster.clone()));
+    mirror.pause_resync();
+    // What a full queue or a reconnect asks for: a standby ignores it.
+    mirror.shared.needs_resync.store(true, Ordering::SeqCst);
+    mirror.offer(MirrorEvent::Workspace(workspace())).unwrap();
+    mirror.flush().await.unwrap();
+    assert_eq!(cluster.calls.load(Ordering::SeqCst), 0);
+
+    mirror.resync_now();
+    eventually("the resync a new leader asks for", || async {
+        mirror.stats().resyncs == 1
+    })
+    .await;
+    assert_eq!(count(&pool, "SELECT count(*) FROM workflows").await, 1);
+}
+
+#[tokio::test]
+async fn the_stats_follower_is_woken_as_they_change() {
+    // Nothing listens on port 1: every connection is refused.
+    let unreachable = PgConnectOptions::new().host("127.0.0.1").port(1);
+    let pool = PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(200))
+        .connect_lazy_with(unreachable);
+    let (mirror, _task) = Mirror::start(pool, quick(), None);
+    mirror.offer(MirrorEvent::Workspace(workspace())).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), mirror.changed())
+        .await
+        .expect("an accepted event wakes the follower");
+    assert_eq!(mirror.stats().backlog, 1);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while mirror.stats().connected {
+            mirror.changed().await;
+        }
+    })
+    .await
+    .expect("the failed write wakes the follower with the mirror down");
+}

@@ -409,6 +409,31 @@ pub struct DeletedRecord {
     pub uid: Uuid,
 }
 
+/// Which namespaces an operator mirrors.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// Every namespace.
+    #[default]
+    Cluster,
+    /// Only the namespace of this name.
+    Namespace(String),
+}
+
+/// Everything that exists in the operator's scope, as one resync listed
+/// it: the rows of objects in scope that it lacks are of objects deleted
+/// while no operator watched, and are archived, deactivated or removed as
+/// a delete would have done.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct InventoryRecord {
+    pub scope: Scope,
+    /// Namespaces in scope that exist and are not being deleted.
+    pub namespaces: Vec<Uuid>,
+    pub workflows: Vec<Uuid>,
+    pub runs: Vec<Uuid>,
+    pub schedules: Vec<Uuid>,
+    pub connections: Vec<Uuid>,
+}
+
 /// Everything the mirror writes, one event at a time.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MirrorEvent {
@@ -426,4 +451,7 @@ pub enum MirrorEvent {
     Audit(AuditRecord),
     SystemMetric(SystemMetricRecord),
     Deleted(DeletedRecord),
+    /// Only from a resync, after everything it lists: the sweep of rows
+    /// whose objects are gone.
+    Inventory(InventoryRecord),
 }

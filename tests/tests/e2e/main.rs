@@ -5,6 +5,7 @@
 
 mod audit;
 mod chart;
+mod churn;
 mod cluster_nodes;
 mod conformance;
 mod connections;

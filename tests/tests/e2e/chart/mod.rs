@@ -162,6 +162,7 @@ operator:
   podAnnotations: {example.com/team: platform}
   nodeSelector: {kubernetes.io/os: linux}
   tolerations: [{key: dedicated, operator: Equal, value: platform, effect: NoSchedule}]
+  priorityClassName: sluice-operator
 networkPolicy:
   enabled: true
   webhooks:

@@ -71,6 +71,14 @@ fn the_deployment_spreads_replicas_and_a_budget_keeps_one() {
         deployment["spec"]["template"]["spec"]["containers"][0]["image"],
         "registry.example.com/platform/sluice:0.1.0-rc1"
     );
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["priorityClassName"],
+        "sluice-operator"
+    );
+    assert!(
+        pod.get("priorityClassName").is_none(),
+        "no PriorityClass unless one is named"
+    );
     let env = env_of(deployment);
     let runner_image = env
         .iter()
