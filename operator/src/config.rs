@@ -83,6 +83,14 @@ pub struct Config {
           value_parser = clap::value_parser!(u16).range(1..))]
     pub reconcile_concurrency: u16,
 
+    /// How long a run being deleted may wait for its final state to be
+    /// stored in PostgreSQL. After it, the operator removes the run's
+    /// finalizer so the deletion (or its namespace's) can finish, and
+    /// records the loss: a Warning Event, the `sluice_runs_history_lost`
+    /// counter and one JSON log line holding the run's final status.
+    #[arg(long, env = "SLUICE_MIRROR_GRACE_PERIOD", default_value = "15m", value_parser = parse_duration)]
+    pub mirror_grace_period: Duration,
+
     /// Name of this replica for leader election (the pod name).
     #[arg(long, env = "POD_NAME", default_value = "sluice-operator")]
     pub identity: String,
@@ -176,6 +184,7 @@ mod tests {
         assert_eq!(config.lease_duration, Duration::from_secs(30));
         let lease = config.lease_settings().unwrap();
         assert_eq!(lease.renew_deadline, Duration::from_secs(20));
+        assert_eq!(config.mirror_grace_period, Duration::from_secs(15 * 60));
         assert!(config.no_leader_election);
         assert_eq!(config.runner_argv(), ["sluice-runner", "exec"]);
         assert!(Config::try_parse_from(["sluice-operator", "--lease-duration", "soon"]).is_err());

@@ -3,7 +3,7 @@
 //! calls [`run`].
 //!
 //! Map: [`admission`] (validating and mutating webhooks), [`workflow`] (validation, revisions), [`run`] (admission, Jobs,
-//! lifecycle), [`run_api`] (runner ⇄ operator), [`mirror`] and
+//! lifecycle), [`run_index`] (runs grouped from a watch), [`run_api`] (runner ⇄ operator), [`mirror`] and
 //! [`mirror_map`], [`audit`] and [`workspaces`] (PostgreSQL), [`names`] (derived names), [`leader`]
 //! (Lease), [`telemetry`] (metrics, health), [`config`], [`context`],
 //! [`events`] (Kubernetes Events), [`watch`] (lean controller caches).
@@ -21,6 +21,7 @@ pub mod names;
 pub mod process;
 pub mod run;
 pub mod run_api;
+pub mod run_index;
 pub mod schedule;
 pub mod telemetry;
 pub mod watch;

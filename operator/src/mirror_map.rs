@@ -262,6 +262,7 @@ pub fn execution_record(
         started_at: status.start_time,
         ended_at: status.completion_time,
         job_name: status.job_name.clone(),
+        parent: None,
     })
 }
 

@@ -36,6 +36,9 @@ pub struct Metrics {
     pub leader: Gauge,
     leader_changes: Counter,
     leaderless: Histogram,
+    /// Finished or deleted runs whose final state is not stored yet.
+    pub runs_awaiting_mirror: Gauge,
+    runs_history_lost: Counter,
     ready: AtomicBool,
 }
 
@@ -116,6 +119,18 @@ impl Metrics {
             "Time without a leader before this replica took over: from the previous leader's release or last renewal",
             leaderless.clone(),
         );
+        let runs_awaiting_mirror = Gauge::default();
+        registry.register(
+            "runs_awaiting_mirror",
+            "Finished or deleted runs whose final state is not in PostgreSQL yet (they keep their finalizer)",
+            runs_awaiting_mirror.clone(),
+        );
+        let runs_history_lost = Counter::default();
+        registry.register(
+            "runs_history_lost",
+            "Deleted runs released after the grace period without their final state in PostgreSQL",
+            runs_history_lost.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -130,6 +145,8 @@ impl Metrics {
             leader,
             leader_changes,
             leaderless,
+            runs_awaiting_mirror,
+            runs_history_lost,
             ready: AtomicBool::new(false),
         }
     }
@@ -159,6 +176,11 @@ impl Metrics {
         if let Some(seconds) = seconds {
             self.run_duration.observe(seconds);
         }
+    }
+
+    /// Counts a deleted run released without its final state stored.
+    pub fn run_history_lost(&self) {
+        self.runs_history_lost.inc();
     }
 
     /// Records how late a schedule slot's run was created.

@@ -26,13 +26,17 @@ const CHUNK_ROWS: usize = 2_000;
 /// Payload bytes per multi-row statement (large outputs get small chunks).
 const CHUNK_BYTES: usize = 32 * 1024 * 1024;
 
-/// Creates or updates a run's row. A finished run is never overwritten by
-/// an unfinished state.
+/// Creates or updates a run's row (after the parent rows it carries, where
+/// they are missing). A finished run is never overwritten by an unfinished
+/// state.
 pub async fn upsert_execution(
     conn: &mut PgConnection,
     execution: &ExecutionRecord,
     limits: &Limits,
 ) -> Result<(), WriteError> {
+    if let Some(parent) = &execution.parent {
+        super::workflows::ensure_workflow(conn, parent, limits).await?;
+    }
     let mut notes = Notes::default();
     sqlx::query(
         "INSERT INTO workflow_executions (id, workflow_id, workflow_version, status, started_at, ended_at,

@@ -377,3 +377,50 @@ async fn stored_outputs_are_the_last_attempts_that_succeeded_whole(pool: PgPool)
         std::collections::BTreeMap::from([("lookup".to_owned(), json!({"id": 7}))])
     );
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_run_whose_parents_are_missing_writes_them_from_what_it_carries(pool: PgPool) {
+    // An empty database: no workspace, no workflow row.
+    let mut orphan = execution(1, RunPhase::Succeeded);
+    let mut parent = workflow();
+    parent.state = WorkflowState::Archived;
+    orphan.parent = Some(Box::new(parent));
+    write(&pool, &[MirrorEvent::Execution(orphan.clone())]).await;
+    assert_eq!(run_status(&pool).await, "completed");
+    let (name, status, version): (String, String, i32) =
+        sqlx::query_as("SELECT name, status::text, version FROM workflows")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (name.as_str(), status.as_str(), version),
+        ("triage-signup", "archived", 1)
+    );
+    let versions: i64 = sqlx::query_scalar("SELECT count(*) FROM workflow_versions")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(versions, 1, "the run's revision is recorded too");
+    assert_eq!(dump(&pool, "workspaces").await.len(), 1);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_parent_carried_by_a_run_never_changes_an_existing_row(pool: PgPool) {
+    write(
+        &pool,
+        &[
+            MirrorEvent::Workspace(workspace()),
+            MirrorEvent::Workflow(workflow()),
+        ],
+    )
+    .await;
+    let before = dump(&pool, "workflows").await;
+    let mut run = execution(1, RunPhase::Running);
+    let mut stale = workflow();
+    stale.name = "renamed-by-a-stale-snapshot".into();
+    stale.state = WorkflowState::Archived;
+    run.parent = Some(Box::new(stale));
+    write(&pool, &[MirrorEvent::Execution(run)]).await;
+    assert_eq!(before, dump(&pool, "workflows").await);
+    assert_eq!(run_status(&pool).await, "running");
+}

@@ -95,6 +95,7 @@ pub fn execution(n: u128, phase: RunPhase) -> ExecutionRecord {
         started_at: (phase != RunPhase::Pending && phase != RunPhase::Queued).then(|| at(9, 1)),
         ended_at: finished.then(|| at(9, 3)),
         job_name: Some(format!("triage-signup-{n}-job")),
+        parent: None,
     }
 }
 

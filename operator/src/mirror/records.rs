@@ -232,6 +232,11 @@ pub struct ExecutionRecord {
     pub ended_at: Option<DateTime<Utc>>,
     /// The Job's name, stored as the queue entry's worker.
     pub job_name: Option<String>,
+    /// The run's workflow (and its workspace) as the run carries it: from
+    /// its frozen snapshot, revision and workflow UID. Written first, only
+    /// where no row exists yet, so a run's row never waits for a parent
+    /// that may never come (a replaced database, a dropped event).
+    pub parent: Option<Box<WorkflowRecord>>,
 }
 
 /// Phase of one node attempt.

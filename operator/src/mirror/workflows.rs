@@ -112,6 +112,51 @@ pub async fn upsert_workflow(
     Ok(())
 }
 
+/// Creates the workflow row (its workspace and the version) from what a
+/// run carries, where no row exists yet; never changes an existing row, so
+/// the Workflow's own events stay the authority.
+pub async fn ensure_workflow(
+    conn: &mut PgConnection,
+    workflow: &WorkflowRecord,
+    limits: &Limits,
+) -> Result<(), WriteError> {
+    ensure_workspace(conn, workflow.workspace_uid, &workflow.namespace).await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM workflows WHERE id = $1)")
+        .bind(workflow.uid)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(failed("workflow"))?;
+    if !exists {
+        let mut notes = Notes::default();
+        sqlx::query(
+            "INSERT INTO workflows (id, workspace_id, name, description, nodes, edges, settings, status, version,
+                                    created_by, updated_by, created_at)
+             VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7::jsonb, $8, $9, $10, $10, COALESCE($11, CURRENT_TIMESTAMP))
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(workflow.uid)
+        .bind(workflow.workspace_uid)
+        .bind(sanitize::varchar(&workflow.name, 255))
+        .bind(
+            workflow
+                .description
+                .as_deref()
+                .map(|text| sanitize::text(text, limits.text_cap_bytes, "description", &mut notes)),
+        )
+        .bind(sanitize::json_text(&workflow.nodes, limits, "nodes", &mut notes))
+        .bind(sanitize::json_text(&workflow.edges, limits, "edges", &mut notes))
+        .bind(sanitize::json_text(&workflow.settings, limits, "settings", &mut notes))
+        .bind(workflow.state.as_str())
+        .bind(workflow.revision)
+        .bind(ids::SYSTEM_USER_ID)
+        .bind(workflow.created_at)
+        .execute(&mut *conn)
+        .await
+        .map_err(failed("workflow"))?;
+    }
+    upsert_workflow_version(conn, workflow, limits).await
+}
+
 /// Records the workflow's current revision in `workflow_versions`. A
 /// revision's content never changes, so the first write wins.
 pub async fn upsert_workflow_version(

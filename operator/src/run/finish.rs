@@ -1,10 +1,13 @@
-//! The last step of a run's life in the run controller: recording its end
-//! once (duration, Completed condition, metrics, Event, mirror), cancelling
-//! the child runs its runner could not cancel, and deleting the workflow's
-//! oldest finished runs beyond its history limits (behind the mirror
-//! finalizer, so PostgreSQL keeps them).
+//! The end of a run's life in the run controller: [`end`] sets the
+//! terminal phase of a run the operator ends (cancelled, refused, its Job
+//! lost); [`record`] records a finished run's end once: cancelling the
+//! child runs its runner could not cancel, deleting the workflow's oldest
+//! finished runs beyond its history limits (read from the index: no LIST),
+//! then the duration, the Completed condition, metrics and the Event.
+//! Storing the run in PostgreSQL is the keeper's ([`super::keeper`]).
 
-use super::controller::{is_not_found, write_status};
+use super::index::{RunIndex, expired_runs, group};
+use super::shared::{is_not_found, write_status};
 use crate::context::{Context, Error};
 use crate::names;
 use chrono::Utc;
@@ -12,67 +15,102 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use sluice_crds::common::{condition_type, find_condition, set_condition};
-use sluice_crds::workflow::HistoryLimits;
-use sluice_crds::{Condition, ConditionStatus, RunPhase, Workflow, WorkflowRun};
+use sluice_crds::{Condition, ConditionStatus, NodePhase, RunPhase, Workflow, WorkflowRun};
+use std::time::Duration;
 
-/// Finished runs of each outcome kept when a workflow sets no limit.
-const DEFAULT_HISTORY: u32 = 10;
-
-/// Records a finished run once, then applies history limits.
-pub(super) async fn finish(
+/// Ends a run that has not finished: sets the terminal phase with a reason.
+pub(super) async fn end(
     run: &WorkflowRun,
     context: &Context,
-    namespace: &str,
+    phase: RunPhase,
+    reason: &str,
+    message: String,
 ) -> Result<Action, Error> {
     let mut status = run.status.clone().unwrap_or_default();
-    let phase = status.phase.unwrap_or_default();
-    if find_condition(&status.conditions, condition_type::COMPLETED).is_none() {
-        let now = Utc::now();
-        let seconds = status
-            .start_time
-            .zip(status.completion_time)
-            .map(|(start, end)| (end - start).num_milliseconds() as f64 / 1000.0);
-        if let Some(seconds) = seconds {
-            status.duration = Some(format_duration(seconds));
-        }
-        let reason = format!("{phase:?}");
-        set_condition(
-            &mut status.conditions,
-            Condition::new(
-                condition_type::COMPLETED,
-                ConditionStatus::True,
-                &reason,
-                status
-                    .message
-                    .clone()
-                    .unwrap_or_else(|| format!("the run {}", reason.to_lowercase())),
-                run.metadata.generation,
-                now,
-            ),
-        );
-        super::progress::refresh(&mut status);
-        write_status(run, context, status.clone()).await?;
-        context.metrics.run_finished(&reason, seconds);
-        tracing::info!(run = %run.name_any(), phase = %reason, seconds, "run finished");
-        if phase == RunPhase::Succeeded {
-            context
-                .publish(
-                    run,
-                    false,
-                    "Succeeded",
-                    "Finish",
-                    "the run succeeded".to_owned(),
-                )
-                .await;
+    let now = Utc::now();
+    status.phase = Some(phase);
+    status.reason = Some(reason.to_owned());
+    status.message = Some(message.clone());
+    status.queue_position = None;
+    status.completion_time = Some(now);
+    let final_phase = if phase == RunPhase::Cancelled {
+        NodePhase::Cancelled
+    } else {
+        NodePhase::Failed
+    };
+    for node in &mut status.nodes {
+        if node.phase == NodePhase::Running {
+            node.phase = final_phase;
+            node.end_time = Some(now);
         }
     }
+    write_status(run, context, status).await?;
+    tracing::info!(run = %run.name_any(), ?phase, reason, "run ended by the operator");
+    context
+        .publish(run, phase == RunPhase::Failed, reason, "End", message)
+        .await;
+    Ok(Action::requeue(Duration::ZERO))
+}
+
+/// Records a finished run's end once (see the module docs). History
+/// limits and child runs come first: a failure there is retried before the
+/// end is recorded.
+pub(super) async fn record(
+    run: &WorkflowRun,
+    context: &Context,
+    index: &RunIndex,
+    namespace: &str,
+) -> Result<(), Error> {
     cancel_children(run, context, namespace).await?;
     let workflows: Api<Workflow> = Api::namespaced(context.client.clone(), namespace);
     if let Some(workflow) = workflows.get_opt(&run.spec.workflow_ref.name).await? {
-        crate::mirror_map::offer_run(context, run);
-        apply_history_limits(context, namespace, &workflow).await?;
+        apply_history_limits(context, index, namespace, &workflow).await?;
     }
-    Ok(Action::await_change())
+    let mut status = run.status.clone().unwrap_or_default();
+    let phase = status.phase.unwrap_or_default();
+    if find_condition(&status.conditions, condition_type::COMPLETED).is_some() {
+        return Ok(());
+    }
+    let now = Utc::now();
+    let seconds = status
+        .start_time
+        .zip(status.completion_time)
+        .map(|(start, end)| (end - start).num_milliseconds() as f64 / 1000.0);
+    if let Some(seconds) = seconds {
+        status.duration = Some(format_duration(seconds));
+    }
+    let reason = format!("{phase:?}");
+    set_condition(
+        &mut status.conditions,
+        Condition::new(
+            condition_type::COMPLETED,
+            ConditionStatus::True,
+            &reason,
+            status
+                .message
+                .clone()
+                .unwrap_or_else(|| format!("the run {}", reason.to_lowercase())),
+            run.metadata.generation,
+            now,
+        ),
+    );
+    super::progress::refresh(&mut status);
+    let stored = write_status(run, context, status).await?;
+    index.observed(&stored);
+    context.metrics.run_finished(&reason, seconds);
+    tracing::info!(run = %run.name_any(), phase = %reason, seconds, "run finished");
+    if phase == RunPhase::Succeeded {
+        context
+            .publish(
+                run,
+                false,
+                "Succeeded",
+                "Finish",
+                "the run succeeded".to_owned(),
+            )
+            .await;
+    }
+    Ok(())
 }
 
 /// Cancels the unfinished child runs (of `workflow` nodes) of a run that
@@ -116,43 +154,19 @@ async fn cancel_children(
     Ok(())
 }
 
-/// Deletes the oldest finished runs of `workflow` beyond its history limits.
+/// Deletes the oldest finished runs of `workflow` beyond its history
+/// limits: one DELETE per expired run, none when nothing expired.
 async fn apply_history_limits(
     context: &Context,
+    index: &RunIndex,
     namespace: &str,
     workflow: &Workflow,
 ) -> Result<(), Error> {
-    let limits: HistoryLimits = workflow.spec.history_limits.clone().unwrap_or_default();
-    let keep_succeeded = limits.successful.unwrap_or(DEFAULT_HISTORY) as usize;
-    let keep_failed = limits.failed.unwrap_or(DEFAULT_HISTORY) as usize;
+    let runs_of_workflow = index.runs_of(&group(namespace, &workflow.name_any()));
+    let expired = expired_runs(&runs_of_workflow, workflow.spec.history_limits.as_ref());
     let runs: Api<WorkflowRun> = Api::namespaced(context.client.clone(), namespace);
-    let mut finished: Vec<WorkflowRun> = runs
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|run| {
-            run.spec.workflow_ref.name == workflow.name_any()
-                && run.metadata.deletion_timestamp.is_none()
-        })
-        .filter(|run| {
-            run.status
-                .as_ref()
-                .and_then(|s| s.phase)
-                .is_some_and(RunPhase::is_terminal)
-        })
-        .collect();
-    finished
-        .sort_by_key(|run| std::cmp::Reverse(run.status.as_ref().and_then(|s| s.completion_time)));
-    let (succeeded, failed): (Vec<_>, Vec<_>) = finished
-        .iter()
-        .partition(|run| run.status.as_ref().and_then(|s| s.phase) == Some(RunPhase::Succeeded));
-    let expired = succeeded
-        .into_iter()
-        .skip(keep_succeeded)
-        .chain(failed.into_iter().skip(keep_failed));
-    for run in expired {
-        match runs.delete(&run.name_any(), &DeleteParams::default()).await {
+    for name in expired {
+        match runs.delete(&name, &DeleteParams::default()).await {
             Ok(_) => {}
             Err(error) if is_not_found(&error) => {}
             Err(error) => return Err(error.into()),

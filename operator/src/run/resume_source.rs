@@ -2,8 +2,8 @@
 //! resumes from, that run's frozen snapshot, and the outputs PostgreSQL
 //! holds whole for its succeeded nodes. Writes nothing.
 
-use super::controller::{SNAPSHOT_KEY, snapshot_name};
 use super::resume::{ResumeSource, source_issue};
+use super::shared::{SNAPSHOT_KEY, snapshot_name};
 use crate::context::{Context, Error};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;

@@ -54,7 +54,9 @@ pub async fn run(
     // The index is updated before the run's event triggers its Schedule.
     let run_events = watcher(runs, watcher::Config::default().labels(SCHEDULE_LABEL))
         .default_backoff()
-        .inspect_ok(move |event| index.apply(event))
+        .inspect_ok(move |event| {
+            index.apply(event);
+        })
         .touched_objects();
     crate::watch::lean_controller(
         schedules,

@@ -1,37 +1,26 @@
-//! The runs Schedules created, indexed by the Schedule that owns them, as
-//! the controller's watch last saw them plus the runs the controller itself
-//! just created.
-//!
-//! A reconcile reads its Schedule's runs here instead of listing them from
-//! the API server: with 10,000 Schedules firing every minute, a label-selected
-//! LIST per reconcile made the server scan every run ~170 times a second.
-//! The watch updates the index before it triggers the reconcile, and a run
-//! the controller creates is recorded at once, so the plan never misses a
-//! run because the watch is a moment behind. (Exactly-once does not rest on
-//! this index anyway: a slot's run has a derived name, so a second create
-//! of it is AlreadyExists.)
+//! The runs Schedules created, indexed by the Schedule that owns them
+//! (a [`crate::run_index`] grouping): a reconcile reads its Schedule's runs
+//! here instead of listing them from the API server. Exactly-once does not
+//! rest on this index: a slot's run has a derived name, so a second create
+//! of it is AlreadyExists.
 
 use super::plan::ObservedRun;
+use crate::run_index::Indexing;
 use kube::ResourceExt;
-use kube::runtime::watcher::Event;
 use sluice_crds::WorkflowRun;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 
-/// Schedule UID → run name → what the plan needs of the run.
-type ByOwner = HashMap<String, BTreeMap<String, ObservedRun>>;
+/// The index of each Schedule's runs.
+pub type RunIndex = crate::run_index::RunIndex<BySchedule>;
 
-/// The index; cheap to share behind an `Arc`.
-#[derive(Debug, Default)]
-pub struct RunIndex {
-    state: Mutex<State>,
-}
+/// Groups runs by the UID of the Schedule that owns them.
+pub struct BySchedule;
 
-#[derive(Debug, Default)]
-struct State {
-    current: ByOwner,
-    /// A relist in progress: it replaces `current` when complete.
-    relisting: Option<ByOwner>,
+impl Indexing for BySchedule {
+    type Entry = ObservedRun;
+
+    fn index(run: &WorkflowRun) -> Option<(String, ObservedRun)> {
+        observe(run)
+    }
 }
 
 /// The owning Schedule's UID of a run and what the plan needs of it.
@@ -53,74 +42,11 @@ pub fn observe(run: &WorkflowRun) -> Option<(String, ObservedRun)> {
     ))
 }
 
-fn insert(index: &mut ByOwner, run: &WorkflowRun) {
-    if let Some((owner, observed)) = observe(run) {
-        index
-            .entry(owner)
-            .or_default()
-            .insert(observed.name.clone(), observed);
-    }
-}
-
-impl RunIndex {
-    /// Folds one watch event into the index.
-    pub fn apply(&self, event: &Event<WorkflowRun>) {
-        let mut state = self.lock();
-        match event {
-            Event::Apply(run) => insert(&mut state.current, run),
-            Event::Delete(run) => {
-                if let Some((owner, observed)) = observe(run)
-                    && let Some(runs) = state.current.get_mut(&owner)
-                {
-                    runs.remove(&observed.name);
-                    if runs.is_empty() {
-                        state.current.remove(&owner);
-                    }
-                }
-            }
-            Event::Init => state.relisting = Some(ByOwner::new()),
-            Event::InitApply(run) => insert(state.relisting.get_or_insert_default(), run),
-            Event::InitDone => {
-                if let Some(relisted) = state.relisting.take() {
-                    state.current = relisted;
-                }
-            }
-        }
-    }
-
-    /// Records a run the controller has just created, unless the watch
-    /// already delivered a newer view of it.
-    pub fn created(&self, run: &WorkflowRun) {
-        if let Some((owner, observed)) = observe(run) {
-            self.lock()
-                .current
-                .entry(owner)
-                .or_default()
-                .entry(observed.name.clone())
-                .or_insert(observed);
-        }
-    }
-
-    /// The runs of the Schedule with `uid`.
-    pub fn runs_of(&self, uid: &str) -> Vec<ObservedRun> {
-        self.lock()
-            .current
-            .get(uid)
-            .map(|runs| runs.values().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use kube::runtime::watcher::Event;
     use sluice_crds::RunPhase;
 
     fn run(name: &str, owner: &str, phase: Option<RunPhase>) -> WorkflowRun {
@@ -155,29 +81,13 @@ mod tests {
         index.apply(&Event::Delete(run("a-1", "a", None)));
         assert_eq!(names(&index, "a"), ["a-2"]);
         assert_eq!(names(&index, "b"), ["b-1"]);
-        assert!(index.runs_of("unknown").is_empty());
     }
 
     #[test]
     fn runs_without_a_schedule_owner_are_ignored() {
         let index = RunIndex::default();
         index.apply(&Event::Apply(WorkflowRun::fixture("manual", "wf")));
-        assert!(index.lock().current.is_empty());
-    }
-
-    #[test]
-    fn a_relist_replaces_the_index_only_when_complete() {
-        let index = RunIndex::default();
-        index.apply(&Event::Apply(run("gone", "a", None)));
-        index.apply(&Event::Init);
-        index.apply(&Event::InitApply(run("kept", "a", None)));
-        assert_eq!(
-            names(&index, "a"),
-            ["gone"],
-            "still the old view mid-relist"
-        );
-        index.apply(&Event::InitDone);
-        assert_eq!(names(&index, "a"), ["kept"]);
+        assert!(index.is_empty());
     }
 
     #[test]
@@ -185,8 +95,5 @@ mod tests {
         let index = RunIndex::default();
         index.created(&run("a-1", "a", None));
         assert_eq!(names(&index, "a"), ["a-1"]);
-        index.apply(&Event::Apply(run("a-2", "a", Some(RunPhase::Running))));
-        index.created(&run("a-2", "a", None));
-        assert_eq!(index.runs_of("a")[1].phase, Some(RunPhase::Running));
     }
 }
