@@ -29,6 +29,9 @@ pub mod webhook;
 pub mod workflow;
 pub mod workspaces;
 
+#[cfg(test)]
+mod status_fields_tests;
+
 use context::Context;
 use kube::Api;
 

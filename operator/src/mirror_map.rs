@@ -447,8 +447,8 @@ pub fn node_definition_records() -> Vec<MirrorEvent> {
 }
 
 /// Reads the cluster for a mirror resync: the workflows (with their current
-/// status), runs, schedules and connections (with their Secret's
-/// fingerprint) of every namespace in scope.
+/// status), schedules, connections (with their Secret's fingerprint) and,
+/// last, runs with their parents, of every namespace in scope.
 pub struct ClusterResync {
     client: kube::Client,
     namespace: Option<String>,
@@ -488,11 +488,6 @@ impl ClusterResync {
             })
             .map(MirrorEvent::Workflow)
             .collect();
-        events.extend(
-            runs.iter()
-                .filter_map(|run| execution_record(run, workflow_uid(run)?, None))
-                .map(MirrorEvent::Execution),
-        );
         let schedules = self.api::<Schedule>().list(&params).await?.items;
         events.extend(
             schedules
@@ -525,6 +520,21 @@ impl ClusterResync {
                     .map(MirrorEvent::Connection),
             );
         }
+        // Runs last, each with its parents: parents are written before
+        // their children, and a run whose Workflow is gone still finds
+        // (or creates) its workflow row.
+        events.extend(
+            runs.iter()
+                .filter_map(|run| {
+                    let owner = workflow_uid(run)?;
+                    let gone = !workflows
+                        .iter()
+                        .any(|workflow| parse_uid(workflow.uid().as_deref()) == Some(owner));
+                    let workspace = workspace_uids.get(&run.namespace().unwrap_or_default());
+                    crate::run::parent::build_kept_record(run, workspace.copied(), None, gone)
+                })
+                .map(MirrorEvent::Execution),
+        );
         // Last: everything above is in the database when the sweep runs.
         let uids = |metas: Vec<Option<String>>| -> Vec<Uuid> {
             metas

@@ -244,27 +244,34 @@ fn start_mirror(
         .enable_all()
         .build()
         .context("failed to start the migration runtime")?;
-    std::thread::spawn(move || {
-        migrations.block_on(async move {
-            let mut delay = Duration::from_secs(1);
-            loop {
-                match run_migrations(&options).await {
-                    Ok(()) => {
-                        tracing::info!("database migrations applied");
-                        break;
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "failed to migrate the database; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(30));
-                    }
-                }
-            }
-        })
-    });
     let (mirror, _writer) = Mirror::start(pool, MirrorConfig::default(), Some(resync));
     // The leader resyncs (see `run`); a standby only writes its run API's events.
     mirror.pause_resync();
+    let schema = mirror.clone();
+    std::thread::spawn(move || {
+        migrations.block_on(async move {
+            loop {
+                let mut delay = Duration::from_secs(1);
+                loop {
+                    match run_migrations(&options).await {
+                        Ok(()) => {
+                            tracing::info!("database migrations applied");
+                            break;
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "failed to migrate the database; retrying");
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_secs(30));
+                        }
+                    }
+                }
+                // An empty database may take this one's place (restored,
+                // replaced): migrate it too, then the mirror resyncs.
+                schema.schema_lost().await;
+                tracing::warn!("the database has no Sluice tables (replaced or emptied?); applying the migrations again");
+            }
+        })
+    });
     for definition in crate::mirror_map::node_definition_records() {
         if let Err(error) = mirror.offer(definition) {
             tracing::warn!(%error, "failed to queue the node catalog for the mirror");

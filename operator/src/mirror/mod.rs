@@ -144,6 +144,13 @@ pub fn classify(error: &sqlx::Error) -> ErrorClass {
     }
 }
 
+/// Whether `error` says the tables are not there (undefined table or
+/// schema): a database not migrated yet, or replaced by an empty one.
+pub fn missing_schema(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(database)
+        if matches!(database.code().as_deref(), Some("42P01" | "3F000")))
+}
+
 /// `map_err` helper: `.map_err(failed("node executions"))`.
 pub(crate) fn failed(what: &'static str) -> impl FnOnce(sqlx::Error) -> WriteError {
     move |source| WriteError { what, source }
@@ -160,5 +167,6 @@ mod tests {
             .await
             .expect_err("no migrations were applied");
         assert_eq!(classify(&error), ErrorClass::Transient);
+        assert!(missing_schema(&error));
     }
 }

@@ -155,6 +155,9 @@ struct Shared {
     refused: AtomicU64,
     parked: AtomicUsize,
     resyncs: AtomicU64,
+    /// Told when a write finds the schema missing (an empty database took
+    /// the old one's place): whoever migrates waits on it.
+    schema_lost: tokio::sync::Notify,
 }
 
 enum Envelope {
@@ -304,6 +307,12 @@ impl Mirror {
         // An empty envelope would do, but the writer also looks for a
         // pending resync whenever it wakes; wake it with a flush.
         let _ = self.sender.try_send(Envelope::Flush(oneshot::channel().0));
+    }
+
+    /// Resolves when a write has found the schema missing since the last
+    /// call: time to apply the migrations again.
+    pub async fn schema_lost(&self) {
+        self.shared.schema_lost.notified().await;
     }
 
     /// Events accepted and not yet written: the backlog metric.
@@ -471,6 +480,9 @@ impl Writer {
         if !self.shared.disconnected.swap(true, Ordering::SeqCst) {
             self.shared.changed.notify_one();
             tracing::warn!(error = %error, source = %error.source, "mirror lost the database; retrying with backoff");
+        }
+        if super::missing_schema(&error.source) {
+            self.shared.schema_lost.notify_one();
         }
         tokio::time::sleep(*backoff).await;
         *backoff = (*backoff * 2).min(self.config.backoff_max);

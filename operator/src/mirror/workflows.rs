@@ -112,9 +112,10 @@ pub async fn upsert_workflow(
     Ok(())
 }
 
-/// Creates the workflow row (its workspace and the version) from what a
-/// run carries, where no row exists yet; never changes an existing row, so
-/// the Workflow's own events stay the authority.
+/// Creates the workflow row (its workspace and, when the run's snapshot
+/// gave its nodes, the version) from what a run carries, where no row
+/// exists yet; never changes an existing row, so the Workflow's own events
+/// stay the authority.
 pub async fn ensure_workflow(
     conn: &mut PgConnection,
     workflow: &WorkflowRecord,
@@ -153,6 +154,14 @@ pub async fn ensure_workflow(
         .execute(&mut *conn)
         .await
         .map_err(failed("workflow"))?;
+    }
+    // Without the run's snapshot there is no spec to record as the version.
+    if workflow
+        .nodes
+        .as_array()
+        .is_some_and(|nodes| nodes.is_empty())
+    {
+        return Ok(());
     }
     upsert_workflow_version(conn, workflow, limits).await
 }
