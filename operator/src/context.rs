@@ -100,6 +100,42 @@ impl Context {
         }
     }
 
+    /// Publishes an Event that must outlive its object's namespace: into
+    /// the object's namespace, or, when that takes no new content (being
+    /// deleted, gone), into the operator's own namespace.
+    pub async fn publish_lasting<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        message: String,
+    ) {
+        let message = truncate(message, 1000);
+        let first = self
+            .events
+            .publish(object, warning, reason, action, message.clone())
+            .await;
+        let result = match first {
+            Err(kube::Error::Api(status)) if matches!(status.code, 403 | 404) => {
+                self.events
+                    .publish_in(
+                        Some(&self.config.lease_namespace),
+                        object,
+                        warning,
+                        reason,
+                        action,
+                        message,
+                    )
+                    .await
+            }
+            other => other,
+        };
+        if let Err(error) = result {
+            tracing::warn!(%error, reason, "failed to publish event");
+        }
+    }
+
     /// The shared error policy of every controller: counts the failure by
     /// category, retries a conflict (someone else wrote first) at once and
     /// quietly, and otherwise logs, publishes one Warning Event whose

@@ -106,10 +106,27 @@ impl Publisher {
         action: &str,
         note: String,
     ) -> Result<(), kube::Error> {
+        self.publish_in(None, object, warning, reason, action, note)
+            .await
+    }
+
+    /// As [`Publisher::publish`], into `namespace` rather than the
+    /// object's own: for an object whose namespace is being deleted and
+    /// takes no new Events (`events.k8s.io/v1` Events may regard an object
+    /// of another namespace).
+    pub async fn publish_in<K: Resource<DynamicType = ()>>(
+        &self,
+        namespace: Option<&str>,
+        object: &K,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) -> Result<(), kube::Error> {
         let regarding = object.object_ref(&());
-        let namespace = regarding
-            .namespace
-            .clone()
+        let namespace = namespace
+            .map(str::to_owned)
+            .or_else(|| regarding.namespace.clone())
             .unwrap_or_else(|| "default".to_owned());
         let key = Key {
             regarding: (

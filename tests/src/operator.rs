@@ -212,6 +212,35 @@ impl TestDatabase {
         &self.pool
     }
 
+    /// Drops the database and creates an empty one of the same name in
+    /// its place (its connections are cut), as a restore or a replaced
+    /// server would.
+    pub async fn replace_with_empty(&self) -> Result<(), HarnessError> {
+        let failed = |action: &str| {
+            let server = self.server.clone();
+            let action = action.to_string();
+            move |source| HarnessError::Database {
+                action,
+                server,
+                source,
+            }
+        };
+        let mut admin = PgConnection::connect(&self.server)
+            .await
+            .map_err(failed("connect"))?;
+        for statement in [
+            format!("DROP DATABASE {} WITH (FORCE)", self.name),
+            format!("CREATE DATABASE {}", self.name),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(statement))
+                .execute(&mut admin)
+                .await
+                .map_err(failed("replace the test database"))?;
+        }
+        let _ = admin.close().await;
+        Ok(())
+    }
+
     /// Drops the database (after the operator has been stopped).
     pub async fn finish(self) -> Result<(), HarnessError> {
         self.pool.close().await;
@@ -251,6 +280,9 @@ pub struct OperatorOptions {
     pub identity: String,
     /// More environment variables.
     pub env: Vec<(String, String)>,
+    /// Watch every namespace instead of only the test's (the stand-in
+    /// holds only this test's objects; on a real cluster it sees others').
+    pub all_namespaces: bool,
 }
 
 impl OperatorOptions {
@@ -310,7 +342,6 @@ impl Operator {
                 "KUBECONFIG".to_string(),
                 cluster.kubeconfig_path().display().to_string(),
             ),
-            ("SLUICE_NAMESPACE".into(), cluster.namespace().to_string()),
             ("POD_NAMESPACE".into(), cluster.namespace().to_string()),
             ("POD_NAME".into(), identity),
             (
@@ -352,6 +383,9 @@ impl Operator {
                     .unwrap_or_else(|_| "info,kube_runtime=warn".into()),
             ),
         ];
+        if !options.all_namespaces {
+            env.push(("SLUICE_NAMESPACE".into(), cluster.namespace().to_string()));
+        }
         if !options.leader_election {
             env.push(("SLUICE_NO_LEADER_ELECTION".into(), "true".into()));
         } else {

@@ -252,7 +252,7 @@ async fn let_go(run: &WorkflowRun, context: &Context) -> Result<(), Error> {
     );
     context.metrics.run_history_lost();
     context
-        .publish(
+        .publish_lasting(
             run,
             true,
             "HistoryLost",

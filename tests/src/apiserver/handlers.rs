@@ -46,6 +46,32 @@ pub struct Shared {
     pub store: Store,
     /// Server settings.
     pub settings: Settings,
+    /// LIST requests answered, by resource plural (for tests that bound
+    /// how often a client lists).
+    pub lists: Arc<std::sync::Mutex<HashMap<String, u64>>>,
+}
+
+/// Counts a LIST (a collection GET that is not a watch).
+fn count_list(shared: &Shared, method: &Method, uri: &Uri) {
+    if *method != Method::GET {
+        return;
+    }
+    let Some(Route::Resource(path)) = parse_route(uri.path()) else {
+        return;
+    };
+    let watching = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .any(|pair| pair == "watch=true" || pair == "watch=1");
+    if path.name.is_none() && !watching {
+        *shared
+            .lists
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(path.plural)
+            .or_default() += 1;
+    }
 }
 
 const BODY_LIMIT: usize = 16 * 1024 * 1024;
@@ -84,6 +110,7 @@ pub async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Resp
             )));
         }
     };
+    count_list(&shared, &parts.method, &parts.uri);
     match dispatch(&shared, &parts.method, &parts.uri, &parts.headers, body) {
         Ok(response) => response,
         Err(error) => error_response(&error),

@@ -75,6 +75,7 @@ impl Default for ApiServerOptions {
 pub struct ApiServer {
     address: SocketAddr,
     store: Store,
+    lists: Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -91,7 +92,9 @@ impl ApiServer {
             .map_err(StartError::Bind)?;
         let address = listener.local_addr().map_err(StartError::Address)?;
         let store = Store::new(options.history);
+        let lists = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
         let shared = Arc::new(handlers::Shared {
+            lists: lists.clone(),
             store: store.clone(),
             settings: handlers::Settings {
                 bookmark_interval: options.bookmark_interval,
@@ -112,6 +115,7 @@ impl ApiServer {
         Ok(Self {
             address,
             store,
+            lists,
             shutdown: Some(shutdown),
         })
     }
@@ -129,6 +133,17 @@ impl ApiServer {
     /// Direct access to the objects (for assertions the API cannot express).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// LIST requests (collection GETs that are not watches) answered so
+    /// far for the resource `plural`, in any namespace.
+    pub fn list_requests(&self, plural: &str) -> u64 {
+        self.lists
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(plural)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// A kubeconfig pointing at this stand-in, with `namespace` as the

@@ -12,6 +12,7 @@ mod connections;
 mod examples;
 mod kubectl;
 mod kubelet;
+mod liveness;
 mod operator;
 mod operator_limits;
 mod operator_resilience;
