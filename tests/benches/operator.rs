@@ -8,7 +8,12 @@
 //! cargo bench -p sluice-e2e --bench operator -- memory      # issue 6b
 //! cargo bench -p sluice-e2e --bench operator -- schedules   # issue 7
 //! cargo bench -p sluice-e2e --bench operator -- webhooks    # issue 8
+//! cargo bench -p sluice-e2e --bench operator -- stuck       # issue 12
+//! cargo bench -p sluice-e2e --bench operator -- catchup     # issue 20
 //! ```
+//!
+//! `stuck` and `catchup` are described in [`liveness`]; `stuck` uses a
+//! real PostgreSQL database (the others run without one).
 //!
 //! - `admission`: WorkflowRuns created open-loop at `SLUICE_BENCH_RATE`
 //!   (default 100) per second for `SLUICE_BENCH_SECONDS` (default 10) of a
@@ -50,6 +55,9 @@ use sluice_crds::{Schedule, Workflow, WorkflowRun};
 use sluice_e2e::binaries::PROFILE_ENV;
 use sluice_e2e::cluster::{KUBELET_ENV, TestCluster};
 use sluice_e2e::operator::{Operator, OperatorOptions, cluster};
+
+#[path = "operator/liveness.rs"]
+mod liveness;
 
 /// Each slot's run at its first sighting: run name → (slot, lag in ms).
 type Sightings = HashMap<String, (DateTime<Utc>, f64)>;
@@ -100,6 +108,12 @@ fn main() {
         }
         if selected("webhooks") {
             webhooks().await;
+        }
+        if selected("stuck") {
+            liveness::stuck().await;
+        }
+        if selected("catchup") {
+            liveness::catchup().await;
         }
     });
 }

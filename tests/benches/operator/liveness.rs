@@ -153,15 +153,16 @@ pub async fn stuck() {
         .count();
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
-        let seen = seen.lock().expect("not poisoned");
-        let missing = created
-            .iter()
-            .filter(|(name, _)| !seen.contains_key(&sluice_operator::names::job_name(name)))
-            .count();
+        let missing = {
+            let seen = seen.lock().expect("not poisoned");
+            created
+                .iter()
+                .filter(|(name, _)| !seen.contains_key(&sluice_operator::names::job_name(name)))
+                .count()
+        };
         if missing == 0 {
             break;
         }
-        drop(seen);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     watch.abort();
