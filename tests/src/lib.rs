@@ -51,9 +51,13 @@
 //! server and etcd only, like envtest) — on a cluster whose controller
 //! manager runs the Job controller, set `SLUICE_E2E_KUBELET=cluster` so
 //! real nodes run the pods instead; Jobs then need real images
-//! (`SLUICE_E2E_RUNNER_IMAGE` names the runner image; the shell tests use
-//! `busybox:1.36`). Tests of the stand-in itself (`standin::*`) always use
-//! their own stand-in.
+//! (`SLUICE_E2E_RUNNER_IMAGE` names the runner image, which the operator
+//! under test launches; the shell tests use `busybox:1.36`), and the
+//! operator, still a process on this machine, serves its run API and
+//! webhooks on every address and advertises `SLUICE_E2E_ADVERTISE_ADDRESS`
+//! (default: this machine's first non-loopback address) to pods — see
+//! [`reach`]. Tests of the stand-in itself (`standin::*`) always use their
+//! own stand-in.
 
 pub mod apiserver;
 pub mod binaries;

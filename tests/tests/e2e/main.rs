@@ -9,6 +9,7 @@ mod churn;
 mod cluster_nodes;
 mod conformance;
 mod connections;
+mod container;
 mod examples;
 mod kubectl;
 mod kubelet;
