@@ -231,9 +231,12 @@ pub async fn catchup() {
         cluster.client(),
         cluster.namespace(),
     ));
-    let lists_before = cluster
-        .stand_in()
-        .map(|server| server.list_requests("workflowruns"));
+    let lists_before = cluster.stand_in().map(|server| {
+        (
+            server.list_requests("workflowruns"),
+            server.list_continuations("workflowruns"),
+        )
+    });
     let leading = Instant::now();
     let mut operator = Operator::start(&cluster, OperatorOptions::default())
         .await
@@ -263,10 +266,11 @@ pub async fn catchup() {
             done.as_secs_f64()
         );
     }
-    if let (Some(before), Some(server)) = (lists_before, cluster.stand_in()) {
+    if let (Some((lists, pages)), Some(server)) = (lists_before, cluster.stand_in()) {
         println!(
-            "catchup: workflowruns LIST calls by the operator: {}",
-            server.list_requests("workflowruns") - before
+            "catchup: workflowruns LISTs by the operator: {} (plus {} continuation pages)",
+            server.list_requests("workflowruns") - lists,
+            server.list_continuations("workflowruns") - pages
         );
     }
     operator.kill().await;

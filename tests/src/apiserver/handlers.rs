@@ -59,17 +59,23 @@ fn count_list(shared: &Shared, method: &Method, uri: &Uri) {
     let Some(Route::Resource(path)) = parse_route(uri.path()) else {
         return;
     };
-    let watching = uri
-        .query()
-        .unwrap_or_default()
+    let query = uri.query().unwrap_or_default();
+    let watching = query
         .split('&')
         .any(|pair| pair == "watch=true" || pair == "watch=1");
     if path.name.is_none() && !watching {
+        // A LIST is counted once, by its first page: the pages after it
+        // carry `continue`.
+        let key = if query.split('&').any(|pair| pair.starts_with("continue=")) {
+            format!("{}#page", path.plural)
+        } else {
+            path.plural
+        };
         *shared
             .lists
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(path.plural)
+            .entry(key)
             .or_default() += 1;
     }
 }

@@ -135,13 +135,24 @@ impl ApiServer {
         &self.store
     }
 
-    /// LIST requests (collection GETs that are not watches) answered so
-    /// far for the resource `plural`, in any namespace.
+    /// LISTs (collection GETs that are not watches) answered so far for
+    /// the resource `plural`, in any namespace; a paginated LIST counts
+    /// once.
     pub fn list_requests(&self, plural: &str) -> u64 {
+        self.count(plural)
+    }
+
+    /// Pages after the first of paginated LISTs of `plural` (requests with
+    /// `continue`).
+    pub fn list_continuations(&self, plural: &str) -> u64 {
+        self.count(&format!("{plural}#page"))
+    }
+
+    fn count(&self, key: &str) -> u64 {
         self.lists
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(plural)
+            .get(key)
             .copied()
             .unwrap_or_default()
     }
