@@ -89,6 +89,18 @@ pub struct WorkflowSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
     pub parallelism: Option<u32>,
+    /// Most data one run may hold, as a byte quantity (`256Mi`, `1Gi`,
+    /// `500M`): every node output its dependants may still read, counted
+    /// as compact JSON, plus an HTTP response body while it is read. A node
+    /// whose output would go over it fails, naming the node, the size and
+    /// this setting. Defaults to 256Mi; keep it well under the runner
+    /// pod's memory limit (held data takes several times its JSON size in
+    /// memory). Outputs are never cut to fit: the output cap only shortens
+    /// the copies that are reported (status, events, history), and marks
+    /// them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$"))]
+    pub memory_budget: Option<String>,
     /// How many runs of this workflow may be active at once, and what
     /// happens to a run beyond that.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -146,6 +146,7 @@ fn noop_workflow(chained: bool) -> CompiledWorkflow {
         parallelism: 10,
         deadline: None,
         env: serde_json::Map::new(),
+        memory_budget: None,
     }
 }
 

@@ -80,10 +80,20 @@ pub struct RunArgs {
     /// nodes use. May be repeated.
     #[arg(long, num_args = 1..)]
     pub connections: Vec<PathBuf>,
-    /// Largest node output kept whole, in bytes of JSON; larger outputs are
-    /// replaced by a truncation marker.
+    /// Largest node output shown whole in progress events, in bytes of
+    /// JSON; a larger one is shown as a marker with a preview. Dependants
+    /// and the run's output always get the whole value.
     #[arg(long, default_value_t = crate::engine::DEFAULT_OUTPUT_CAP)]
     pub output_cap: usize,
+    /// Most data the run may hold (node outputs as JSON), e.g. 512Mi or 2Gi;
+    /// overrides the workflow's spec.memoryBudget. Default: the workflow's,
+    /// else 256Mi.
+    #[arg(long, value_parser = parse_budget)]
+    pub memory_budget: Option<usize>,
+}
+
+fn parse_budget(text: &str) -> Result<usize, String> {
+    crate::budget::parse_bytes(text).map_err(|error| error.to_string())
 }
 
 /// Progress format of `run`.
@@ -217,11 +227,12 @@ pub fn load(path: &Path) -> Result<(WorkflowFile, CompiledWorkflow), CliError> {
 fn validate_file(path: &Path) -> ExitCode {
     match load(path) {
         Ok((file, compiled)) => {
+            let count = compiled.nodes.len();
             println!(
-                "{}: workflow {:?} is valid ({} nodes)",
+                "{}: workflow {:?} is valid ({count} node{})",
                 path.display(),
                 file.name,
-                compiled.nodes.len()
+                if count == 1 { "" } else { "s" }
             );
             ExitCode::SUCCESS
         }
@@ -278,7 +289,11 @@ fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         Some(crate::connections::load_manifests(&args.connections)?)
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let engine = Engine::new(Catalog::local(clock.clone()), clock).with_output_cap(args.output_cap);
+    let mut engine =
+        Engine::new(Catalog::local(clock.clone()), clock).with_output_cap(args.output_cap);
+    if let Some(budget) = args.memory_budget {
+        engine = engine.with_memory_budget(budget);
+    }
     let format = match args.output {
         OutputFormat::Text => TerminalFormat::Text,
         OutputFormat::Json => TerminalFormat::Json,
@@ -313,8 +328,14 @@ fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     drop(local_connections);
     let summary = &result.summary;
     if format == TerminalFormat::Text {
-        let output = serde_json::to_string_pretty(&summary.output).unwrap_or_default();
-        let _ = writeln!(std::io::stdout().lock(), "{output}");
+        // The whole output when the run succeeded, else what went wrong:
+        // stdout always carries JSON a script can read.
+        let printed = if summary.phase == RunPhase::Succeeded {
+            serde_json::to_string_pretty(&result.output)
+        } else {
+            serde_json::to_string_pretty(&failure_summary(&result))
+        };
+        let _ = writeln!(std::io::stdout().lock(), "{}", printed.unwrap_or_default());
         let counts = summary.counts;
         let _ = writeln!(
             std::io::stderr().lock(),
@@ -336,6 +357,39 @@ fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         RunPhase::Succeeded => ExitCode::SUCCESS,
         RunPhase::Cancelled => ExitCode::from(EXIT_CANCELLED),
         _ => ExitCode::from(EXIT_FAILED),
+    })
+}
+
+/// What `run` prints on stdout for a run that did not succeed: its phase,
+/// reason and message, the node that failed it, and every node that
+/// failed or was cancelled, with its error.
+fn failure_summary(result: &crate::engine::RunResult) -> Value {
+    let summary = &result.summary;
+    let nodes: Vec<Value> = result
+        .nodes
+        .iter()
+        .filter(|node| {
+            matches!(
+                node.phase,
+                sluice_crds::NodePhase::Failed | sluice_crds::NodePhase::Cancelled
+            )
+        })
+        .map(|node| {
+            serde_json::json!({
+                "node": node.node,
+                "phase": node.phase,
+                "attempts": node.attempts,
+                "error": node.error.as_ref().or(node.reason.as_ref()),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "phase": summary.phase,
+        "reason": summary.reason,
+        "message": summary.message,
+        "failedNode": summary.failed_node,
+        "nodes": nodes,
+        "counts": summary.counts,
     })
 }
 

@@ -20,6 +20,8 @@ pub struct CompiledWorkflow {
     pub deadline: Option<Duration>,
     /// `spec.env` as the object `.env` in expressions.
     pub env: serde_json::Map<String, serde_json::Value>,
+    /// `spec.memoryBudget` in bytes, when set.
+    pub memory_budget: Option<usize>,
 }
 
 /// One node, compiled.

@@ -201,7 +201,8 @@ fn report_failure(reporter: &Arc<dyn Reporter>, message: String) {
             message: Some(message),
             failed_node: None,
             output: serde_json::Value::Null,
-            duration_ms: 0,
+            output_truncated: false,
+            duration_ms: 0.0,
             counts: Default::default(),
         }),
     });
@@ -413,7 +414,7 @@ mod tests {
             attempts: 3,
             started_at: None,
             finished_at: chrono::Utc::now(),
-            duration_ms: 12,
+            duration_ms: 12.0,
             output: None,
             error: Some("HTTP 503".into()),
             reason: None,
@@ -441,7 +442,8 @@ mod tests {
             message: Some("node lookup failed".into()),
             failed_node: Some("lookup".into()),
             output: serde_json::Value::Null,
-            duration_ms: 12,
+            output_truncated: false,
+            duration_ms: 12.0,
             counts: PhaseCounts::default(),
         });
         match wire_kind(&summary) {

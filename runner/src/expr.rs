@@ -11,7 +11,7 @@ mod convert;
 mod template;
 
 pub use convert::{json_to_val, val_to_json};
-pub use template::{Segment, Template, TemplateError, TemplateErrorKind};
+pub use template::{FieldKind, Segment, Template, TemplateError, TemplateErrorKind};
 
 use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{Compiler, Ctx, Vars, data};

@@ -4,9 +4,10 @@
 //! Map: [`validate`] checks a spec and compiles it ([`compiled`]) with the
 //! jq [`expr`]essions; the [`engine`] runs it over the [`node::Node`]
 //! trait, whose implementations live in [`nodes`]; [`report`] carries its
-//! events; [`input`] checks run inputs; [`clock`] injects time; [`cli`] is
-//! the command line.
+//! events; [`input`] checks run inputs; [`clock`] injects time; [`budget`]
+//! counts the data a run holds; [`cli`] is the command line.
 
+pub mod budget;
 pub mod cli;
 pub mod clock;
 pub mod compiled;

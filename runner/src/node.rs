@@ -122,6 +122,9 @@ pub struct NodeContext {
     pub logs: Arc<dyn LogSink>,
     /// The operator's run API, when the run executes in a Job.
     pub run_api: Option<RunApiAccess>,
+    /// The run's memory budget: nodes reading data in (HTTP bodies) stop
+    /// at what is left of it.
+    pub memory: Arc<crate::budget::MemoryBudget>,
 }
 
 /// One attempt of a node, identified for logging.

@@ -138,9 +138,11 @@ pub struct NodeResult {
     pub started_at: Option<DateTime<Utc>>,
     /// When it finished.
     pub finished_at: DateTime<Utc>,
-    /// Milliseconds from start to finish (0 when it never ran).
-    pub duration_ms: u64,
-    /// Its output (after the cap), when it succeeded.
+    /// Milliseconds from start to finish, to the microsecond (0 when it
+    /// never ran).
+    pub duration_ms: f64,
+    /// Its output, when it succeeded: whole up to the output cap, else a
+    /// [`shortened`] marker with a preview (dependants still read it whole).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<serde_json::Value>,
     /// One-line error, when it failed.
@@ -150,10 +152,11 @@ pub struct NodeResult {
     /// its output was reused from the run this one resumes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// Whether the output was over the cap and replaced by a marker.
+    /// Whether this reported copy of the output was over the cap and
+    /// replaced by a marker.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
-    /// Size of the output as compact JSON, before any truncation.
+    /// Size of the whole output as compact JSON.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_bytes: Option<usize>,
     /// Whether the node may fail without failing the run.
@@ -176,10 +179,14 @@ pub struct RunSummary {
     /// The first node whose failure failed the run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failed_node: Option<String>,
-    /// The run's output.
+    /// The run's output: whole up to the output cap, else a [`shortened`]
+    /// marker with a preview.
     pub output: serde_json::Value,
-    /// Milliseconds from start to end.
-    pub duration_ms: u64,
+    /// Whether `output` was over the cap and replaced by a marker.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub output_truncated: bool,
+    /// Milliseconds from start to end, to the microsecond.
+    pub duration_ms: f64,
     /// Nodes per phase.
     pub counts: PhaseCounts,
 }
@@ -283,7 +290,10 @@ pub fn text_line(event: &Event) -> Option<String> {
                 line.push_str(&format!(" → {}", one_line(output, 100)));
             }
             if result.truncated {
-                line.push_str(" [output truncated]");
+                line.push_str(&format!(
+                    " [output of {} shown shortened; dependants get it whole]",
+                    crate::budget::human(result.output_bytes.unwrap_or_default())
+                ));
             }
             Some(line)
         }
@@ -330,7 +340,7 @@ pub fn to_wire(kind: &EventKind) -> Option<RunEventKind> {
         EventKind::RunFinished(summary) => RunEventKind::RunFinished {
             phase: summary.phase,
             output: Some(summary.output.clone()),
-            output_truncated: false,
+            output_truncated: summary.output_truncated,
             error: summary.message.clone(),
             failed_node: summary.failed_node.clone(),
         },
@@ -346,13 +356,63 @@ fn level_name(level: LogLevel) -> &'static str {
     }
 }
 
-/// `850ms`, `1.2s`, `2m05s`.
-pub fn format_millis(millis: u64) -> String {
-    match millis {
-        0..1000 => format!("{millis}ms"),
-        1000..60_000 => format!("{:.1}s", millis as f64 / 1000.0),
-        _ => format!("{}m{:02}s", millis / 60_000, (millis % 60_000) / 1000),
+/// `153µs`, `2.5ms`, `850ms`, `1.2s`, `2m05s`.
+pub fn format_millis(millis: f64) -> String {
+    let millis = millis.max(0.0);
+    if millis < 1.0 {
+        return format!("{:.0}µs", millis * 1000.0);
     }
+    if millis < 10.0 {
+        return format!("{millis:.1}ms");
+    }
+    let whole = millis.round() as u64;
+    match whole {
+        0..1000 => format!("{whole}ms"),
+        1000..60_000 => format!("{:.1}s", millis / 1000.0),
+        _ => format!("{}m{:02}s", whole / 60_000, (whole % 60_000) / 1000),
+    }
+}
+
+/// The key marking a reported copy Sluice shortened (the mirror uses the
+/// same shape for what it shortens).
+pub const MARKER_KEY: &str = "$sluice";
+
+/// Longest preview a shortened copy carries, in bytes of JSON text.
+const PREVIEW_BYTES: usize = 2048;
+
+/// The copy of `value` (`bytes` long as compact JSON) that is reported:
+/// `value` itself when it fits `cap`, otherwise a marker
+/// `{"$sluice": {"truncated": true, "originalBytes", "capBytes"},
+/// "preview": "<start of the JSON text>"}`. Returns whether it was shortened.
+pub fn reported_copy(
+    value: &serde_json::Value,
+    bytes: usize,
+    cap: usize,
+) -> (serde_json::Value, bool) {
+    if bytes <= cap {
+        return (value.clone(), false);
+    }
+    let preview = crate::budget::json_prefix(value, PREVIEW_BYTES.min(cap / 2));
+    let marker = serde_json::json!({
+        MARKER_KEY: {"truncated": true, "originalBytes": bytes, "capBytes": cap},
+        "preview": preview,
+    });
+    (marker, true)
+}
+
+/// `(originalBytes, capBytes)` when `value` is a shortened copy's marker.
+pub fn shortened(value: &serde_json::Value) -> Option<(usize, usize)> {
+    let marker = value.get(MARKER_KEY)?;
+    if marker.get("truncated") != Some(&serde_json::Value::Bool(true)) {
+        return None;
+    }
+    let number = |key: &str| {
+        marker
+            .get(key)
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|n| usize::try_from(n).ok())
+    };
+    Some((number("originalBytes")?, number("capBytes")?))
 }
 
 /// A value as compact JSON, cut to `limit` characters with `…`.
@@ -378,7 +438,7 @@ mod tests {
             attempts: 2,
             started_at: None,
             finished_at: DateTime::UNIX_EPOCH,
-            duration_ms: 1500,
+            duration_ms: 1500.25,
             output: Some(json!({"status": 200})),
             error: None,
             reason: None,
@@ -424,7 +484,7 @@ mod tests {
         let value = serde_json::to_value(&finished_event).unwrap();
         assert_eq!(value["event"], "nodeFinished");
         assert_eq!(value["phase"], "Failed");
-        assert_eq!(value["durationMs"], 1500);
+        assert_eq!(value["durationMs"], 1500.25, "microseconds are kept");
     }
 
     #[test]
@@ -450,6 +510,30 @@ mod tests {
             items: None,
         };
         assert_eq!(to_wire(&started), None);
+    }
+
+    #[test]
+    fn durations_keep_microseconds() {
+        assert_eq!(format_millis(0.153), "153µs");
+        assert_eq!(format_millis(2.46), "2.5ms");
+        assert_eq!(format_millis(850.0), "850ms");
+        assert_eq!(format_millis(1250.0), "1.2s");
+        assert_eq!(format_millis(125_000.0), "2m05s");
+    }
+
+    #[test]
+    fn reported_copies_over_the_cap_are_marked_with_a_preview() {
+        let value = json!({"rows": "y".repeat(5000)});
+        let bytes = crate::budget::json_len(&value);
+        let (copy, cut) = reported_copy(&value, bytes, 100_000);
+        assert!(!cut);
+        assert_eq!(copy, value);
+        let (copy, cut) = reported_copy(&value, bytes, 1000);
+        assert!(cut);
+        assert_eq!(shortened(&copy), Some((bytes, 1000)));
+        let preview = copy["preview"].as_str().unwrap();
+        assert!(preview.starts_with("{\"rows\":\"yyy") && preview.len() == 500);
+        assert_eq!(shortened(&value), None);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 mod graph;
 mod nodes;
 mod raw;
+mod templates;
 
 pub use raw::parse_spec;
 
@@ -192,6 +193,10 @@ fn compile_with(
                 )
             })
             .collect(),
+        memory_budget: spec
+            .memory_budget
+            .as_deref()
+            .and_then(|text| crate::budget::parse_bytes(text).ok()),
     })
 }
 
@@ -217,6 +222,14 @@ fn check_spec_fields(spec: &WorkflowSpec, errors: &mut Vec<ValidationError>) {
         errors.push(ValidationError::new(
             "spec.parallelism",
             format!("parallelism {parallelism} is out of range: use a value from 1 to 1000"),
+        ));
+    }
+    if let Some(budget) = &spec.memory_budget
+        && let Err(error) = crate::budget::parse_bytes(budget)
+    {
+        errors.push(ValidationError::new(
+            "spec.memoryBudget",
+            format!("memoryBudget {error}"),
         ));
     }
     if let Some(seconds) = spec.active_deadline_seconds

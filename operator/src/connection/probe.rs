@@ -92,6 +92,7 @@ async fn run_probe(
         http,
         logs: Arc::new(NoLogs),
         run_api: None,
+        memory: Arc::default(),
     };
     let outcome = match spec.type_ {
         ConnectionType::Http => probe_http(name, spec, &context).await,

@@ -1,12 +1,14 @@
 //! Executing one started node: `forEach` fan-out in item order under a
 //! parallelism bound, parameter rendering, attempts with timeout, retries
-//! with backoff, and the output cap.
+//! with backoff; then the node's output is held against the run's memory
+//! budget (whole, for its dependants) and capped only in its reported copy.
 
 use super::run::Shared;
+use crate::budget::json_len;
 use crate::compiled::CompiledNode;
 use crate::expr::val_to_json;
 use crate::node::{Attempt, LogLevel, Node, NodeContext, NodeError};
-use crate::report::{EventKind, NodeResult, format_millis};
+use crate::report::{EventKind, NodeResult, format_millis, reported_copy};
 use chrono::{DateTime, Utc};
 use futures::stream::StreamExt;
 use jaq_json::Val;
@@ -18,6 +20,8 @@ pub(super) struct Outcome {
     phase: NodePhase,
     attempts: u32,
     output: Option<serde_json::Value>,
+    /// Size of `output` as compact JSON, when already counted.
+    output_bytes: Option<usize>,
     error: Option<String>,
     reason: Option<String>,
 }
@@ -28,6 +32,7 @@ impl Outcome {
             phase: NodePhase::Skipped,
             attempts: 0,
             output: None,
+            output_bytes: None,
             error: None,
             reason: Some(reason),
         }
@@ -50,6 +55,7 @@ impl Outcome {
             phase: NodePhase::Failed,
             attempts,
             output: None,
+            output_bytes: None,
             error: Some(error),
             reason: None,
         }
@@ -68,56 +74,77 @@ impl Outcome {
             phase: NodePhase::Succeeded,
             attempts,
             output: Some(output),
+            output_bytes: None,
             error: None,
             reason: None,
         }
     }
 
-    /// The node's reported result, with its output capped.
+    /// Holds a succeeded node's output against the run's memory budget
+    /// for the rest of the run; an output that does not fit fails the node.
+    pub(super) fn hold(mut self, shared: &Shared<'_>, index: usize) -> Self {
+        let Some(output) = &self.output else {
+            return self;
+        };
+        let bytes = self.output_bytes.unwrap_or_else(|| json_len(output));
+        self.output_bytes = Some(bytes);
+        let name = &shared.workflow.nodes[index].name;
+        match shared
+            .budget
+            .hold(|| format!("the output of node {name:?}"), bytes)
+        {
+            Ok(()) => self,
+            Err(over) => Self::failed(self.attempts, over.to_string()),
+        }
+    }
+
+    /// The node's reported result (its output capped, and marked when it
+    /// was) and its whole output, which is what dependants read.
     pub(super) fn into_result(
         self,
         shared: &Shared<'_>,
         index: usize,
         started_at: Option<DateTime<Utc>>,
         finished_at: DateTime<Utc>,
-    ) -> NodeResult {
+    ) -> (NodeResult, Option<serde_json::Value>) {
         let node = &shared.workflow.nodes[index];
         let cap = shared.engine.output_cap;
         let mut truncated = false;
-        let mut output_bytes = None;
-        let output = self.output.map(|output| {
-            let bytes = serde_json::to_vec(&output).map_or(0, |b| b.len());
-            output_bytes = Some(bytes);
-            if bytes > cap {
-                truncated = true;
-                serde_json::json!({
-                    "truncated": true,
-                    "bytes": bytes,
-                    "capBytes": cap,
-                    "message": format!("the output of {} was {bytes} bytes, over the cap of {cap} bytes", node.name),
-                })
-            } else {
-                output
-            }
-        });
-        NodeResult {
+        let output_bytes = match (&self.output, self.output_bytes) {
+            (Some(output), None) => Some(json_len(output)),
+            (_, bytes) => bytes,
+        };
+        let reported = self
+            .output
+            .as_ref()
+            .zip(output_bytes)
+            .map(|(output, bytes)| {
+                let (copy, cut) = reported_copy(output, bytes, cap);
+                truncated = cut;
+                copy
+            });
+        let result = NodeResult {
             node: node.name.clone(),
             node_type: node.node_type,
             phase: self.phase,
             attempts: self.attempts,
             started_at,
             finished_at,
-            duration_ms: started_at.map_or(0, |start| {
-                (finished_at - start).num_milliseconds().max(0) as u64
-            }),
-            output,
+            duration_ms: started_at.map_or(0.0, |start| millis_between(start, finished_at)),
+            output: reported,
             error: self.error,
             reason: self.reason,
             truncated,
             output_bytes,
             continue_on_error: node.continue_on_error,
-        }
+        };
+        (result, self.output)
     }
+}
+
+/// Milliseconds from `start` to `end`, to the microsecond (never negative).
+pub(super) fn millis_between(start: DateTime<Utc>, end: DateTime<Utc>) -> f64 {
+    (end - start).num_microseconds().unwrap_or(i64::MAX).max(0) as f64 / 1000.0
 }
 
 /// One execution (the node, or one forEach item) after its attempts.
@@ -187,7 +214,8 @@ pub(super) async fn execute_node<'a>(
         .parallelism
         .unwrap_or(shared.workflow.parallelism)
         .max(1);
-    let results: Vec<ItemResult> = futures::stream::iter(items.iter().cloned().enumerate())
+    let total = items.len();
+    let mut results = futures::stream::iter(items.iter().cloned().enumerate())
         .map(|(position, item)| {
             let item_context = with_item(&context, item, position);
             let label = format!("{}[{position}]", node.name);
@@ -203,28 +231,53 @@ pub(super) async fn execute_node<'a>(
                 .await
             }
         })
-        .buffered(parallelism)
-        .collect()
-        .await;
-    let attempts = results.iter().map(|r| r.attempts).max().unwrap_or(1);
-    let failures: Vec<(usize, &String)> = results
-        .iter()
-        .enumerate()
-        .filter_map(|(position, r)| r.result.as_ref().err().map(|e| (position, e)))
-        .collect();
-    let outcome = match failures.first() {
+        .buffered(parallelism);
+    let mut attempts = 0;
+    let mut outputs = Vec::with_capacity(total);
+    // Size of the output list as compact JSON: brackets, items, commas.
+    let mut bytes = 2;
+    let mut failures = 0;
+    let mut first_failure = None;
+    let mut position = 0;
+    while let Some(item) = results.next().await {
+        attempts = attempts.max(item.attempts);
+        match item.result {
+            Ok(output) => {
+                bytes += json_len(&output) + usize::from(!outputs.is_empty());
+                outputs.push(output);
+                // Stop early rather than hold more than the budget allows.
+                if let Err(over) = shared.budget.check(
+                    || {
+                        format!(
+                            "the output of node {:?} after {} of {total} items",
+                            node.name,
+                            position + 1
+                        )
+                    },
+                    bytes,
+                ) {
+                    return (index, Outcome::failed(attempts, over.to_string()));
+                }
+            }
+            Err(error) => {
+                failures += 1;
+                first_failure.get_or_insert((position, error));
+            }
+        }
+        position += 1;
+    }
+    if total == 0 {
+        attempts = 1;
+    }
+    let outcome = match first_failure {
         Some((position, error)) => Outcome::failed(
             attempts,
-            format!(
-                "item {position} failed: {error} ({} of {} items failed)",
-                failures.len(),
-                results.len()
-            ),
+            format!("item {position} failed: {error} ({failures} of {total} items failed)"),
         ),
-        None => Outcome::succeeded(
-            attempts,
-            serde_json::Value::Array(results.into_iter().filter_map(|r| r.result.ok()).collect()),
-        ),
+        None => Outcome {
+            output_bytes: Some(bytes),
+            ..Outcome::succeeded(attempts, serde_json::Value::Array(outputs))
+        },
     };
     (index, outcome)
 }
@@ -279,7 +332,7 @@ async fn execute_item(
                 node: label.clone(),
                 node_type: node.node_type,
                 attempt: number,
-                input: params.clone(),
+                input: reported_copy(&params, json_len(&params), shared.engine.output_cap).0,
             });
             let execution = implementation.execute(params.clone(), &attempt, node_context);
             match node.timeout {
@@ -290,7 +343,7 @@ async fn execute_item(
                         result = execution => result,
                         () = shared.clock().sleep(limit) => Err(NodeError::retryable(format!(
                             "timed out after {}",
-                            format_millis(limit.as_millis() as u64)
+                            format_millis(limit.as_secs_f64() * 1000.0)
                         ))),
                     }
                 }
@@ -311,7 +364,7 @@ async fn execute_item(
                     message: format!(
                         "attempt {number} of {total} failed: {}; retrying in {}",
                         error.message,
-                        format_millis(delay.as_millis() as u64)
+                        format_millis(delay.as_secs_f64() * 1000.0)
                     ),
                 });
                 shared.clock().sleep(delay).await;

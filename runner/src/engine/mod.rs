@@ -15,6 +15,7 @@ mod run;
 
 pub use cancel::Cancellation;
 
+use crate::budget::{BudgetSource, DEFAULT_MEMORY_BUDGET, MemoryBudget};
 use crate::clock::{Clock, Jitter};
 use crate::compiled::CompiledWorkflow;
 use crate::connections::ConnectionStore;
@@ -24,7 +25,8 @@ use crate::report::{NodeResult, Reporter, RunSummary};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-/// Default cap on one node's output: 1 MiB of compact JSON.
+/// Default cap on the reported copy of one node's output (events, status,
+/// history): 1 MiB of compact JSON. Dependants always read the whole output.
 pub const DEFAULT_OUTPUT_CAP: usize = 1024 * 1024;
 
 /// Runs workflows with a catalog of node types and a clock.
@@ -32,6 +34,7 @@ pub struct Engine {
     catalog: Catalog,
     clock: Arc<dyn Clock>,
     output_cap: usize,
+    memory_budget: Option<usize>,
     jitter_seed: Option<u64>,
 }
 
@@ -40,6 +43,7 @@ impl std::fmt::Debug for Engine {
         f.debug_struct("Engine")
             .field("catalog", &self.catalog)
             .field("output_cap", &self.output_cap)
+            .field("memory_budget", &self.memory_budget)
             .finish_non_exhaustive()
     }
 }
@@ -84,13 +88,17 @@ impl RunRequest {
     }
 }
 
-/// The outcome of a run: its summary and every node's result, in spec order.
+/// The outcome of a run: its summary and every node's result, in spec
+/// order, as reported (outputs over the cap shortened and marked), and the
+/// run's whole output.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunResult {
-    /// Phase, reason, output.
+    /// Phase, reason, the reported copy of the output.
     pub summary: RunSummary,
     /// One result per node, in spec order.
     pub nodes: Vec<NodeResult>,
+    /// The run's output, whole (`null` unless it succeeded).
+    pub output: serde_json::Value,
 }
 
 impl RunResult {
@@ -107,14 +115,31 @@ impl Engine {
             catalog,
             clock,
             output_cap: DEFAULT_OUTPUT_CAP,
+            memory_budget: None,
             jitter_seed: None,
         }
     }
 
-    /// Sets the per-node output cap in bytes of compact JSON.
+    /// Sets the cap on reported copies of outputs, in bytes of compact JSON.
     pub fn with_output_cap(mut self, bytes: usize) -> Self {
         self.output_cap = bytes;
         self
+    }
+
+    /// Sets every run's memory budget, overriding the workflow's
+    /// `spec.memoryBudget` (`sluice-runner run --memory-budget`).
+    pub fn with_memory_budget(mut self, bytes: usize) -> Self {
+        self.memory_budget = Some(bytes);
+        self
+    }
+
+    /// The memory budget of one run of `workflow`.
+    fn budget_for(&self, workflow: &CompiledWorkflow) -> MemoryBudget {
+        match (self.memory_budget, workflow.memory_budget) {
+            (Some(bytes), _) => MemoryBudget::new(bytes, BudgetSource::CommandLine),
+            (None, Some(bytes)) => MemoryBudget::new(bytes, BudgetSource::Workflow),
+            (None, None) => MemoryBudget::new(DEFAULT_MEMORY_BUDGET, BudgetSource::Default),
+        }
     }
 
     /// Fixes the seed of backoff jitter (tests); by default it is random.
@@ -140,6 +165,7 @@ impl Engine {
             events: Arc::new(run::Events::new(reporter, self.clock.clone())),
             jitter: Mutex::new(jitter),
             semaphore: tokio::sync::Semaphore::new(workflow.parallelism),
+            budget: Arc::new(self.budget_for(workflow)),
         };
         run::run(&shared, request).await
     }

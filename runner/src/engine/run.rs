@@ -1,13 +1,16 @@
 //! The scheduling loop of one run: which node is ready, skipped or
 //! started, when the run stops, and the run's outcome.
 
-use super::execute::{Outcome, execute_node};
+use super::execute::{Outcome, execute_node, millis_between};
 use super::{Engine, RunRequest, RunResult};
+use crate::budget::{MemoryBudget, json_len};
 use crate::clock::{Clock, Jitter};
 use crate::compiled::CompiledWorkflow;
 use crate::expr::{json_to_val, val_to_json};
 use crate::node::{LogLevel, LogSink, NodeContext};
-use crate::report::{Event, EventKind, NodeResult, PhaseCounts, Reporter, RunSummary};
+use crate::report::{
+    Event, EventKind, NodeResult, PhaseCounts, Reporter, RunSummary, reported_copy,
+};
 use chrono::{DateTime, Utc};
 use futures::stream::{FuturesUnordered, StreamExt};
 use jaq_json::{Map, Val};
@@ -59,6 +62,8 @@ pub(super) struct Shared<'a> {
     pub events: Arc<Events>,
     pub jitter: Mutex<Jitter>,
     pub semaphore: tokio::sync::Semaphore,
+    /// What the run's node outputs may hold in total.
+    pub budget: Arc<MemoryBudget>,
 }
 
 impl Shared<'_> {
@@ -100,6 +105,7 @@ pub(super) async fn run(shared: &Shared<'_>, request: RunRequest) -> RunResult {
         http: request.http.clone(),
         logs: shared.events.clone(),
         run_api: request.run_api.clone(),
+        memory: shared.budget.clone(),
     };
     let base = BaseContext {
         input: json_to_val(&request.input),
@@ -137,12 +143,9 @@ pub(super) async fn run(shared: &Shared<'_>, request: RunRequest) -> RunResult {
             let reused = request.reused.get(&node.name).filter(|_| decision.is_ok());
             let finished = match decision {
                 Ok(()) if reused.is_some() => Some(
-                    Outcome::reused(reused.cloned().unwrap_or_default()).into_result(
-                        shared,
-                        index,
-                        None,
-                        clock.now(),
-                    ),
+                    Outcome::reused(reused.cloned().unwrap_or_default())
+                        .hold(shared, index)
+                        .into_result(shared, index, None, clock.now()),
                 ),
                 Err(reason) => Some(skipped(shared, index, reason)),
                 Ok(()) => {
@@ -177,11 +180,12 @@ pub(super) async fn run(shared: &Shared<'_>, request: RunRequest) -> RunResult {
                     }
                 }
             };
-            if let Some(result) = finished {
+            if let Some((result, output)) = finished {
                 finish(
                     shared,
                     index,
                     result,
+                    output,
                     &mut slots,
                     &mut ready,
                     &mut nodes_val,
@@ -198,8 +202,10 @@ pub(super) async fn run(shared: &Shared<'_>, request: RunRequest) -> RunResult {
             () = &mut deadline => break Some(Stop::Deadline),
             Some((index, outcome)) = running.next() => {
                 let started_at = slots[index].started_at;
-                let result = outcome.into_result(shared, index, started_at, clock.now());
-                finish(shared, index, result, &mut slots, &mut ready, &mut nodes_val, &mut failed_node);
+                let (result, output) = outcome
+                    .hold(shared, index)
+                    .into_result(shared, index, started_at, clock.now());
+                finish(shared, index, result, output, &mut slots, &mut ready, &mut nodes_val, &mut failed_node);
             }
         }
     };
@@ -216,7 +222,7 @@ pub(super) async fn run(shared: &Shared<'_>, request: RunRequest) -> RunResult {
         let now = clock.now();
         for (index, slot) in slots.iter_mut().enumerate() {
             if !slot.phase.is_terminal() {
-                let result = Outcome::cancelled(reason.clone()).into_result(
+                let (result, _) = Outcome::cancelled(reason.clone()).into_result(
                     shared,
                     index,
                     slot.started_at,
@@ -230,7 +236,7 @@ pub(super) async fn run(shared: &Shared<'_>, request: RunRequest) -> RunResult {
     }
 
     let nodes: Vec<NodeResult> = slots.into_iter().filter_map(|s| s.result).collect();
-    let summary = summarize(
+    let (summary, output) = summarize(
         shared,
         &base,
         &nodes_val,
@@ -240,7 +246,11 @@ pub(super) async fn run(shared: &Shared<'_>, request: RunRequest) -> RunResult {
         started,
     );
     shared.events.emit(EventKind::RunFinished(summary.clone()));
-    RunResult { summary, nodes }
+    RunResult {
+        summary,
+        nodes,
+        output,
+    }
 }
 
 /// The parts of the expression context that do not change during a run.
@@ -300,16 +310,23 @@ fn decide(
     Ok(())
 }
 
-fn skipped(shared: &Shared<'_>, index: usize, reason: String) -> NodeResult {
+fn skipped(
+    shared: &Shared<'_>,
+    index: usize,
+    reason: String,
+) -> (NodeResult, Option<serde_json::Value>) {
     Outcome::skipped(reason).into_result(shared, index, None, shared.clock().now())
 }
 
-/// Records a terminal node: reports it, exposes it to expressions, and
-/// makes dependants whose needs all finished ready.
+/// Records a terminal node: reports it (with its reported copy), exposes
+/// its whole `output` to expressions, and makes dependants whose needs all
+/// finished ready.
+#[allow(clippy::too_many_arguments)]
 fn finish(
     shared: &Shared<'_>,
     index: usize,
     result: NodeResult,
+    output: Option<serde_json::Value>,
     slots: &mut [Slot],
     ready: &mut Vec<usize>,
     nodes_val: &mut Val,
@@ -323,8 +340,9 @@ fn finish(
     let mut entry = Map::default();
     entry.insert(
         Val::utf8_str("output"),
-        result.output.as_ref().map_or(Val::Null, json_to_val),
+        output.as_ref().map_or(Val::Null, json_to_val),
     );
+    drop(output);
     entry.insert(
         Val::utf8_str("phase"),
         Val::utf8_str(format!("{:?}", result.phase)),
@@ -353,7 +371,7 @@ fn summarize(
     stop: Option<Stop>,
     failed_node: Option<(String, String)>,
     started: DateTime<Utc>,
-) -> RunSummary {
+) -> (RunSummary, serde_json::Value) {
     let workflow = shared.workflow;
     let mut counts = PhaseCounts::default();
     for node in nodes {
@@ -373,11 +391,8 @@ fn summarize(
             workflow
                 .nodes
                 .iter()
-                .zip(nodes)
-                .filter(|(node, _)| node.dependants.is_empty())
-                .map(|(node, result)| {
-                    (node.name.clone(), result.output.clone().unwrap_or_default())
-                })
+                .filter(|node| node.dependants.is_empty())
+                .map(|node| (node.name.clone(), whole_output(nodes_val, &node.name)))
                 .collect(),
         )),
     };
@@ -414,14 +429,32 @@ fn summarize(
         ),
         (None, None, Ok(output)) => (RunPhase::Succeeded, "Succeeded", None, output),
     };
-    let duration = (shared.clock().now() - started).num_milliseconds().max(0) as u64;
-    RunSummary {
+    let output_bytes = json_len(&output);
+    let (reported, output_truncated) =
+        reported_copy(&output, output_bytes, shared.engine.output_cap);
+    let summary = RunSummary {
         phase,
         reason: reason.to_owned(),
         message,
         failed_node: failed_node.map(|(node, _)| node),
-        output,
-        duration_ms: duration,
+        output: reported,
+        output_truncated,
+        duration_ms: millis_between(started, shared.clock().now()),
         counts,
+    };
+    (summary, output)
+}
+
+/// The whole output of node `name` as its dependants see it (`null` when
+/// it has none).
+fn whole_output(nodes_val: &Val, name: &str) -> serde_json::Value {
+    let Val::Obj(nodes) = nodes_val else {
+        return serde_json::Value::Null;
+    };
+    match nodes.get(&Val::utf8_str(name.to_owned())) {
+        Some(Val::Obj(entry)) => entry
+            .get(&Val::utf8_str("output"))
+            .map_or(serde_json::Value::Null, val_to_json),
+        _ => serde_json::Value::Null,
     }
 }

@@ -12,6 +12,8 @@ use sluice_crds::{NodePhase, NodeSpec, NodeType, RunPhase, Workflow};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+mod data;
+
 /// An `http`-typed node whose `url` is a script: `ok`, `hang`, `fail`,
 /// `flaky:N` (N retryable failures, then success), `sleep:MS`, `big:BYTES`.
 struct Scripted {
@@ -430,7 +432,7 @@ async fn a_timeout_fails_the_attempt_and_counts_as_retryable() {
         Some("timed out after 5.0s (attempt 2 of 2)")
     );
     assert_eq!(h.clock.elapsed(), Duration::from_secs(11));
-    assert_eq!(node.duration_ms, 11_000);
+    assert_eq!(node.duration_ms, 11_000.0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -455,7 +457,7 @@ async fn cancellation_stops_running_nodes_and_reports_them_cancelled() {
             ("later", NodePhase::Cancelled)
         ]
     );
-    assert_eq!(result.node("stuck").unwrap().duration_ms, 2000);
+    assert_eq!(result.node("stuck").unwrap().duration_ms, 2000.0);
     assert_eq!(
         h.scripted.running.load(Ordering::SeqCst),
         0,
@@ -481,23 +483,6 @@ async fn the_run_deadline_fails_the_run_and_cancels_its_nodes() {
         ]
     );
     assert_eq!(h.clock.elapsed(), Duration::from_secs(3));
-}
-
-#[tokio::test(start_paused = true)]
-async fn outputs_over_the_cap_are_replaced_by_a_marker() {
-    let mut h = harness();
-    h.engine = h.engine.with_output_cap(1000);
-    let workflow = Workflow::fixture("w")
-        .with_node(scripted("big", "big:2000"))
-        .with_node(scripted("small", "big:10"))
-        .with_node(NodeSpec::transform("reader", ".nodes.big.output.truncated").needs(&["big"]));
-    let result = h.run(workflow, json!({})).await;
-    let big = result.node("big").unwrap();
-    assert!(big.truncated);
-    assert_eq!(big.output_bytes, Some(2002));
-    assert_eq!(big.output.as_ref().unwrap()["capBytes"], 1000);
-    assert!(!result.node("small").unwrap().truncated);
-    assert_eq!(result.node("reader").unwrap().output, Some(json!(true)));
 }
 
 #[tokio::test(start_paused = true)]

@@ -15,6 +15,7 @@ pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
 
+use crate::budget::MemoryBudget;
 use crate::connections::Redactor;
 use crate::node::{Attempt, BoxFuture, LogLevel, Node, NodeContext, NodeError, parse_params};
 use auth::Auth;
@@ -28,8 +29,6 @@ use std::time::Instant;
 #[derive(Debug, Default)]
 pub struct HttpNode;
 
-/// Largest response body read; a larger one fails the node.
-const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 /// How much of an error response body an error message quotes.
 const SNIPPET_CHARS: usize = 200;
 
@@ -124,7 +123,7 @@ async fn execute(
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let bytes = read_body(response, &what, &redactor).await?;
+    let bytes = read_body(response, &what, &redactor, &context.memory).await?;
     context.logs.log(
         &attempt.node,
         LogLevel::Info,
@@ -295,11 +294,13 @@ fn headers_json(headers: &HeaderMap, redactor: &Redactor) -> Value {
     Value::Object(object)
 }
 
-/// Reads the body, up to [`MAX_BODY_BYTES`].
+/// Reads the body, up to what is left of the run's memory budget (the
+/// body is held while it is parsed, and its value is held afterwards).
 pub(crate) async fn read_body(
     mut response: reqwest::Response,
     what: &str,
     redactor: &Redactor,
+    budget: &MemoryBudget,
 ) -> Result<Vec<u8>, NodeError> {
     let mut bytes = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|error| {
@@ -309,12 +310,12 @@ pub(crate) async fn read_body(
             redactor,
         )
     })? {
-        if bytes.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(NodeError::permanent(format!(
-                "{what}: the response body is larger than {} MiB",
-                MAX_BODY_BYTES / 1024 / 1024
-            )));
-        }
+        budget
+            .check(
+                || format!("{what}: the response body"),
+                bytes.len() + chunk.len(),
+            )
+            .map_err(|over| NodeError::permanent(over.to_string()))?;
         bytes.extend_from_slice(&chunk);
     }
     Ok(bytes)

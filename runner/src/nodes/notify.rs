@@ -120,7 +120,7 @@ async fn send_slack(
         .map_err(|error| {
             transport_error(&format!("failed to post to the {what}"), error, &redactor)
         })?;
-    delivered(response, "slack", &what, &redactor).await
+    delivered(response, "slack", &what, &redactor, context).await
 }
 
 async fn send_webhook(
@@ -156,7 +156,7 @@ async fn send_webhook(
             error.message = format!("{what}: {}", error.message);
             error
         })?;
-    delivered(response, "webhook", &what, &redactor).await
+    delivered(response, "webhook", &what, &redactor, context).await
 }
 
 /// The output for a webhook's answer, or the error for a failed delivery.
@@ -165,9 +165,10 @@ async fn delivered(
     channel: &str,
     what: &str,
     redactor: &Redactor,
+    context: &NodeContext,
 ) -> Result<Value, NodeError> {
     let status = response.status();
-    let body = read_body(response, what, redactor).await?;
+    let body = read_body(response, what, redactor, &context.memory).await?;
     if !status.is_success() {
         return Err(status_error(what, status, &body, redactor));
     }

@@ -1,6 +1,7 @@
 //! Checks of one node's own fields: its single type block and that block's
 //! parameters (templates compiled here), `retry`, `parallelism`.
 
+use super::templates;
 use super::{ValidationError, compile_hint, expression, node_prefix};
 use crate::compiled::RetrySettings;
 use crate::expr::{ProgramSet, Template, TemplateErrorKind};
@@ -140,8 +141,14 @@ fn compile_templates(
         }
         fields.insert("env".to_owned(), serde_json::Value::Object(env));
     }
-    match Template::compile_in(&value, set) {
-        Ok(template) => Some(template),
+    let node_type = action.node_type();
+    let kind_of = |key: &str| templates::kind_of(node_type, key);
+    match Template::compile_block(&value, &kind_of, set) {
+        Ok(template) => {
+            let before = errors.len();
+            templates::check_block(name, node_type, &template, block_path, errors);
+            (errors.len() == before).then_some(template)
+        }
         Err(template_errors) => {
             for error in template_errors {
                 let message = match &error.error {
@@ -235,6 +242,7 @@ fn check_parameters(
             }
         }
         NodeAction::Shell(shell) => {
+            templates::check_shell_script(name, shell, path, errors);
             if shell.script.is_some() != shell.command.is_empty() {
                 errors.push(ValidationError::new(
                     path,

@@ -475,3 +475,5 @@ fn workflow_env_reaches_shell_nodes_under_their_own() {
         .unwrap();
     assert_eq!(params["env"], json!({"A": "workflow", "B": "node"}));
 }
+
+mod templates;

@@ -68,6 +68,7 @@ pub(crate) fn context(connections: &TestConnections, logs: Arc<RecordedLogs>) ->
         http: reqwest::Client::builder().build().unwrap(),
         logs,
         run_api: None,
+        memory: Arc::default(),
     }
 }
 
