@@ -116,19 +116,31 @@ pub struct HttpNode {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<HttpMethod>,
     /// URL to call. With a `connection`, a relative URL (`/api/people`) is
-    /// resolved against the connection's `baseUrl`. May embed `${{ }}`.
+    /// resolved against the connection's `baseUrl`. May embed `${{ }}`:
+    /// each value spliced into a longer URL is percent-encoded as one
+    /// component (`/people/${{ .input.id }}` with `a/b` calls
+    /// `/people/a%2Fb`), so data cannot change the URL's shape; only a
+    /// template filling the whole url (`${{ .input.base + "/ping" }}`) is
+    /// taken as it is. Put query parameters in `query`.
     #[schemars(length(min = 1, max = 4096))]
     pub url: String,
-    /// Request headers. Values may embed `${{ }}`.
+    /// Request headers. Values may embed `${{ }}`; a value that is one
+    /// template gets the result's text (numbers, objects as JSON).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "crate::common::string_map_schema")]
     pub headers: BTreeMap<String, String>,
-    /// Query parameters appended to the URL. Values may embed `${{ }}`.
+    /// Query parameters appended to the URL, names and values
+    /// form-encoded (`a b&c` is sent as `a+b%26c`). Values may embed
+    /// `${{ }}`; a value that is one template gets the result's text.
+    /// Templates inside `url` itself are percent-encoded as one component
+    /// each; a template filling the whole `url` is taken as it is.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "crate::common::string_map_schema")]
     pub query: BTreeMap<String, String>,
-    /// Request body. An object or list is sent as JSON; a string is sent as
-    /// text. Strings inside may embed `${{ }}`.
+    /// Request body. An object or list is sent as JSON, keys in the order
+    /// written; a string is sent as text. Strings inside may embed
+    /// `${{ }}`; a string that is one template becomes the result itself
+    /// (number, object, list …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "any_json_schema")]
     pub body: Option<serde_json::Value>,
@@ -198,15 +210,19 @@ pub struct PostgresNode {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ShellNode {
-    /// Script run by `/bin/sh -c`. May embed `${{ }}`; prefer passing values through `env`.
+    /// Script run by `/bin/sh -c`. May not embed `${{ }}`: data spliced
+    /// into shell source would run as code. Pass values through `env` and
+    /// quote them: `env: {NAME: "${{ .input.name }}"}`, then `"$NAME"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 65536))]
     pub script: Option<String>,
-    /// Program and arguments, run without a shell. Items may embed `${{ }}`.
+    /// Program and arguments, run without a shell. Items may embed `${{ }}`
+    /// (an item that is one template gets the result's text).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256), inner(length(max = 4096)))]
     pub command: Vec<String>,
-    /// Extra environment variables. Values may embed `${{ }}`.
+    /// Extra environment variables. Values may embed `${{ }}`; a value that
+    /// is one template gets the result's text (`42`, `true`, `{"a":1}`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "crate::common::string_map_schema")]
     pub env: BTreeMap<String, String>,

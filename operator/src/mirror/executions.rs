@@ -18,7 +18,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::records::{ExecutionRecord, LogRecord, NodeExecutionRecord, NodePhase, RunPhase};
-use super::sanitize::{self, Limits, Notes};
+use super::sanitize::{self, Limits, Notes, Truncation};
 use super::{WriteError, failed, ids};
 
 /// Rows per multi-row statement.
@@ -77,10 +77,23 @@ pub async fn upsert_execution(
     Ok(())
 }
 
+/// Notes a payload the runner already shortened (its reported copy is a
+/// marker), so the row says that what it stores is not whole.
+fn note_runner_cut(value: Option<&Value>, field: &'static str, notes: &mut Notes) {
+    if let Some((original_bytes, cap_bytes)) = value.and_then(sluice_runner::report::shortened) {
+        notes.truncated.push(Truncation {
+            field,
+            original_bytes,
+            cap_bytes,
+        });
+    }
+}
+
 /// The outputs of `nodes` of run `execution_uid` as stored whole: each
 /// node's last attempt when it succeeded, left out when it did not, when
 /// sanitising changed anything in its row, or when the runner's cap had
-/// replaced the output with a marker.
+/// replaced the output with a marker (noted in the row; rows of older
+/// runners are recognised by their marker's shape).
 pub async fn stored_node_outputs(
     pool: &sqlx::PgPool,
     execution_uid: Uuid,
@@ -271,6 +284,8 @@ struct NodeColumns {
 impl NodeColumns {
     fn push(&mut self, node: &NodeExecutionRecord, limits: &Limits) {
         let mut notes = Notes::default();
+        note_runner_cut(node.input.as_ref(), "input", &mut notes);
+        note_runner_cut(node.output.as_ref(), "output", &mut notes);
         let node_id = sanitize::varchar(&node.node_id, 255);
         let input = sanitize::json_opt(node.input.as_ref(), limits, "input", &mut notes);
         let output = sanitize::json_opt(node.output.as_ref(), limits, "output", &mut notes);

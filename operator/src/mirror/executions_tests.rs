@@ -359,6 +359,13 @@ async fn stored_outputs_are_the_last_attempts_that_succeeded_whole(pool: PgPool)
                 "big",
                 0,
                 NodePhase::Succeeded,
+                json!({"$sluice": {"truncated": true, "originalBytes": 9, "capBytes": 1}, "preview": "\"xxxx"}),
+            ),
+            // The marker of runners before the marker carried `$sluice`.
+            with_output(
+                "old",
+                0,
+                NodePhase::Succeeded,
                 json!({"truncated": true, "bytes": 9, "capBytes": 1, "message": "over"}),
             ),
             // Changed by sanitising (a NUL escaped): not whole.
@@ -366,7 +373,17 @@ async fn stored_outputs_are_the_last_attempts_that_succeeded_whole(pool: PgPool)
         ],
     )
     .await;
-    let nodes: Vec<String> = ["lookup", "score", "big", "nul", "never"]
+    let notes: Option<Value> =
+        sqlx::query_scalar("SELECT payload_notes FROM node_executions WHERE node_id = 'big'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        notes,
+        Some(json!({"truncated": [{"field": "output", "originalBytes": 9, "capBytes": 1}]})),
+        "the row says its output was shortened by the runner"
+    );
+    let nodes: Vec<String> = ["lookup", "score", "big", "old", "nul", "never"]
         .map(String::from)
         .to_vec();
     let stored = super::stored_node_outputs(&pool, run.uid, &nodes)

@@ -75,7 +75,7 @@ pub(super) async fn record(
     let seconds = status
         .start_time
         .zip(status.completion_time)
-        .map(|(start, end)| (end - start).num_milliseconds() as f64 / 1000.0);
+        .map(|(start, end)| (end - start).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6);
     if let Some(seconds) = seconds {
         status.duration = Some(format_duration(seconds));
     }
@@ -176,6 +176,10 @@ async fn apply_history_limits(
 }
 
 fn format_duration(seconds: f64) -> String {
+    if seconds < 1.0 {
+        // Short runs keep their microseconds: 850µs, 2.5ms, 340ms.
+        return sluice_runner::report::format_millis(seconds * 1000.0);
+    }
     let total = seconds.round() as u64;
     match total {
         0..60 => format!("{seconds:.1}s"),
@@ -191,6 +195,9 @@ mod tests {
     #[test]
     fn durations_read_like_kubectl() {
         assert_eq!(format_duration(1.25), "1.2s");
+        assert_eq!(format_duration(0.000_153), "153µs");
+        assert_eq!(format_duration(0.0025), "2.5ms");
+        assert_eq!(format_duration(0.34), "340ms");
         assert_eq!(format_duration(75.0), "1m15s");
         assert_eq!(format_duration(7300.0), "2h1m");
     }

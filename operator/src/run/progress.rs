@@ -6,7 +6,8 @@
 //!
 //! Status stays small: no node inputs or outputs, errors cut to one line
 //! of at most [`MAX_NODE_ERROR_LEN`] characters, the run output capped at
-//! [`STATUS_OUTPUT_CAP`] bytes (the full payloads go to PostgreSQL).
+//! [`STATUS_OUTPUT_CAP`] bytes and then marked as shortened, with
+//! `outputTruncated` (the full payloads go to PostgreSQL).
 
 use chrono::{DateTime, Utc};
 use sluice_crds::run_api::{RunEvent, RunEventKind};
@@ -166,23 +167,15 @@ fn one_line(text: &str) -> String {
     cut
 }
 
-/// The output if it fits the status cap; otherwise a preview string and `true`.
+/// The output if it fits the status cap; otherwise the runner's marker
+/// (`{"$sluice": {"truncated": true, …}, "preview": …}`) and `true`.
 fn cap_output(output: Option<serde_json::Value>) -> (Option<serde_json::Value>, bool) {
     let Some(output) = output else {
         return (None, false);
     };
-    let text = output.to_string();
-    if text.len() <= STATUS_OUTPUT_CAP {
-        return (Some(output), false);
-    }
-    let mut end = STATUS_OUTPUT_CAP - 64;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    (
-        Some(serde_json::Value::String(format!("{}…", &text[..end]))),
-        true,
-    )
+    let bytes = sluice_runner::budget::json_len(&output);
+    let (copy, cut) = sluice_runner::report::reported_copy(&output, bytes, STATUS_OUTPUT_CAP);
+    (Some(copy), cut)
 }
 
 #[cfg(test)]
@@ -350,6 +343,12 @@ mod tests {
             MAX_NODE_ERROR_LEN
         );
         assert_eq!(status.output_truncated, Some(true));
-        assert!(status.output.as_ref().unwrap().to_string().len() <= STATUS_OUTPUT_CAP);
+        let output = status.output.as_ref().unwrap();
+        assert!(output.to_string().len() <= STATUS_OUTPUT_CAP);
+        assert_eq!(
+            sluice_runner::report::shortened(output),
+            Some((10_011, STATUS_OUTPUT_CAP)),
+            "the status copy is marked as shortened"
+        );
     }
 }

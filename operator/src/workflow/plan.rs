@@ -72,9 +72,11 @@ pub struct WorkflowPlan {
     pub events: Vec<PlannedEvent>,
 }
 
-/// SHA-256 of the spec's canonical JSON (keys are sorted by serde_json's map).
+/// SHA-256 of the spec's canonical JSON (every object's keys sorted, so
+/// reordering keys is not a change; serde_json keeps insertion order).
 pub fn spec_hash(workflow: &Workflow) -> String {
-    let value = serde_json::to_value(&workflow.spec).unwrap_or_default();
+    let mut value = serde_json::to_value(&workflow.spec).unwrap_or_default();
+    value.sort_all_objects();
     hex::encode(Sha256::digest(value.to_string().as_bytes()))
 }
 
