@@ -417,7 +417,8 @@ pub fn shortened(value: &serde_json::Value) -> Option<(usize, usize)> {
 
 /// A value as compact JSON, cut to `limit` characters with `…`.
 pub fn one_line(value: &serde_json::Value, limit: usize) -> String {
-    let text = value.to_string();
+    // A character takes at most 4 bytes: no need to write the rest.
+    let text = crate::budget::json_prefix(value, limit.saturating_mul(4).saturating_add(4));
     if text.chars().count() <= limit {
         return text;
     }

@@ -16,7 +16,10 @@ async fn a_valid_workflow_is_ready_and_an_invalid_one_shows_its_errors() {
     bed.apply_workflow("good", quick_workflow()).await;
     bed.apply_workflow(
         "bad",
-        json!({"nodes": [{"name": "broken", "transform": {"jq": ".input | {"}}]}),
+        json!({"nodes": [
+            {"name": "broken", "transform": {"jq": ".input | {"}},
+            {"name": "greet", "shell": {"script": "echo hello ${{ .input.name }}"}},
+        ]}),
     )
     .await;
 
@@ -65,6 +68,13 @@ async fn a_valid_workflow_is_ready_and_an_invalid_one_shows_its_errors() {
             .iter()
             .any(|issue| issue.path.contains("nodes[0]")),
         "the error names the node: {:?}",
+        status.validation_errors
+    );
+    assert!(
+        status.validation_errors.iter().any(|issue| {
+            issue.path.ends_with("nodes[1].shell.script") && issue.message.contains("\"$NAME\"")
+        }),
+        "a template in a shell script is refused with the fix: {:?}",
         status.validation_errors
     );
     let warning = eventually("a Warning event about workflow bad", || {

@@ -11,7 +11,10 @@ use sluice_e2e::operator::eventually;
 fn sleeping_workflow(concurrency: serde_json::Value) -> serde_json::Value {
     json!({
         "concurrency": concurrency,
-        "nodes": [{"name": "nap", "shell": {"script": "sleep ${{ .input.seconds // 0 }}"}}],
+        "nodes": [{"name": "nap", "shell": {
+            "script": "sleep \"$NAP\"",
+            "env": {"NAP": "${{ .input.seconds // 0 }}"},
+        }}],
     })
 }
 
