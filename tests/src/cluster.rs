@@ -7,7 +7,9 @@
 //! namespace is that namespace (for child processes such as the operator),
 //! and hands out a `kube::Client` built from that kubeconfig — the same path
 //! the operator's client takes. It also starts the kubelet emulator unless
-//! `SLUICE_E2E_KUBELET=cluster`. It does not run the operator.
+//! `SLUICE_E2E_KUBELET` is `cluster` (the cluster's nodes run pods) or `none`
+//! (nobody runs pods: benchmarks that measure only Job creation). It does not
+//! run the operator.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,8 +27,31 @@ use crate::kubelet::{Kubelet, KubeletOptions};
 
 /// Environment variable naming a kubeconfig of a real cluster to test against.
 pub const KUBECONFIG_ENV: &str = "SLUICE_E2E_KUBECONFIG";
-/// Environment variable; `cluster` turns the kubelet emulator off.
+/// Environment variable choosing who runs pods; see [`KubeletMode`].
 pub const KUBELET_ENV: &str = "SLUICE_E2E_KUBELET";
+
+/// Who runs the pods of the Jobs the operator creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KubeletMode {
+    /// Unset: the kubelet emulator runs each Job's command as a local process.
+    Emulator,
+    /// `cluster`: a real cluster's nodes run them (needs a runner image).
+    Cluster,
+    /// `none`: nobody does; Jobs stay pending. For benchmarks that measure
+    /// only how fast Jobs are created.
+    None,
+}
+
+impl KubeletMode {
+    /// The mode `SLUICE_E2E_KUBELET` asks for; any other value is the emulator.
+    pub fn from_env() -> Self {
+        match std::env::var(KUBELET_ENV).as_deref() {
+            Ok("cluster") => Self::Cluster,
+            Ok("none") => Self::None,
+            _ => Self::Emulator,
+        }
+    }
+}
 /// Field manager of everything the harness applies.
 pub const FIELD_MANAGER: &str = "sluice-e2e";
 
@@ -219,7 +244,7 @@ impl TestCluster {
                 "create namespace {}",
                 cluster.namespace
             )))?;
-        if std::env::var(KUBELET_ENV).as_deref() != Ok("cluster") {
+        if KubeletMode::from_env() == KubeletMode::Emulator {
             let mut options = KubeletOptions::new(cluster.workdir.path().join("kubelet"))
                 .namespace(&cluster.namespace);
             // Jobs name the workspace binaries by command name; a missing one
@@ -262,7 +287,7 @@ impl TestCluster {
         }
     }
 
-    /// The kubelet emulator, unless `SLUICE_E2E_KUBELET=cluster`.
+    /// The kubelet emulator, when [`KubeletMode::Emulator`].
     pub fn kubelet(&self) -> Option<&Kubelet> {
         self.kubelet.as_ref()
     }

@@ -34,7 +34,7 @@ pub const ADVERTISE_ENV: &str = "SLUICE_E2E_ADVERTISE_ADDRESS";
 /// Whether runner pods run on a real cluster's nodes (`SLUICE_E2E_KUBELET=cluster`)
 /// rather than as local processes of the kubelet emulator.
 pub fn pods_on_cluster_nodes() -> bool {
-    std::env::var(crate::cluster::KUBELET_ENV).as_deref() == Ok("cluster")
+    crate::cluster::KubeletMode::from_env() == crate::cluster::KubeletMode::Cluster
 }
 
 /// The address pods on the cluster's nodes reach this host at:
