@@ -180,6 +180,21 @@ fn judge_workflow(object: &Value, observed: &Observed, verdict: &mut Verdict) {
     for issue in crate::connection::plan::cross_namespace_issues(&workflow) {
         verdict.refuse(issue.path, issue.message);
     }
+    // A list-map on a real API server; said here with a fix for the rest.
+    for (index, trigger) in workflow.spec.triggers.iter().enumerate() {
+        if let Some(first) = workflow.spec.triggers[..index]
+            .iter()
+            .position(|other| other.name == trigger.name)
+        {
+            verdict.refuse(
+                format!("spec.triggers[{index}].name"),
+                format!(
+                    "duplicate trigger name {:?} (also spec.triggers[{first}]): rename one of the two triggers",
+                    trigger.name
+                ),
+            );
+        }
+    }
     if !verdict.allowed() {
         return;
     }

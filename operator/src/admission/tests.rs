@@ -268,6 +268,63 @@ async fn too_many_nodes_are_refused_by_admission() {
     );
 }
 
+#[tokio::test]
+async fn a_need_naming_no_node_is_refused_by_admission_not_cel() {
+    let object = workflow(json!([
+        {"name": "fetch", "transform": {"jq": "1"}},
+        {"name": "late", "needs": ["fecth"], "transform": {"jq": "1"}},
+    ]));
+    let expected = validator_messages(&object);
+    let causes = causes(&validate(Cluster::default(), "CREATE", object, None).await);
+    assert_eq!(causes, expected);
+    assert_eq!(causes[0].0, "spec.nodes[1].needs[0]");
+    assert!(
+        causes[0].1.contains("did you mean \"fetch\"?"),
+        "{causes:?}"
+    );
+}
+
+#[tokio::test]
+async fn duplicate_trigger_names_are_refused() {
+    let mut object = workflow(json!([{"name": "a", "transform": {"jq": "1"}}]));
+    let trigger =
+        json!({"name": "hook", "webhook": {"auth": {"secretRef": {"name": "s", "key": "k"}}}});
+    object["spec"]["triggers"] = json!([trigger, trigger]);
+    let causes = causes(&validate(Cluster::default(), "CREATE", object, None).await);
+    assert_eq!(causes[0].0, "spec.triggers[1].name");
+}
+
+/// A 1,000-node workflow at the limits: layers of 64 nodes, each node
+/// needing all 64 of the layer before it and reading one of them.
+pub(crate) fn thousand_nodes() -> Value {
+    let limit = sluice_crds::workflow::MAX_NODES;
+    let width = sluice_crds::workflow::MAX_NEEDS;
+    let nodes: Vec<Value> = (0..limit)
+        .map(|index| {
+            let layer = index / width;
+            let needs: Vec<String> = if layer == 0 {
+                vec![]
+            } else {
+                ((layer - 1) * width..layer * width)
+                    .map(|n| format!("n{n}"))
+                    .collect()
+            };
+            let jq = match needs.first() {
+                Some(first) => format!(".nodes[\"{first}\"].output + 1"),
+                None => "1".to_owned(),
+            };
+            json!({"name": format!("n{index}"), "needs": needs, "transform": {"jq": jq}})
+        })
+        .collect();
+    workflow(json!(nodes))
+}
+
+#[tokio::test]
+async fn a_workflow_at_the_limits_is_allowed() {
+    let response = validate(Cluster::default(), "CREATE", thousand_nodes(), None).await;
+    assert_eq!(warnings(&response), Vec::<String>::new());
+}
+
 fn typed_workflow(schema: Value) -> Workflow {
     serde_json::from_value(json!({
         "apiVersion": "sluice.dev/v1alpha1",
