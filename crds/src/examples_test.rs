@@ -14,8 +14,10 @@ fn examples_dir() -> PathBuf {
 
 /// Every YAML document of every file in `examples/`, with where it came from.
 pub(crate) fn example_documents() -> Vec<(String, Value)> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(examples_dir())
-        .expect("examples/ exists")
+    // Top level and the Argo CD examples (examples/argocd/).
+    let mut files: Vec<PathBuf> = [examples_dir(), examples_dir().join("argocd")]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(dir).expect("examples/ exists"))
         .map(|entry| entry.unwrap().path())
         .filter(|path| path.extension().is_some_and(|e| e == "yaml" || e == "yml"))
         .collect();

@@ -8,8 +8,8 @@
 //! delete and delete-collection on objects and on their `/status`
 //! subresource (also as `PartialObjectMetadata` when the Accept header
 //! asks for it), and the minimal `/openapi/v3` documents kubectl apply needs
-//! (see `openapi.rs`). Not served: `/openapi/v2` (404),
-//! protobuf, Table output, `dryRun`, pod logs, exec, authentication and
+//! (see `openapi.rs`); writes go through `writes.rs` (admission, `dryRun`). Not served: `/openapi/v2` (404),
+//! protobuf, Table output, pod logs, exec, authentication and
 //! authorization (every request is allowed).
 
 use std::collections::HashMap;
@@ -31,6 +31,9 @@ use super::selector::Selector;
 use super::status::{ApiError, ApiResult};
 use super::store::{State as StoreState, Store, WriteContext, meta_str};
 use super::watch::{self, WatchRequest};
+
+#[path = "writes.rs"]
+mod writes;
 
 /// Settings of one stand-in.
 #[derive(Debug, Clone)]
@@ -118,18 +121,26 @@ pub async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Resp
     };
     count_list(&shared, &parts.method, &parts.uri);
     match dispatch(&shared, &parts.method, &parts.uri, &parts.headers, body) {
-        Ok(response) => response,
+        Ok(Dispatched::Done(response)) => response,
+        Ok(Dispatched::Write(request)) => request.write(&parts.method).await,
         Err(error) => error_response(&error),
     }
 }
 
-fn dispatch(
-    shared: &Shared,
+/// What a request needs after routing: nothing more, or a write (which
+/// may call admission webhooks, so it finishes outside the store's lock).
+enum Dispatched<'a> {
+    Done(Response),
+    Write(ResourceRequest<'a>),
+}
+
+fn dispatch<'a>(
+    shared: &'a Shared,
     method: &Method,
     uri: &Uri,
-    headers: &HeaderMap,
+    headers: &'a HeaderMap,
     body: Bytes,
-) -> ApiResult<Response> {
+) -> ApiResult<Dispatched<'a>> {
     let query: HashMap<String, String> = Query::try_from_uri(uri)
         .map(|Query(query)| query)
         .unwrap_or_default();
@@ -171,7 +182,7 @@ fn dispatch(
             "{method} is not allowed on discovery documents"
         )));
     }
-    Ok(json_response(StatusCode::OK, &document))
+    Ok(Dispatched::Done(json_response(StatusCode::OK, &document)))
 }
 
 struct ResourceRequest<'a> {
@@ -183,7 +194,7 @@ struct ResourceRequest<'a> {
     body: Bytes,
 }
 
-impl ResourceRequest<'_> {
+impl<'a> ResourceRequest<'a> {
     fn namespace(&self) -> &str {
         self.path.namespace.as_deref().unwrap_or("")
     }
@@ -238,7 +249,7 @@ impl ResourceRequest<'_> {
         }
     }
 
-    fn serve(self, method: &Method) -> ApiResult<Response> {
+    fn serve(self, method: &Method) -> ApiResult<Dispatched<'a>> {
         if self.resource.namespaced != self.path.namespace.is_some()
             && !(self.resource.namespaced
                 && self.path.name.is_none()
@@ -260,20 +271,26 @@ impl ResourceRequest<'_> {
                 )));
             }
         };
-        match (method.clone(), self.path.name.clone()) {
+        let response = match (method.clone(), self.path.name.clone()) {
             (Method::GET, None) if self.flag("watch") => self.watch(),
             (Method::GET, None) => self.list(),
-            (Method::POST, None) => self.create(),
+            (Method::POST, None) | (Method::PUT | Method::PATCH, Some(_)) => {
+                return Ok(Dispatched::Write(self));
+            }
             (Method::DELETE, None) => self.delete_collection(),
             (Method::GET, Some(name)) => self.get(&name),
-            (Method::PUT, Some(name)) => self.replace(&name, status),
-            (Method::PATCH, Some(name)) => self.patch(&name, status),
             (Method::DELETE, Some(name)) if !status => self.delete(&name),
             (method, _) => Err(ApiError::method_not_allowed(format!(
                 "{method} is not supported on {}",
                 self.resource.plural
             ))),
-        }
+        };
+        response.map(Dispatched::Done)
+    }
+
+    /// Whether the request writes the status subresource.
+    fn is_status(&self) -> bool {
+        self.path.subresource.as_deref() == Some("status")
     }
 
     fn body_object(&self) -> ApiResult<Value> {
@@ -434,97 +451,6 @@ impl ResourceRequest<'_> {
                 metadata_only: self.metadata_only(),
             },
         ))
-    }
-
-    fn create(&self) -> ApiResult<Response> {
-        let object = self.body_object()?;
-        let context = WriteContext::update(self.manager());
-        let created =
-            self.shared
-                .store
-                .lock()
-                .create(&self.resource, self.namespace(), object, &context)?;
-        Ok(json_response(StatusCode::CREATED, &self.output(created)))
-    }
-
-    fn replace(&self, name: &str, status: bool) -> ApiResult<Response> {
-        let object = self.body_object()?;
-        self.check_name(&object, name)?;
-        let context = WriteContext::update(self.manager());
-        let updated = self.shared.store.lock().update(
-            &self.resource,
-            self.namespace(),
-            name,
-            object,
-            status,
-            &context,
-        )?;
-        Ok(json_response(StatusCode::OK, &self.output(updated)))
-    }
-
-    fn patch(&self, name: &str, status: bool) -> ApiResult<Response> {
-        let content_type = self
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("");
-        let kind = PatchKind::from_content_type(content_type)?;
-        if kind == PatchKind::Strategic && self.resource.crd_uid.is_some() {
-            return Err(ApiError::unsupported_media_type(content_type));
-        }
-        let subject = StoreState::subject(&self.resource, name);
-        let mut state = self.shared.store.lock();
-        let current = state
-            .get(&self.resource.key(), self.namespace(), name)
-            .cloned()
-            .map(|object| self.present(object));
-        let manager = self.manager();
-        let (desired, context) = match kind {
-            PatchKind::Apply => {
-                if self.param("fieldManager").is_none() {
-                    return Err(ApiError::bad_request(
-                        "PATCH with an apply patch requires the fieldManager query parameter",
-                    ));
-                }
-                let applied = self.body_object()?;
-                self.check_name(&applied, name)?;
-                let (desired, fields) = patch::apply(current.as_ref(), &applied, &manager, status);
-                (
-                    desired,
-                    WriteContext {
-                        manager,
-                        operation: "Apply",
-                        fields: Some(fields),
-                    },
-                )
-            }
-            PatchKind::Merge | PatchKind::Strategic | PatchKind::Json => {
-                let current = current
-                    .as_ref()
-                    .ok_or_else(|| ApiError::not_found(subject))?;
-                let desired = if kind == PatchKind::Json {
-                    patch::json_patch(current, &self.body, subject)?
-                } else {
-                    patch::merge_patch(current, &patch::parse_body(&self.body)?)
-                };
-                (desired, WriteContext::update(manager))
-            }
-        };
-        if current.is_none() {
-            let mut desired = desired;
-            desired["metadata"]["name"] = json!(name);
-            let created = state.create(&self.resource, self.namespace(), desired, &context)?;
-            return Ok(json_response(StatusCode::CREATED, &self.output(created)));
-        }
-        let updated = state.update(
-            &self.resource,
-            self.namespace(),
-            name,
-            desired,
-            status,
-            &context,
-        )?;
-        Ok(json_response(StatusCode::OK, &self.output(updated)))
     }
 
     fn delete(&self, name: &str) -> ApiResult<Response> {

@@ -10,14 +10,19 @@
 //! `Status` error bodies, and CustomResourceDefinitions that start serving
 //! their types when created.
 //!
+//! Dynamic admission follows the real server: stored
+//! Mutating/ValidatingWebhookConfigurations are called on every create and
+//! update they match (see [`admission`]), and `dryRun=All` is honoured.
+//!
 //! It is not a real API server: no authentication or authorization, no
-//! admission, no schema validation, pruning or defaulting of custom
+//! built-in admission plugins, no schema validation, pruning or defaulting of custom
 //! resources, no conversion between versions (all versions of a type share
 //! one table), core/v1 and events.k8s.io/v1 Events are stored separately,
 //! no protobuf or Table output, no OpenAPI schemas (`/openapi/v3` only tells
 //! kubectl that the server validates; `fieldValidation` is accepted and
 //! ignored).
 
+mod admission;
 mod crds;
 mod handlers;
 mod kinds;

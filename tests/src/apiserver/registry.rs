@@ -216,6 +216,22 @@ impl Default for Registry {
                 .with_short_names(&["sa"]),
             ResourceType::builtin("batch", "v1", "Job", "jobs", true, true),
             ResourceType::builtin("coordination.k8s.io", "v1", "Lease", "leases", true, false),
+            ResourceType::builtin(
+                "admissionregistration.k8s.io",
+                "v1",
+                "ValidatingWebhookConfiguration",
+                "validatingwebhookconfigurations",
+                false,
+                false,
+            ),
+            ResourceType::builtin(
+                "admissionregistration.k8s.io",
+                "v1",
+                "MutatingWebhookConfiguration",
+                "mutatingwebhookconfigurations",
+                false,
+                false,
+            ),
             ResourceType::builtin("events.k8s.io", "v1", "Event", "events", true, false)
                 .with_short_names(&["ev"]),
             ResourceType::builtin(

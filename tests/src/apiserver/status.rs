@@ -150,6 +150,11 @@ impl ApiError {
         Self::new(410, "Expired", message)
     }
 
+    /// 500 for a failure inside the server (a webhook it could not call).
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, "InternalError", message)
+    }
+
     /// 403 for writes into a namespace that is being deleted.
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(403, "Forbidden", message)

@@ -3,6 +3,7 @@
 //! cluster namespace (and, without `SLUICE_E2E_KUBECONFIG`, its own API
 //! server stand-in).
 
+mod admission;
 mod audit;
 mod chart;
 mod churn;
@@ -11,6 +12,7 @@ mod conformance;
 mod connections;
 mod container;
 mod examples;
+mod health;
 mod kubectl;
 mod kubelet;
 mod liveness;

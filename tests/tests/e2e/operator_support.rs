@@ -23,13 +23,23 @@ pub struct Bed {
 impl Bed {
     /// A cluster, a fresh database and an operator mirroring into it.
     pub async fn start(test: &str) -> Self {
+        Self::start_with_env(test, &[]).await
+    }
+
+    /// [`Bed::start`] with extra environment variables for the operator.
+    pub async fn start_with_env(test: &str, env: &[(&str, &str)]) -> Self {
         let cluster = cluster(test)
             .await
             .expect("failed to start the test cluster");
         let database = TestDatabase::create()
             .await
             .expect("failed to create the test database");
-        let operator = Operator::start(&cluster, OperatorOptions::with_database(&database))
+        let mut options = OperatorOptions::with_database(&database);
+        options.env.extend(
+            env.iter()
+                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned())),
+        );
+        let operator = Operator::start(&cluster, options)
             .await
             .expect("failed to start the operator");
         Self {
