@@ -131,7 +131,7 @@ pub async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Resp
 /// may call admission webhooks, so it finishes outside the store's lock).
 enum Dispatched<'a> {
     Done(Response),
-    Write(ResourceRequest<'a>),
+    Write(Box<ResourceRequest<'a>>),
 }
 
 fn dispatch<'a>(
@@ -275,7 +275,7 @@ impl<'a> ResourceRequest<'a> {
             (Method::GET, None) if self.flag("watch") => self.watch(),
             (Method::GET, None) => self.list(),
             (Method::POST, None) | (Method::PUT | Method::PATCH, Some(_)) => {
-                return Ok(Dispatched::Write(self));
+                return Ok(Dispatched::Write(Box::new(self)));
             }
             (Method::DELETE, None) => self.delete_collection(),
             (Method::GET, Some(name)) => self.get(&name),
