@@ -144,6 +144,10 @@ fn self_contained_examples() -> BTreeMap<String, Value> {
     let folder = workspace_root().join("examples");
     for entry in std::fs::read_dir(&folder).expect("read examples/") {
         let path = entry.expect("an entry").path();
+        // Sub-folders (examples/argocd) hold GitOps layouts, not workflows to run alone.
+        if path.extension().is_none_or(|extension| extension != "yaml") {
+            continue;
+        }
         let documents: Vec<Value> =
             serde_saphyr::from_multiple(&std::fs::read_to_string(&path).expect("read an example"))
                 .expect("examples are YAML");
