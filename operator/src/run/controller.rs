@@ -3,8 +3,8 @@
 //! lanes, and a finalizer that lives only while it protects something) is
 //! in [`super::plan`]'s docs. Steps:
 //!
-//! - waiting (no phase, Pending, Queued): check the workflow and the input,
-//!   then admit under the workflow's concurrency ([`super::admission`]) and
+//! - waiting (no phase, Pending, Queued): check the workflow, claim the run
+//!   (owner and finalizer in one patch), check the input, then admit under the workflow's concurrency ([`super::admission`]) and
 //!   start ([`super::start`]);
 //! - Running: cancel on `spec.cancel`, or end the run from what the Job and
 //!   Pod say ([`super::outcome`]) when the runner cannot report;
@@ -196,10 +196,8 @@ async fn admit(run: &WorkflowRun, context: &Context, namespace: &str) -> Result<
         );
         return end(run, context, RunPhase::Failed, "WorkflowNotFound", message).await;
     };
-    if crate::mirror_map::workflow_uid(run).is_none() {
-        adopt(run, &workflow, context, namespace).await?;
-        return Ok(Action::requeue(Duration::ZERO));
-    }
+    let claimed = claim(run, &workflow, context, namespace).await?;
+    let run = claimed.as_ref().unwrap_or(run);
     let workflow_status = workflow.status.clone().unwrap_or_default();
     if workflow_status.observed_generation != workflow.metadata.generation {
         // The workflow controller has not looked at this spec yet.
@@ -296,37 +294,57 @@ async fn admit(run: &WorkflowRun, context: &Context, namespace: &str) -> Result<
     }
 }
 
-/// Makes the workflow an owner of the run (not its controller), so deleting
-/// a workflow deletes its runs after the mirror has stored them.
-async fn adopt(
+/// Claims a waiting run for admission in one patch (nothing when both are
+/// there already): the workflow becomes an owner of the run (not its
+/// controller), so deleting a workflow deletes its runs after the mirror
+/// has stored them, and with a mirror the run gets the finalizer that keeps
+/// it until its final state is stored. Returns the run as patched, so
+/// admission goes on without another read.
+async fn claim(
     run: &WorkflowRun,
     workflow: &Workflow,
     context: &Context,
     namespace: &str,
-) -> Result<(), Error> {
-    let uid = workflow
-        .uid()
-        .ok_or_else(|| Error::MissingField(workflow.name_any(), "metadata.uid"))?;
-    let mut owners = run.owner_references().to_vec();
-    owners.push(
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-            api_version: sluice_crds::API_VERSION.to_owned(),
-            kind: "Workflow".to_owned(),
-            name: workflow.name_any(),
-            uid,
-            controller: None,
-            block_owner_deletion: None,
-        },
-    );
-    let patch = serde_json::json!({"metadata": {"ownerReferences": owners, "resourceVersion": run.resource_version()}});
+) -> Result<Option<WorkflowRun>, Error> {
+    let needs_owner = crate::mirror_map::workflow_uid(run).is_none();
+    let needs_finalizer =
+        context.mirror.is_some() && !run.finalizers().iter().any(|f| f == FINALIZER);
+    if !needs_owner && !needs_finalizer {
+        return Ok(None);
+    }
+    let mut metadata = serde_json::json!({"resourceVersion": run.resource_version()});
+    if needs_owner {
+        let uid = workflow
+            .uid()
+            .ok_or_else(|| Error::MissingField(workflow.name_any(), "metadata.uid"))?;
+        let mut owners = run.owner_references().to_vec();
+        owners.push(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: sluice_crds::API_VERSION.to_owned(),
+                kind: "Workflow".to_owned(),
+                name: workflow.name_any(),
+                uid,
+                controller: None,
+                block_owner_deletion: None,
+            },
+        );
+        metadata["ownerReferences"] = serde_json::json!(owners);
+    }
+    if needs_finalizer {
+        let mut finalizers = run.finalizers().to_vec();
+        finalizers.push(FINALIZER.to_owned());
+        metadata["finalizers"] = serde_json::json!(finalizers);
+    }
     let runs: Api<WorkflowRun> = Api::namespaced(context.client.clone(), namespace);
-    runs.patch(
-        &run.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
-    Ok(())
+    let patch = serde_json::json!({ "metadata": metadata });
+    let claimed = runs
+        .patch(
+            &run.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    Ok(Some(claimed))
 }
 
 fn run_view(run: &WorkflowRun) -> RunView {

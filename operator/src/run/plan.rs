@@ -47,7 +47,8 @@ pub struct Settings {
 pub enum Step {
     /// Nothing to do until the run changes.
     Nothing,
-    /// Add the mirror finalizer (an unfinished run, a mirror configured).
+    /// Add the mirror finalizer (a running run without it, a mirror
+    /// configured; waiting runs get it when admission claims them).
     AddFinalizer,
     /// Remove the finalizer: nothing is left to store (no mirror, or a
     /// run that never ran a workflow revision).
@@ -111,13 +112,13 @@ pub fn plan_step(run: &WorkflowRun, settings: Settings) -> Step {
             },
         };
     }
+    let running = status.phase == Some(RunPhase::Running);
     match (settings.mirror, has_finalizer) {
-        (true, false) => return Step::AddFinalizer,
-        (false, true) => return Step::ReleaseFinalizer,
-        _ => {}
-    }
-    match status.phase {
-        Some(RunPhase::Running) => Step::Supervise,
+        // A waiting run gets the finalizer from admission, in the same patch
+        // as its owner; only a running run found without it gets it here.
+        (true, false) if running => Step::AddFinalizer,
+        (false, true) => Step::ReleaseFinalizer,
+        _ if running => Step::Supervise,
         _ => Step::Admit,
     }
 }
@@ -180,10 +181,16 @@ mod tests {
     }
 
     #[test]
-    fn unfinished_runs_get_the_finalizer_first_then_move_on() {
+    fn admission_adds_the_finalizer_with_the_owner_in_one_patch() {
         assert_eq!(
             plan_step(&run(None, false, false), settings(true)),
-            Step::AddFinalizer
+            Step::Admit,
+            "a waiting run is claimed (owner and finalizer) by admission"
+        );
+        assert_eq!(
+            plan_step(&run(Some(RunPhase::Running), false, false), settings(true)),
+            Step::AddFinalizer,
+            "a running run found without the finalizer gets it back"
         );
         assert_eq!(
             plan_step(&run(None, true, false), settings(true)),
