@@ -99,12 +99,6 @@ pub(super) async fn start(
         )])),
         ..ConfigMap::default()
     };
-    create_once(
-        &Api::namespaced(context.client.clone(), namespace),
-        &config_map,
-    )
-    .await?;
-
     let secret = Secret {
         metadata: kube::api::ObjectMeta {
             name: Some(names::run_credential_secret_name(&run_name)),
@@ -119,7 +113,14 @@ pub(super) async fn start(
         )])),
         ..Secret::default()
     };
-    create_once(&Api::namespaced(context.client.clone(), namespace), &secret).await?;
+    // The Job mounts both, so both come first; they do not depend on each
+    // other, so they are created at once.
+    let config_maps: Api<ConfigMap> = Api::namespaced(context.client.clone(), namespace);
+    let secrets: Api<Secret> = Api::namespaced(context.client.clone(), namespace);
+    tokio::try_join!(
+        create_once(&config_maps, &config_map),
+        create_once(&secrets, &secret)
+    )?;
 
     let mut job = build_job(run, workflow, &context.runner_defaults, &mounted);
     if let Some(template) = job.spec.as_mut().map(|spec| &mut spec.template) {

@@ -370,24 +370,25 @@ impl<'a> ResourceRequest<'a> {
                         > (namespace.as_str(), name.as_str())
                 })
             });
-        let mut items = StoreState::select(candidates, &labels, &fields);
-        let mut continue_token = None;
-        if let Some(limit) = limit
-            && items.len() > limit
-        {
-            let remaining = items.len() - limit;
-            items.truncate(limit);
-            if let Some(last) = items.last() {
-                continue_token = Some((
-                    format!(
-                        "{list_version}/{}/{}",
-                        meta_str(last, "namespace"),
-                        meta_str(last, "name")
-                    ),
-                    remaining,
-                ));
-            }
-        }
+        // Only the page is copied out of the store; the rest is counted.
+        let mut matching = candidates
+            .filter(|object| labels.matches_labels(object) && fields.matches_fields(object));
+        let items: Vec<Value> = matching
+            .by_ref()
+            .take(limit.unwrap_or(usize::MAX))
+            .cloned()
+            .collect();
+        let remaining = matching.count();
+        let continue_token = items.last().filter(|_| remaining > 0).map(|last| {
+            (
+                format!(
+                    "{list_version}/{}/{}",
+                    meta_str(last, "namespace"),
+                    meta_str(last, "name")
+                ),
+                remaining,
+            )
+        });
         drop(state);
         let items: Vec<Value> = items
             .into_iter()
