@@ -27,7 +27,6 @@ use crate::mirror::{AuditAction, AuditRecord, DeletedRecord, Mirror, MirrorEvent
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
@@ -185,9 +184,9 @@ async fn follow<K>(
         + Send
         + 'static,
 {
-    let api: Api<K> = crate::namespaced_api(context);
     let mut audited = Generations::new();
-    let mut events = watcher(api, watcher::Config::default())
+    let mut events = context
+        .watch::<K>(watcher::Config::default())
         .default_backoff()
         .boxed();
     while let Some(event) = events.next().await {

@@ -16,10 +16,17 @@ pub struct Config {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Only watch this namespace. Default: every namespace the operator's
-    /// ServiceAccount may read.
-    #[arg(long, env = "SLUICE_NAMESPACE")]
-    pub namespace: Option<String>,
+    /// Only watch these namespaces, comma separated (e.g.
+    /// `--watch-namespaces team-a,team-b`): the operator needs rights in
+    /// these only. Default: every namespace. `--namespace` is the older
+    /// name of this flag.
+    #[arg(
+        long,
+        env = "SLUICE_WATCH_NAMESPACES",
+        alias = "namespace",
+        value_delimiter = ','
+    )]
+    pub watch_namespaces: Vec<String>,
 
     /// PostgreSQL URL of the mirror, e.g. postgres://sluice@db:5432/sluice.
     /// Without it the mirror is off and everything else works.
@@ -157,6 +164,11 @@ impl Config {
             self.lease_renew_deadline,
             self.lease_retry_period,
         )
+    }
+
+    /// The namespaces the operator watches.
+    pub fn scope(&self) -> crate::scope::WatchScope {
+        crate::scope::WatchScope::new(&self.watch_namespaces)
     }
 
     /// The runner command as argv.

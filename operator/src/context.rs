@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::mirror::Mirror;
 use crate::run::job::RunnerDefaults;
 use crate::run_api::token::TokenKey;
+use crate::scope::{WatchScope, WatchStream};
 use crate::telemetry::Metrics;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -25,6 +26,8 @@ pub struct Context {
     pub client: Client,
     /// Configuration.
     pub config: Config,
+    /// The namespaces watched (from the configuration).
+    pub scope: WatchScope,
     /// Defaults of runner pods.
     pub runner_defaults: RunnerDefaults,
     /// Key deriving per-run credentials.
@@ -39,6 +42,19 @@ pub struct Context {
 }
 
 impl Context {
+    /// Watches `K` in every namespace the operator watches.
+    pub fn watch<K>(&self, config: kube::runtime::watcher::Config) -> WatchStream<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + 'static,
+    {
+        self.scope.watch(&self.client, config)
+    }
+
     /// Builds the shared state.
     pub fn new(
         client: Client,
@@ -70,6 +86,7 @@ impl Context {
         let events = crate::events::Publisher::new(client.clone(), FIELD_MANAGER, &config.identity);
         Self {
             client,
+            scope: config.scope(),
             config,
             runner_defaults,
             token_key,

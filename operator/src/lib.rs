@@ -6,7 +6,8 @@
 //! lifecycle), [`run_index`] (runs grouped from a watch), [`run_api`] (runner ⇄ operator), [`mirror`] and
 //! [`mirror_map`], [`audit`] and [`workspaces`] (PostgreSQL), [`names`] (derived names), [`leader`]
 //! (Lease), [`telemetry`] (metrics, health), [`config`], [`context`],
-//! [`events`] (Kubernetes Events), [`watch`] (lean controller caches).
+//! [`events`] (Kubernetes Events), [`watch`] (lean controller caches), [`scope`] (the watched
+//! namespaces).
 
 pub mod admission;
 pub mod audit;
@@ -23,6 +24,7 @@ pub mod run;
 pub mod run_api;
 pub mod run_index;
 pub mod schedule;
+pub mod scope;
 pub mod telemetry;
 pub mod watch;
 pub mod webhook;
@@ -31,17 +33,3 @@ pub mod workspaces;
 
 #[cfg(test)]
 mod status_fields_tests;
-
-use context::Context;
-use kube::Api;
-
-/// An Api over every namespace, or the configured one.
-pub fn namespaced_api<K>(context: &Context) -> Api<K>
-where
-    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
-{
-    match &context.config.namespace {
-        Some(namespace) => Api::namespaced(context.client.clone(), namespace),
-        None => Api::all(context.client.clone()),
-    }
-}

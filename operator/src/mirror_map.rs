@@ -8,6 +8,7 @@ use crate::mirror::{
     NodeExecutionRecord, NodePhase as MirrorNodePhase, RunPhase as MirrorRunPhase, ScheduleRecord,
     Scope, SecretKeyRef, TriggerRecord, WebhookRecord, WorkflowRecord, WorkflowState,
 };
+use crate::scope::WatchScope;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{Api, ResourceExt};
@@ -451,30 +452,19 @@ pub fn node_definition_records() -> Vec<MirrorEvent> {
 /// last, runs with their parents, of every namespace in scope.
 pub struct ClusterResync {
     client: kube::Client,
-    namespace: Option<String>,
+    scope: WatchScope,
 }
 
 impl ClusterResync {
-    /// A resync over every namespace, or only `namespace`.
-    pub fn new(client: kube::Client, namespace: Option<String>) -> Self {
-        Self { client, namespace }
-    }
-
-    fn api<K>(&self) -> Api<K>
-    where
-        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
-    {
-        match &self.namespace {
-            Some(namespace) => Api::namespaced(self.client.clone(), namespace),
-            None => Api::all(self.client.clone()),
-        }
+    /// A resync over the namespaces of `scope`.
+    pub fn new(client: kube::Client, scope: WatchScope) -> Self {
+        Self { client, scope }
     }
 
     async fn read(&self) -> Result<Vec<MirrorEvent>, kube::Error> {
-        let params = kube::api::ListParams::default();
-        let workflows = self.api::<Workflow>().list(&params).await?.items;
-        let runs = self.api::<WorkflowRun>().list(&params).await?.items;
-        let connections = self.api::<Connection>().list(&params).await?.items;
+        let workflows: Vec<Workflow> = self.scope.list(&self.client).await?;
+        let runs: Vec<WorkflowRun> = self.scope.list(&self.client).await?;
+        let connections: Vec<Connection> = self.scope.list(&self.client).await?;
         let (workspace_uids, live_namespaces) = self.namespaces().await?;
         let mut events: Vec<MirrorEvent> = workflows
             .iter()
@@ -488,7 +478,7 @@ impl ClusterResync {
             })
             .map(MirrorEvent::Workflow)
             .collect();
-        let schedules = self.api::<Schedule>().list(&params).await?.items;
+        let schedules: Vec<Schedule> = self.scope.list(&self.client).await?;
         events.extend(
             schedules
                 .iter()
@@ -543,8 +533,8 @@ impl ClusterResync {
                 .collect()
         };
         events.push(MirrorEvent::Inventory(InventoryRecord {
-            scope: match &self.namespace {
-                Some(namespace) => Scope::Namespace(namespace.clone()),
+            scope: match self.scope.namespaces() {
+                Some(names) => Scope::Namespaces(names.to_vec()),
                 None => Scope::Cluster,
             },
             namespaces: live_namespaces,
@@ -563,8 +553,14 @@ impl ClusterResync {
         &self,
     ) -> Result<(std::collections::BTreeMap<String, Uuid>, Vec<Uuid>), kube::Error> {
         let api: Api<Namespace> = Api::all(self.client.clone());
-        let namespaces = match &self.namespace {
-            Some(name) => api.get_opt(name).await?.into_iter().collect(),
+        let namespaces = match self.scope.namespaces() {
+            Some(names) => {
+                let mut found = Vec::new();
+                for name in names {
+                    found.extend(api.get_opt(name).await?);
+                }
+                found
+            }
             None => api.list(&kube::api::ListParams::default()).await?.items,
         };
         let mut by_name = std::collections::BTreeMap::new();
@@ -743,7 +739,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_resync_carries_connections_with_their_secrets_fingerprint() {
-        let events = ClusterResync::new(cluster_with_a_connection(), None)
+        let events = ClusterResync::new(cluster_with_a_connection(), WatchScope::Cluster)
             .read()
             .await
             .expect("the resync reads the cluster");

@@ -61,8 +61,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let mirror = match &config.database_url {
         Some(url) => {
-            let resync =
-                crate::mirror_map::ClusterResync::new(client.clone(), config.namespace.clone());
+            let resync = crate::mirror_map::ClusterResync::new(client.clone(), config.scope());
             Some(start_mirror(url, metrics.clone(), Arc::new(resync))?)
         }
         None => {
@@ -102,7 +101,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         crate::webhook::server::router(Arc::new(crate::webhook::server::WebhookServer::new(
             Arc::new(crate::webhook::kube_backend::KubeBackend::new(
                 client.clone(),
-                config.namespace.clone(),
+                config.scope(),
             )),
             Some(metrics.clone()),
             crate::webhook::server::Settings::default(),

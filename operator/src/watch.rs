@@ -12,12 +12,13 @@
 //!
 //! It uses kube's stream-controlled `Controller::for_stream` (the
 //! `unstable-runtime` feature), the only way to change what a controller's
-//! cache holds.
+//! cache holds, and the only way to watch a list of namespaces
+//! ([`crate::scope`]).
 
+use crate::scope::WatchStream;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::Api;
 use kube::runtime::controller::Controller;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::{WatchStreamExt, reflector};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
@@ -31,9 +32,10 @@ pub fn slim<K: Resource>(object: &mut K) {
     object.annotations_mut().remove(LAST_APPLIED);
 }
 
-/// A controller of `K` whose cache holds lean objects, running at most
-/// `concurrency` reconciles at once.
-pub fn lean_controller<K>(api: Api<K>, config: watcher::Config, concurrency: u16) -> Controller<K>
+/// A controller of `K` whose cache holds lean objects from `watch` (see
+/// [`crate::context::Context::watch`]), running at most `concurrency`
+/// reconciles at once.
+pub fn lean_controller<K>(watch: WatchStream<K>, concurrency: u16) -> Controller<K>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
@@ -44,7 +46,7 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector(writer, watcher(api, config).modify(slim)).applied_objects();
+    let stream = reflector(writer, watch.modify(slim)).applied_objects();
     Controller::for_stream(stream, reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
 }

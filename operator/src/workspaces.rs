@@ -5,8 +5,8 @@
 //! object of its namespace is mirrored, never for namespaces without
 //! Sluice objects. A namespace deleted while no operator watched is found
 //! by the mirror's resync ([`crate::mirror::sweep`]). [`plan_namespace`]
-//! is pure; [`follow`] watches (metadata only, the namespace in scope or
-//! every one) and runs on the leader with the audit trail.
+//! is pure; [`follow`] watches (metadata only, each namespace in scope by
+//! name, or every one) and runs on the leader with the audit trail.
 
 use crate::context::Context;
 use crate::mirror::{DeletedRecord, Mirror, MirrorEvent, ResourceKind};
@@ -38,11 +38,20 @@ pub fn plan_namespace(event: &watcher::Event<ObjectMeta>) -> Option<MirrorEvent>
 /// practice: the watch retries with backoff).
 pub async fn follow(context: &Context, mirror: &Mirror) {
     let namespaces: Api<PartialObjectMeta<Namespace>> = Api::all(context.client.clone());
-    let config = match &context.config.namespace {
-        Some(name) => watcher::Config::default().fields(&format!("metadata.name={name}")),
-        None => watcher::Config::default(),
+    // A namespace-scoped operator may read its own namespaces only, each
+    // by name; only deletions matter here, so the watches need no merging.
+    let mut events = match context.scope.namespaces() {
+        None => watcher(namespaces, watcher::Config::default())
+            .default_backoff()
+            .boxed(),
+        Some(names) => futures::stream::select_all(names.iter().map(|name| {
+            let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+            watcher(namespaces.clone(), config)
+                .default_backoff()
+                .boxed()
+        }))
+        .boxed(),
     };
-    let mut events = watcher(namespaces, config).default_backoff().boxed();
     while let Some(event) = events.next().await {
         let event = match event {
             Ok(event) => metadata_of(event),

@@ -120,6 +120,9 @@ pub struct TestCluster {
     namespace: String,
     kubeconfig: PathBuf,
     kubelet: Option<Kubelet>,
+    /// Namespaces made by [`TestCluster::create_namespace`], each with its
+    /// own kubelet emulator.
+    more_namespaces: Vec<(String, Option<Kubelet>)>,
     workdir: tempfile::TempDir,
 }
 
@@ -226,12 +229,25 @@ impl TestCluster {
             namespace,
             kubeconfig,
             kubelet: None,
+            more_namespaces: Vec::new(),
             workdir,
         };
         cluster.apply_chart_crds().await?;
-        let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
+        let namespace = cluster.namespace.clone();
+        cluster.kubelet = cluster.make_namespace(&namespace, "kubelet").await?;
+        Ok(cluster)
+    }
+
+    /// Creates namespace `name` (labelled as the test's) and, with the
+    /// kubelet emulator, starts one for its Jobs with its files in `folder`.
+    async fn make_namespace(
+        &self,
+        name: &str,
+        folder: &str,
+    ) -> Result<Option<Kubelet>, ClusterError> {
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
         let object = serde_json::from_value(json!({
-            "metadata": {"name": cluster.namespace, "labels": {"sluice.dev/e2e": "true"}},
+            "metadata": {"name": name, "labels": {"sluice.dev/e2e": "true"}},
         }))
         .map_err(|error| ClusterError::Manifest {
             path: PathBuf::from("<namespace>"),
@@ -240,23 +256,31 @@ impl TestCluster {
         namespaces
             .create(&PostParams::default(), &object)
             .await
-            .map_err(kube_error(format!(
-                "create namespace {}",
-                cluster.namespace
-            )))?;
-        if KubeletMode::from_env() == KubeletMode::Emulator {
-            let mut options = KubeletOptions::new(cluster.workdir.path().join("kubelet"))
-                .namespace(&cluster.namespace);
-            // Jobs name the workspace binaries by command name; a missing one
-            // fails its pod with a message (and `binaries::locate` says how to build it).
-            for binary in [Binary::Runner, Binary::Operator] {
-                if let Ok(path) = locate(binary) {
-                    options = options.program(binary.name(), path);
-                }
-            }
-            cluster.kubelet = Some(Kubelet::start(cluster.client.clone(), options));
+            .map_err(kube_error(format!("create namespace {name}")))?;
+        if KubeletMode::from_env() != KubeletMode::Emulator {
+            return Ok(None);
         }
-        Ok(cluster)
+        let mut options = KubeletOptions::new(self.workdir.path().join(folder)).namespace(name);
+        // Jobs name the workspace binaries by command name; a missing one
+        // fails its pod with a message (and `binaries::locate` says how to build it).
+        for binary in [Binary::Runner, Binary::Operator] {
+            if let Ok(path) = locate(binary) {
+                options = options.program(binary.name(), path);
+            }
+        }
+        Ok(Some(Kubelet::start(self.client.clone(), options)))
+    }
+
+    /// Creates one more namespace for the test, `<test's namespace>-<suffix>`,
+    /// whose Jobs run as the test's do; [`TestCluster::finish`] deletes it
+    /// on a real cluster. Returns its name.
+    pub async fn create_namespace(&mut self, suffix: &str) -> Result<String, ClusterError> {
+        let name = format!("{}-{suffix}", self.namespace);
+        let kubelet = self
+            .make_namespace(&name, &format!("kubelet-{suffix}"))
+            .await?;
+        self.more_namespaces.push((name.clone(), kubelet));
+        Ok(name)
     }
 
     /// A client whose default namespace is the test's.
@@ -419,16 +443,23 @@ impl TestCluster {
         }
     }
 
-    /// Ends the test: stops the kubelet and, on a real cluster, deletes the
-    /// namespace (the stand-in just stops).
+    /// Ends the test: stops the kubelets and, on a real cluster, deletes the
+    /// namespaces (the stand-in just stops).
     pub async fn finish(mut self) -> Result<(), ClusterError> {
         self.kubelet.take();
+        let more: Vec<String> = self
+            .more_namespaces
+            .drain(..)
+            .map(|(name, _kubelet)| name)
+            .collect();
         if matches!(self.backend, Backend::External) {
             let namespaces: Api<Namespace> = Api::all(self.client.clone());
-            namespaces
-                .delete(&self.namespace, &DeleteParams::background())
-                .await
-                .map_err(kube_error(format!("delete namespace {}", self.namespace)))?;
+            for name in more.iter().chain([&self.namespace]) {
+                namespaces
+                    .delete(name, &DeleteParams::background())
+                    .await
+                    .map_err(kube_error(format!("delete namespace {name}")))?;
+            }
         }
         Ok(())
     }

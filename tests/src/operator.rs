@@ -283,6 +283,9 @@ pub struct OperatorOptions {
     /// Watch every namespace instead of only the test's (the stand-in
     /// holds only this test's objects; on a real cluster it sees others').
     pub all_namespaces: bool,
+    /// Watch these namespaces (`SLUICE_WATCH_NAMESPACES`) instead of only
+    /// the test's; ignored with `all_namespaces`.
+    pub watch_namespaces: Vec<String>,
 }
 
 impl OperatorOptions {
@@ -384,7 +387,12 @@ impl Operator {
             ),
         ];
         if !options.all_namespaces {
-            env.push(("SLUICE_NAMESPACE".into(), cluster.namespace().to_string()));
+            let watched = if options.watch_namespaces.is_empty() {
+                cluster.namespace().to_string()
+            } else {
+                options.watch_namespaces.join(",")
+            };
+            env.push(("SLUICE_WATCH_NAMESPACES".into(), watched));
         }
         if !options.leader_election {
             env.push(("SLUICE_NO_LEADER_ELECTION".into(), "true".into()));
@@ -438,8 +446,9 @@ impl Operator {
         let namespace = self
             .env
             .iter()
-            .find(|(key, _)| key == "SLUICE_NAMESPACE")
-            .map_or("", |(_, value)| value.as_str());
+            .find(|(key, _)| key == "SLUICE_WATCH_NAMESPACES")
+            .and_then(|(_, value)| value.split(',').next())
+            .unwrap_or("");
         self.log = folder.join(format!("{namespace}-{name}-{}.log", self.starts));
         let open = || {
             std::fs::OpenOptions::new()
@@ -455,7 +464,7 @@ impl Operator {
         };
         let child = tokio::process::Command::new(&self.binary)
             .env_remove("DATABASE_URL")
-            .env_remove("SLUICE_NAMESPACE")
+            .env_remove("SLUICE_WATCH_NAMESPACES")
             .env_remove("KUBECONFIG")
             .envs(self.env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use sluice_crds::Connection;
 use std::collections::{BTreeMap, HashMap};
@@ -36,42 +36,40 @@ pub async fn run(
     context: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let connections: Api<Connection> = crate::namespaced_api(&context);
-    let secrets: Api<Secret> = crate::namespaced_api(&context);
-    let controller = crate::watch::lean_controller(
-        connections,
-        watcher::Config::default(),
-        context.config.reconcile_concurrency,
-    );
+    let connections = context.watch::<Connection>(watcher::Config::default());
+    // The operator's own Secrets (run credentials) are never a Connection's:
+    // leaving them out spares one event per run.
+    let secrets = context
+        .watch::<Secret>(
+            watcher::Config::default().labels("app.kubernetes.io/managed-by!=sluice-operator"),
+        )
+        .default_backoff()
+        .touched_objects();
+    let controller =
+        crate::watch::lean_controller(connections, context.config.reconcile_concurrency);
     let cache = controller.store();
     let state = Arc::new(State {
         context,
         probed: Mutex::new(HashMap::new()),
     });
     controller
-        .watches(
-            secrets,
-            // The operator's own Secrets (run credentials) are never a
-            // Connection's: leaving them out spares one event per run.
-            watcher::Config::default().labels("app.kubernetes.io/managed-by!=sluice-operator"),
-            move |secret: Secret| {
-                let namespace = secret.namespace();
-                let name = secret.name_any();
-                cache
-                    .state()
-                    .into_iter()
-                    .filter(|connection| {
-                        connection.namespace() == namespace
-                            && connection
-                                .spec
-                                .secret_ref
-                                .as_ref()
-                                .is_some_and(|secret_ref| secret_ref.name == name)
-                    })
-                    .map(|connection| ObjectRef::from_obj(&*connection))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches_stream(secrets, move |secret: Secret| {
+            let namespace = secret.namespace();
+            let name = secret.name_any();
+            cache
+                .state()
+                .into_iter()
+                .filter(|connection| {
+                    connection.namespace() == namespace
+                        && connection
+                            .spec
+                            .secret_ref
+                            .as_ref()
+                            .is_some_and(|secret_ref| secret_ref.name == name)
+                })
+                .map(|connection| ObjectRef::from_obj(&*connection))
+                .collect::<Vec<_>>()
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, state)
         .for_each(|_| async {})

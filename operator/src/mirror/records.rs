@@ -420,8 +420,8 @@ pub enum Scope {
     /// Every namespace.
     #[default]
     Cluster,
-    /// Only the namespace of this name.
-    Namespace(String),
+    /// Only the namespaces of these names.
+    Namespaces(Vec<String>),
 }
 
 /// Everything that exists in the operator's scope, as one resync listed

@@ -58,23 +58,23 @@ impl Gone {
 }
 
 /// The operator's workspaces in `scope`, as a subquery over `$1` (the
-/// operator's user) and `$2` (the namespace, or NULL for every one).
+/// operator's user) and `$2` (the namespaces, or NULL for every one).
 const IN_SCOPE: &str =
-    "SELECT id FROM workspaces WHERE owner_id = $1 AND ($2::text IS NULL OR name = $2)";
+    "SELECT id FROM workspaces WHERE owner_id = $1 AND ($2::text[] IS NULL OR name = ANY($2))";
 
 /// Finds the rows in scope whose objects `inventory` lacks.
 pub async fn find_gone(
     conn: &mut PgConnection,
     inventory: &InventoryRecord,
 ) -> Result<Gone, WriteError> {
-    let namespace = match &inventory.scope {
+    let namespaces = match &inventory.scope {
         Scope::Cluster => None,
-        Scope::Namespace(name) => Some(name.as_str()),
+        Scope::Namespaces(names) => Some(names.clone()),
     };
     let select = |sql: String, present: &[Uuid]| {
         sqlx::query_scalar::<_, Uuid>(sqlx::AssertSqlSafe(sql))
             .bind(ids::SYSTEM_USER_ID)
-            .bind(namespace)
+            .bind(namespaces.clone())
             .bind(present.to_vec())
     };
     let workspaces = select(
@@ -283,7 +283,7 @@ mod tests {
     async fn a_namespaced_operator_sweeps_only_its_namespace(pool: PgPool) {
         seed(&pool).await;
         let other = InventoryRecord {
-            scope: Scope::Namespace("payments".into()),
+            scope: Scope::Namespaces(vec!["billing".into(), "payments".into()]),
             ..InventoryRecord::default()
         };
         write(&pool, &[MirrorEvent::Inventory(other)]).await;
@@ -292,7 +292,7 @@ mod tests {
             (true, "active".into(), 1, 1, "pending".into(), 1),
             "growth is out of scope"
         );
-        let mut own = everything(Scope::Namespace("growth".into()));
+        let mut own = everything(Scope::Namespaces(vec!["growth".into(), "payments".into()]));
         own.workflows.clear();
         own.runs.clear();
         let gone = {

@@ -83,9 +83,15 @@ pub async fn run(
     context: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let runs: Api<WorkflowRun> = crate::namespaced_api(&context);
-    let jobs: Api<Job> = crate::namespaced_api(&context);
-    let pods: Api<Pod> = crate::namespaced_api(&context);
+    let runs = context.watch::<WorkflowRun>(watcher::Config::default());
+    let jobs = context
+        .watch::<PartialObjectMeta<Job>>(watcher::Config::default().labels(MANAGED))
+        .default_backoff()
+        .touched_objects();
+    let pods = context
+        .watch::<Pod>(watcher::Config::default().labels(MANAGED))
+        .default_backoff()
+        .touched_objects();
     let index = Arc::new(RunIndex::default());
     let summaries = Arc::new(Summaries::new(context.clone(), index.clone()));
     let state = Arc::new(State {
@@ -97,7 +103,7 @@ pub async fn run(
     tokio::spawn(summaries.clone().write_loop());
     // The index is updated before the event reaches the controller.
     let (reader, writer) = reflector::store();
-    let events = watcher(runs, watcher::Config::default())
+    let events = runs
         .default_backoff()
         .inspect_ok(move |event| summaries.touch(index.apply(event)))
         .map_ok(metadata_event);
@@ -107,15 +113,11 @@ pub async fn run(
             kube::runtime::controller::Config::default()
                 .concurrency(context.config.reconcile_concurrency),
         )
-        .owns(jobs, watcher::Config::default().labels(MANAGED))
-        .watches(
-            pods,
-            watcher::Config::default().labels(MANAGED),
-            |pod: Pod| {
-                let name = pod.annotations().get(RUN_NAME_ANNOTATION)?.clone();
-                Some(ObjectRef::new(&name).within(&pod.namespace()?))
-            },
-        )
+        .owns_stream(jobs)
+        .watches_stream(pods, |pod: Pod| {
+            let name = pod.annotations().get(RUN_NAME_ANNOTATION)?.clone();
+            Some(ObjectRef::new(&name).within(&pod.namespace()?))
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, state)
         .for_each(|_| async {})

@@ -43,8 +43,8 @@ pub async fn run(
     context: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let schedules: Api<PartialObjectMeta<Schedule>> = crate::namespaced_api(&context);
-    let runs: Api<WorkflowRun> = crate::namespaced_api(&context);
+    let schedules = context.watch::<PartialObjectMeta<Schedule>>(watcher::Config::default());
+    let runs = context.watch::<WorkflowRun>(watcher::Config::default().labels(SCHEDULE_LABEL));
     let index = Arc::new(RunIndex::default());
     let state = Arc::new(State {
         context,
@@ -52,28 +52,24 @@ pub async fn run(
         runs: index.clone(),
     });
     // The index is updated before the run's event triggers its Schedule.
-    let run_events = watcher(runs, watcher::Config::default().labels(SCHEDULE_LABEL))
+    let run_events = runs
         .default_backoff()
         .inspect_ok(move |event| {
             index.apply(event);
         })
         .touched_objects();
-    crate::watch::lean_controller(
-        schedules,
-        watcher::Config::default(),
-        state.context.config.reconcile_concurrency,
-    )
-    .watches_stream(run_events, |run: WorkflowRun| {
-        let owner = run
-            .owner_references()
-            .iter()
-            .find(|owner| owner.kind == "Schedule")?;
-        Some(ObjectRef::new(&owner.name).within(&run.namespace()?))
-    })
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, state)
-    .for_each(|_| async {})
-    .await;
+    crate::watch::lean_controller(schedules, state.context.config.reconcile_concurrency)
+        .watches_stream(run_events, |run: WorkflowRun| {
+            let owner = run
+                .owner_references()
+                .iter()
+                .find(|owner| owner.kind == "Schedule")?;
+            Some(ObjectRef::new(&owner.name).within(&run.namespace()?))
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, state)
+        .for_each(|_| async {})
+        .await;
 }
 
 /// The run of `schedule` for the slot at `slot`: named after the slot,

@@ -1,8 +1,9 @@
 //! The webhook server's backend on a real cluster: plain GETs and one
 //! create through the kube client. Namespaces outside the operator's
-//! `--namespace` are invisible (their webhooks answer 404).
+//! `--watch-namespaces` are invisible (their webhooks answer 404).
 
 use super::{BackendError, WebhookBackend};
+use crate::scope::WatchScope;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
@@ -15,19 +16,17 @@ const GENERATE_NAME_ATTEMPTS: u32 = 4;
 /// [`WebhookBackend`] over the Kubernetes API.
 pub struct KubeBackend {
     client: Client,
-    namespace: Option<String>,
+    scope: WatchScope,
 }
 
 impl KubeBackend {
-    /// A backend serving every namespace, or only `namespace`.
-    pub fn new(client: Client, namespace: Option<String>) -> Self {
-        Self { client, namespace }
+    /// A backend serving the namespaces of `scope`.
+    pub fn new(client: Client, scope: WatchScope) -> Self {
+        Self { client, scope }
     }
 
     fn serves(&self, namespace: &str) -> bool {
-        self.namespace
-            .as_deref()
-            .is_none_or(|only| only == namespace)
+        self.scope.contains(namespace)
     }
 }
 
@@ -60,6 +59,9 @@ impl WebhookBackend for KubeBackend {
         key: &'a str,
     ) -> BoxFuture<'a, Result<Option<Vec<u8>>, BackendError>> {
         Box::pin(async move {
+            if !self.serves(namespace) {
+                return Ok(None);
+            }
             let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
             let secret = api
                 .get_opt(name)
@@ -86,6 +88,12 @@ impl WebhookBackend for KubeBackend {
         run: WorkflowRun,
     ) -> BoxFuture<'a, Result<String, BackendError>> {
         Box::pin(async move {
+            if !self.serves(namespace) {
+                return Err(BackendError {
+                    action: "create the run",
+                    message: format!("namespace {namespace} is not watched by this operator"),
+                });
+            }
             let api: Api<WorkflowRun> = Api::namespaced(self.client.clone(), namespace);
             // The run is named by `generateName`; API servers before
             // Kubernetes 1.32 answer a clash of the random suffix with
@@ -113,6 +121,9 @@ impl WebhookBackend for KubeBackend {
         name: &'a str,
     ) -> BoxFuture<'a, Result<Option<WorkflowRunStatus>, BackendError>> {
         Box::pin(async move {
+            if !self.serves(namespace) {
+                return Ok(None);
+            }
             let api: Api<WorkflowRun> = Api::namespaced(self.client.clone(), namespace);
             let run = api.get_opt(name).await.map_err(failed("read the run"))?;
             Ok(run.map(|run| run.status.unwrap_or_default()))
@@ -168,7 +179,7 @@ mod tests {
     #[tokio::test]
     async fn a_clashing_generated_name_is_tried_again() {
         let (client, calls) = clashing_server(2);
-        let backend = KubeBackend::new(client, None);
+        let backend = KubeBackend::new(client, WatchScope::Cluster);
         let name = backend
             .create_run("default", generated_run())
             .await
@@ -180,12 +191,34 @@ mod tests {
     #[tokio::test]
     async fn clashes_end_in_an_error_after_a_few_attempts() {
         let (client, calls) = clashing_server(u32::MAX);
-        let backend = KubeBackend::new(client, None);
+        let backend = KubeBackend::new(client, WatchScope::Cluster);
         let error = backend
             .create_run("default", generated_run())
             .await
             .expect_err("every create clashes");
         assert!(error.to_string().contains("already exists"), "{error}");
         assert_eq!(calls.load(Ordering::SeqCst), GENERATE_NAME_ATTEMPTS);
+    }
+
+    #[tokio::test]
+    async fn namespaces_outside_the_list_are_never_asked_for() {
+        let (client, calls) = clashing_server(0);
+        let scope = WatchScope::new(&["growth".to_owned(), "payments".to_owned()]);
+        let backend = KubeBackend::new(client, scope);
+        let workflow = backend.workflow("billing", "w").await.expect("no error");
+        assert!(workflow.is_none());
+        let secret = backend
+            .secret_value("billing", "s", "k")
+            .await
+            .expect("no error");
+        assert!(secret.is_none());
+        let status = backend.run_status("billing", "r").await.expect("no error");
+        assert!(status.is_none());
+        let refused = backend
+            .create_run("billing", generated_run())
+            .await
+            .expect_err("not watched");
+        assert!(refused.to_string().contains("not watched"), "{refused}");
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
     }
 }

@@ -35,38 +35,32 @@ pub async fn run(
     context: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let workflows: Api<PartialObjectMeta<Workflow>> = crate::namespaced_api(&context);
-    let connections: Api<PartialObjectMeta<Connection>> = crate::namespaced_api(&context);
+    let workflows = context.watch::<PartialObjectMeta<Workflow>>(watcher::Config::default());
+    let connections = context.watch::<PartialObjectMeta<Connection>>(watcher::Config::default());
     let state = Arc::new(State {
         context: context.clone(),
         users: ConnectionUsers::default(),
     });
     // Every change of a Connection (its Ready condition included) wakes
     // the Workflows that name it; only names are watched.
-    let connection_events = watcher(connections, watcher::Config::default())
-        .default_backoff()
-        .touched_objects();
+    let connection_events = connections.default_backoff().touched_objects();
     let index = state.clone();
-    crate::watch::lean_controller(
-        workflows,
-        watcher::Config::default(),
-        context.config.reconcile_concurrency,
-    )
-    .watches_stream(
-        connection_events,
-        move |connection: PartialObjectMeta<Connection>| {
-            let namespace = connection.namespace().unwrap_or_default();
-            index
-                .users
-                .users(&namespace, &connection.name_any())
-                .into_iter()
-                .map(move |workflow| ObjectRef::new(&workflow).within(&namespace))
-        },
-    )
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, state)
-    .for_each(|_| async {})
-    .await;
+    crate::watch::lean_controller(workflows, context.config.reconcile_concurrency)
+        .watches_stream(
+            connection_events,
+            move |connection: PartialObjectMeta<Connection>| {
+                let namespace = connection.namespace().unwrap_or_default();
+                index
+                    .users
+                    .users(&namespace, &connection.name_any())
+                    .into_iter()
+                    .map(move |workflow| ObjectRef::new(&workflow).within(&namespace))
+            },
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, state)
+        .for_each(|_| async {})
+        .await;
 }
 
 /// Validates one Workflow and writes its status.

@@ -156,9 +156,7 @@ async fn a_deleted_namespace_makes_its_workspace_inactive() {
         .await
         .expect("failed to create the namespace");
     let mut options = OperatorOptions::with_database(&database);
-    options
-        .env
-        .push(("SLUICE_NAMESPACE".into(), doomed.clone()));
+    options.watch_namespaces = vec![doomed.clone()];
     let mut operator = Operator::start(&cluster, options)
         .await
         .expect("failed to start the operator");

@@ -16,6 +16,7 @@ mod health;
 mod kubectl;
 mod kubelet;
 mod liveness;
+mod namespaces;
 mod operator;
 mod operator_limits;
 mod operator_resilience;

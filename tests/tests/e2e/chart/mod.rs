@@ -145,7 +145,7 @@ fn lint(values: &str) {
 const DEFAULTS: &str = "{}\n";
 
 const NAMESPACE_SCOPED: &str = r#"
-rbac: {scope: namespace, watchNamespaces: [growth]}
+rbac: {scope: namespace, watchNamespaces: [growth, payments]}
 database: {secretName: sluice-db-app, secretKey: uri}
 operator: {replicas: 1}
 "#;

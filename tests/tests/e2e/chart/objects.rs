@@ -95,25 +95,63 @@ fn the_deployment_spreads_replicas_and_a_budget_keeps_one() {
 }
 
 #[test]
-fn namespace_scope_grants_roles_in_the_watched_namespace_only() {
+fn namespace_scope_grants_roles_in_the_watched_namespaces_only() {
     let rendered = objects(&render(NAMESPACE_SCOPED));
     assert!(find(&rendered, "ClusterRole", "demo-operator").is_none());
     assert!(find(&rendered, "ClusterRoleBinding", "demo-operator").is_none());
-    let role = rendered
-        .iter()
-        .find(|object| {
-            object["kind"] == "Role"
-                && object["metadata"]["name"] == "demo-operator"
-                && object["metadata"]["namespace"] == "growth"
-        })
-        .expect("a Role in the watched namespace");
-    let namespace_rule = role["rules"]
-        .as_array()
-        .expect("rules")
-        .iter()
-        .find(|rule| rule["resources"][0] == "namespaces")
-        .expect("the namespace's own UID");
-    assert_eq!(namespace_rule["resourceNames"][0], "growth");
+    let in_namespace = |kind: &str| -> Vec<&str> {
+        let mut namespaces: Vec<&str> = rendered
+            .iter()
+            .filter(|object| object["kind"] == kind && object["metadata"]["name"] == "demo-operator")
+            .filter_map(|object| object["metadata"]["namespace"].as_str())
+            .collect();
+        namespaces.sort_unstable();
+        namespaces
+    };
+    assert_eq!(in_namespace("Role"), ["growth", "payments"]);
+    assert_eq!(in_namespace("RoleBinding"), ["growth", "payments"]);
+    for watched in ["growth", "payments"] {
+        let role = rendered
+            .iter()
+            .find(|object| {
+                object["kind"] == "Role"
+                    && object["metadata"]["name"] == "demo-operator"
+                    && object["metadata"]["namespace"] == watched
+            })
+            .expect("a Role in the watched namespace");
+        let namespace_rule = role["rules"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .find(|rule| rule["resources"][0] == "namespaces")
+            .expect("the namespace's own UID");
+        assert_eq!(namespace_rule["resourceNames"], serde_json::json!([watched]));
+        let binding = rendered
+            .iter()
+            .find(|object| {
+                object["kind"] == "RoleBinding"
+                    && object["metadata"]["name"] == "demo-operator"
+                    && object["metadata"]["namespace"] == watched
+            })
+            .expect("a RoleBinding in the watched namespace");
+        assert_eq!(binding["roleRef"]["name"], "demo-operator");
+        assert_eq!(binding["subjects"][0]["namespace"], "sluice-system");
+    }
+    // The admission webhooks look at the watched namespaces only.
+    for kind in [
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+    ] {
+        let webhooks = find(&rendered, kind, "demo-operator-admission").expect(kind);
+        assert_eq!(
+            webhooks["webhooks"][0]["namespaceSelector"]["matchExpressions"],
+            serde_json::json!([{"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["growth", "payments"]}]),
+            "{kind}"
+        );
+        let everywhere = objects(&render(DEFAULTS));
+        let webhooks = find(&everywhere, kind, "demo-operator-admission").expect(kind);
+        assert!(webhooks["webhooks"][0]["namespaceSelector"].is_null(), "{kind}");
+    }
     assert!(
         find(&rendered, "Role", "demo-operator-leader")
             .is_some_and(|role| role["metadata"]["namespace"] == "sluice-system"),
@@ -123,9 +161,9 @@ fn namespace_scope_grants_roles_in_the_watched_namespace_only() {
     let env = env_of(deployment);
     let watched = env
         .iter()
-        .find(|(name, _)| name == "SLUICE_NAMESPACE")
-        .expect("SLUICE_NAMESPACE");
-    assert_eq!(watched.1["value"], "growth");
+        .find(|(name, _)| name == "SLUICE_WATCH_NAMESPACES")
+        .expect("SLUICE_WATCH_NAMESPACES");
+    assert_eq!(watched.1["value"], "growth,payments");
     let database = env
         .iter()
         .find(|(name, _)| name == "DATABASE_URL")
@@ -149,7 +187,7 @@ fn namespace_scope_grants_roles_in_the_watched_namespace_only() {
     assert!(
         env_of(deployment)
             .iter()
-            .all(|(name, _)| name != "SLUICE_NAMESPACE")
+            .all(|(name, _)| name != "SLUICE_WATCH_NAMESPACES")
     );
 }
 
