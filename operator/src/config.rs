@@ -204,6 +204,24 @@ mod tests {
     }
 
     #[test]
+    fn watched_namespaces_are_a_comma_separated_list() {
+        let config =
+            Config::try_parse_from(["sluice-operator", "--watch-namespaces", "team-b,team-a"])
+                .unwrap();
+        assert_eq!(
+            config.scope(),
+            crate::scope::WatchScope::Namespaces(vec!["team-a".into(), "team-b".into()])
+        );
+        let older = Config::try_parse_from(["sluice-operator", "--namespace", "growth"]).unwrap();
+        assert_eq!(
+            older.scope(),
+            crate::scope::WatchScope::Namespaces(vec!["growth".into()])
+        );
+        let everything = Config::try_parse_from(["sluice-operator"]).unwrap();
+        assert_eq!(everything.scope(), crate::scope::WatchScope::Cluster);
+    }
+
+    #[test]
     fn recompute_metrics_takes_a_day_range() {
         let config = Config::try_parse_from([
             "sluice-operator",
