@@ -163,6 +163,11 @@ operator:
   nodeSelector: {kubernetes.io/os: linux}
   tolerations: [{key: dedicated, operator: Equal, value: platform, effect: NoSchedule}]
   priorityClassName: sluice-operator
+  leaderElection: {leaseDuration: 30s, renewDeadline: 20s, retryPeriod: 4s}
+  extraEnv:
+    - {name: SLUICE_RECONCILE_CONCURRENCY, value: "32"}
+    - name: SLUICE_OUTPUT_CAP_BYTES
+      valueFrom: {configMapKeyRef: {name: sluice-tuning, key: outputCap}}
 networkPolicy:
   enabled: true
   webhooks:
@@ -240,6 +245,23 @@ fn the_schema_refuses_bad_values_naming_them() {
             "/database/secretName",
         ),
         ("crds: {install: 'yes'}", "/crds/install"),
+        (
+            "operator: {leaderElection: {leaseDuration: soon}}",
+            "/operator/leaderElection/leaseDuration",
+        ),
+        (
+            "operator: {leaderElection: {renewDeadline: 10}}",
+            "/operator/leaderElection/renewDeadline",
+        ),
+        (
+            "operator: {leaderElection: {retryPeriod: 1s, jitter: 1s}}",
+            "'jitter' not allowed",
+        ),
+        ("operator: {extraEnv: [{value: x}]}", "/operator/extraEnv/0"),
+        (
+            "operator: {extraEnv: [{name: 'NOT VALID', value: x}]}",
+            "/operator/extraEnv/0/name",
+        ),
         (
             "admission: {failurePolicy: Sometimes}",
             "/admission/failurePolicy",

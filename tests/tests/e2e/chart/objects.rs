@@ -102,7 +102,9 @@ fn namespace_scope_grants_roles_in_the_watched_namespaces_only() {
     let in_namespace = |kind: &str| -> Vec<&str> {
         let mut namespaces: Vec<&str> = rendered
             .iter()
-            .filter(|object| object["kind"] == kind && object["metadata"]["name"] == "demo-operator")
+            .filter(|object| {
+                object["kind"] == kind && object["metadata"]["name"] == "demo-operator"
+            })
             .filter_map(|object| object["metadata"]["namespace"].as_str())
             .collect();
         namespaces.sort_unstable();
@@ -125,7 +127,10 @@ fn namespace_scope_grants_roles_in_the_watched_namespaces_only() {
             .iter()
             .find(|rule| rule["resources"][0] == "namespaces")
             .expect("the namespace's own UID");
-        assert_eq!(namespace_rule["resourceNames"], serde_json::json!([watched]));
+        assert_eq!(
+            namespace_rule["resourceNames"],
+            serde_json::json!([watched])
+        );
         let binding = rendered
             .iter()
             .find(|object| {
@@ -150,7 +155,10 @@ fn namespace_scope_grants_roles_in_the_watched_namespaces_only() {
         );
         let everywhere = objects(&render(DEFAULTS));
         let webhooks = find(&everywhere, kind, "demo-operator-admission").expect(kind);
-        assert!(webhooks["webhooks"][0]["namespaceSelector"].is_null(), "{kind}");
+        assert!(
+            webhooks["webhooks"][0]["namespaceSelector"].is_null(),
+            "{kind}"
+        );
     }
     assert!(
         find(&rendered, "Role", "demo-operator-leader")
@@ -449,5 +457,41 @@ fn the_cloudnative_pg_example_makes_the_secret_the_chart_reads() {
     assert_eq!(
         database.1["valueFrom"]["secretKeyRef"]["name"],
         format!("{name}-app")
+    );
+}
+
+#[test]
+fn leader_election_timings_and_extra_variables_reach_the_operator() {
+    let value_of = |env: &[(String, Value)], name: &str| {
+        env.iter()
+            .find(|(variable, _)| variable == name)
+            .map(|(_, entry)| entry.clone())
+            .unwrap_or_else(|| panic!("{name} is set"))
+    };
+    // By default the renew deadline and retry period are left to the
+    // operator, which derives them from the lease duration.
+    let defaults = objects(&render(DEFAULTS));
+    let env = env_of(find(&defaults, "Deployment", "demo-operator").expect("deployment"));
+    assert_eq!(value_of(&env, "SLUICE_LEASE_DURATION")["value"], "15s");
+    assert!(
+        env.iter()
+            .all(|(name, _)| name != "SLUICE_LEASE_RENEW_DEADLINE"
+                && name != "SLUICE_LEASE_RETRY_PERIOD"),
+        "{env:?}"
+    );
+
+    let custom = objects(&render(EVERYTHING_ON));
+    let env = env_of(find(&custom, "Deployment", "demo-operator").expect("deployment"));
+    for (name, value) in [
+        ("SLUICE_LEASE_DURATION", "30s"),
+        ("SLUICE_LEASE_RENEW_DEADLINE", "20s"),
+        ("SLUICE_LEASE_RETRY_PERIOD", "4s"),
+        ("SLUICE_RECONCILE_CONCURRENCY", "32"),
+    ] {
+        assert_eq!(value_of(&env, name)["value"], value, "{name}");
+    }
+    assert_eq!(
+        value_of(&env, "SLUICE_OUTPUT_CAP_BYTES")["valueFrom"]["configMapKeyRef"]["key"],
+        "outputCap"
     );
 }
