@@ -28,6 +28,12 @@ pub struct Config {
     )]
     pub watch_namespaces: Vec<String>,
 
+    /// The older `SLUICE_NAMESPACE` (one namespace), still read and added
+    /// to the list, so that an operator configured with it never widens to
+    /// every namespace after an upgrade.
+    #[arg(long = "legacy-namespace", env = "SLUICE_NAMESPACE", hide = true)]
+    pub legacy_namespace: Option<String>,
+
     /// PostgreSQL URL of the mirror, e.g. postgres://sluice@db:5432/sluice.
     /// Without it the mirror is off and everything else works.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
@@ -168,7 +174,9 @@ impl Config {
 
     /// The namespaces the operator watches.
     pub fn scope(&self) -> crate::scope::WatchScope {
-        crate::scope::WatchScope::new(&self.watch_namespaces)
+        let mut namespaces = self.watch_namespaces.clone();
+        namespaces.extend(self.legacy_namespace.clone());
+        crate::scope::WatchScope::new(&namespaces)
     }
 
     /// The runner command as argv.
@@ -216,6 +224,18 @@ mod tests {
         assert_eq!(
             older.scope(),
             crate::scope::WatchScope::Namespaces(vec!["growth".into()])
+        );
+        let legacy = Config::try_parse_from([
+            "sluice-operator",
+            "--legacy-namespace",
+            "growth",
+            "--watch-namespaces",
+            "payments",
+        ])
+        .unwrap();
+        assert_eq!(
+            legacy.scope(),
+            crate::scope::WatchScope::Namespaces(vec!["growth".into(), "payments".into()])
         );
         let everything = Config::try_parse_from(["sluice-operator"]).unwrap();
         assert_eq!(everything.scope(), crate::scope::WatchScope::Cluster);

@@ -465,6 +465,7 @@ impl Operator {
         let child = tokio::process::Command::new(&self.binary)
             .env_remove("DATABASE_URL")
             .env_remove("SLUICE_WATCH_NAMESPACES")
+            .env_remove("SLUICE_NAMESPACE")
             .env_remove("KUBECONFIG")
             .envs(self.env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
