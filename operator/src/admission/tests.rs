@@ -197,6 +197,59 @@ async fn a_jq_syntax_error_is_refused_with_the_validators_message_and_path() {
 }
 
 #[tokio::test]
+async fn an_undefined_jq_filter_is_refused_naming_the_expression_that_uses_it() {
+    let object = workflow(json!([
+        {"name": "a", "transform": {"jq": "{x: 1}"}},
+        {"name": "b", "needs": ["a"], "if": ".nodes.a.output.x | frobnicate", "transform": {"jq": "1"}},
+    ]));
+    let expected = validator_messages(&object);
+    let causes = causes(&validate(Cluster::default(), "CREATE", object, None).await);
+    assert_eq!(causes, expected);
+    assert_eq!(causes.len(), 1, "{causes:?}");
+    assert_eq!(causes[0].0, "spec.nodes[1].if");
+    assert!(causes[0].1.contains("frobnicate"), "{causes:?}");
+    assert!(
+        causes[0].1.contains("check the spelling of the filter"),
+        "{causes:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_template_in_a_shell_script_is_refused_with_the_safe_form_as_its_fix() {
+    let object = workflow(json!([
+        {"name": "greet", "shell": {"script": "echo hello ${{ .input.name }}"}},
+    ]));
+    let expected = validator_messages(&object);
+    let response = validate(Cluster::default(), "CREATE", object, None).await;
+    let causes = causes(&response);
+    assert_eq!(causes, expected);
+    assert_eq!(causes[0].0, "spec.nodes[0].shell.script");
+    assert!(
+        causes[0]
+            .1
+            .contains("would splice data into shell source where it runs as code"),
+        "{causes:?}"
+    );
+    assert!(
+        causes[0]
+            .1
+            .contains(r#"env: {NAME: "${{ .input.name }}"}, then write "$NAME" in the script"#),
+        "{causes:?}"
+    );
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("spec.nodes[0].shell.script: node \"greet\": script contains"),
+        "{message}"
+    );
+
+    let safe = workflow(json!([
+        {"name": "greet", "shell": {"script": "echo hello \"$NAME\"", "env": {"NAME": "${{ .input.name }}"}}},
+    ]));
+    let response = validate(Cluster::default(), "CREATE", safe, None).await;
+    assert_eq!(warnings(&response), Vec::<String>::new());
+}
+
+#[tokio::test]
 async fn a_cycle_is_refused_with_its_path() {
     let object = workflow(json!([
         {"name": "a", "needs": ["c"], "transform": {"jq": "1"}},
