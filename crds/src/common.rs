@@ -30,6 +30,12 @@ pub mod condition_type {
     pub const COMPLETED: &str = "Completed";
     /// The object's history is stored in PostgreSQL.
     pub const MIRRORED: &str = "Mirrored";
+    /// kstatus: the controller is still working towards Ready and needs
+    /// nothing from the user (present only while True).
+    pub const RECONCILING: &str = "Reconciling";
+    /// kstatus: the controller cannot make progress until the spec changes
+    /// (present only while True).
+    pub const STALLED: &str = "Stalled";
 }
 
 /// One observation of an aspect of an object's state, in the shape of
@@ -121,6 +127,93 @@ pub fn set_condition(conditions: &mut Vec<Condition>, mut condition: Condition) 
             true
         }
     }
+}
+
+/// Where an object stands in the kstatus sense (Flux, cli-utils,
+/// `kubectl wait`): besides `Ready`, these read the abnormal-true
+/// conditions `Reconciling` and `Stalled`, which are present only while
+/// they hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Nothing left to do for this generation: neither condition is present.
+    Settled,
+    /// Still working towards Ready with no change needed from the user (a
+    /// probe under way, a retry, an object it waits for): `Reconciling=True`.
+    Reconciling {
+        /// CamelCase reason.
+        reason: String,
+        /// What it is waiting for.
+        message: String,
+    },
+    /// Cannot make progress until the spec changes (it is invalid, or a
+    /// failure stopped it): `Stalled=True`.
+    Stalled {
+        /// CamelCase reason.
+        reason: String,
+        /// What to change.
+        message: String,
+    },
+}
+
+impl Progress {
+    /// `Reconciling=True` with this reason and message.
+    pub fn reconciling(reason: &str, message: impl Into<String>) -> Self {
+        Self::Reconciling {
+            reason: reason.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// `Stalled=True` with this reason and message.
+    pub fn stalled(reason: &str, message: impl Into<String>) -> Self {
+        Self::Stalled {
+            reason: reason.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Writes `progress` into `conditions`: the one abnormal-true condition it
+/// names is set (through [`set_condition`], so its transition time moves
+/// only when it appears) and the other one is removed; both are removed
+/// when settled. Returns whether anything changed.
+pub fn set_progress(
+    conditions: &mut Vec<Condition>,
+    progress: &Progress,
+    observed_generation: Option<i64>,
+    now: DateTime<Utc>,
+) -> bool {
+    let (present, absent): (_, &[&str]) = match progress {
+        Progress::Settled => (
+            None,
+            &[condition_type::RECONCILING, condition_type::STALLED],
+        ),
+        Progress::Reconciling { reason, message } => (
+            Some((condition_type::RECONCILING, reason, message)),
+            &[condition_type::STALLED],
+        ),
+        Progress::Stalled { reason, message } => (
+            Some((condition_type::STALLED, reason, message)),
+            &[condition_type::RECONCILING],
+        ),
+    };
+    let before = conditions.len();
+    conditions.retain(|condition| !absent.contains(&condition.type_.as_str()));
+    let mut changed = conditions.len() != before;
+    if let Some((type_, reason, message)) = present {
+        changed |= set_condition(
+            conditions,
+            Condition::new(
+                type_,
+                ConditionStatus::True,
+                reason,
+                message.clone(),
+                observed_generation,
+                now,
+            ),
+        );
+    }
+    changed
 }
 
 /// Finds the condition of the given type.
@@ -374,6 +467,58 @@ mod tests {
         assert!(set_condition(&mut conditions, new_generation));
         assert_eq!(conditions[0].last_transition_time, at(1));
         assert_eq!(conditions[0].observed_generation, Some(2));
+    }
+
+    fn types(conditions: &[Condition]) -> Vec<(&str, ConditionStatus, &str)> {
+        conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status, c.reason.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn progress_sets_one_abnormal_true_condition_and_removes_the_other() {
+        let ready = Condition::new("Ready", ConditionStatus::False, "Waiting", "", Some(1), at(1));
+        let mut conditions = vec![ready];
+        let probing = Progress::reconciling("Probing", "probing the endpoint");
+        assert!(set_progress(&mut conditions, &probing, Some(1), at(2)));
+        assert_eq!(
+            types(&conditions),
+            [
+                ("Ready", ConditionStatus::False, "Waiting"),
+                ("Reconciling", ConditionStatus::True, "Probing")
+            ]
+        );
+        assert_eq!(conditions[1].observed_generation, Some(1));
+        assert!(
+            !set_progress(&mut conditions, &probing, Some(1), at(3)),
+            "nothing changed"
+        );
+
+        let invalid = Progress::stalled("Invalid", "fix the spec");
+        assert!(set_progress(&mut conditions, &invalid, Some(2), at(4)));
+        assert_eq!(
+            types(&conditions),
+            [
+                ("Ready", ConditionStatus::False, "Waiting"),
+                ("Stalled", ConditionStatus::True, "Invalid")
+            ]
+        );
+        assert_eq!(conditions[1].last_transition_time, at(4));
+        let still_invalid = Progress::stalled("Invalid", "fix the spec again");
+        assert!(set_progress(&mut conditions, &still_invalid, Some(3), at(5)));
+        assert_eq!(
+            conditions[1].last_transition_time,
+            at(4),
+            "still stalled: the transition time stays"
+        );
+
+        assert!(set_progress(&mut conditions, &Progress::Settled, Some(3), at(6)));
+        assert_eq!(
+            types(&conditions),
+            [("Ready", ConditionStatus::False, "Waiting")]
+        );
+        assert!(!set_progress(&mut conditions, &Progress::Settled, Some(3), at(7)));
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! stay in this function's locals: they are never logged, stored in status
 //! or handed to the mirror (which only gets a fingerprint).
 
-use super::plan::{ProbeKey, SecretObservation, plan_connection, probe_due, secret_fingerprint};
+use super::plan::{
+    ProbeKey, SecretObservation, plan_connection, plan_probe_start, probe_due, secret_fingerprint,
+};
 use crate::context::{Context, Error};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -77,7 +79,10 @@ pub async fn run(
 }
 
 /// Checks one Connection's Secret, probes it when due and writes its status.
-pub async fn reconcile(connection: Arc<Connection>, state: Arc<State>) -> Result<Action, Error> {
+pub async fn reconcile(
+    mut connection: Arc<Connection>,
+    state: Arc<State>,
+) -> Result<Action, Error> {
     let context = &state.context;
     context.metrics.reconciled(CONTROLLER);
     if connection.meta().deletion_timestamp.is_some() {
@@ -110,6 +115,16 @@ pub async fn reconcile(connection: Arc<Connection>, state: Arc<State>) -> Result
         .get(&memory_key)
         .cloned();
     let outcome = if probe_due(&connection, ready, &key, last.as_ref(), now) {
+        if let Some(status) = plan_probe_start(&connection, &key, last.as_ref(), now) {
+            let api: Api<Connection> = Api::namespaced(context.client.clone(), &namespace);
+            let patch = serde_json::json!({"status": status});
+            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            // Plan the outcome against what is now stored, so Reconciling goes.
+            let mut probing = (*connection).clone();
+            probing.status = Some(status);
+            connection = Arc::new(probing);
+        }
         let empty = BTreeMap::new();
         let outcome =
             super::probe::probe(&name, &connection.spec, data.as_ref().unwrap_or(&empty)).await;

@@ -10,13 +10,19 @@
 //!   `spec.verify` is set. Probes run when the spec or the Secret's data
 //!   changed since the last probe, and every `verify.interval` (10m).
 //! - Events are planned on transitions only (status or reason change).
+//! - kstatus (Flux): `Reconciling` while a probe of a new spec or new
+//!   Secret data is under way ([`plan_probe_start`], written before the
+//!   probe), while the Secret or a key is missing (creating it needs no
+//!   spec change) and while the last probe failed (probed again every
+//!   interval); `Stalled` when only a spec change helps (no
+//!   `spec.secretRef` for a type that needs one, invalid probe settings).
 //!
 //! Nothing here may put a secret value into a message: the plan only sees
 //! key names and a fingerprint.
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use sluice_crds::common::{condition_type, find_condition, set_condition};
+use sluice_crds::common::{Progress, condition_type, find_condition, set_condition, set_progress};
 use sluice_crds::{Condition, ConditionStatus, Connection, ConnectionStatus, ConnectionType};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -52,6 +58,8 @@ pub mod reason {
     pub const UNEXPECTED_RESPONSE: &str = "UnexpectedResponse";
     /// The connection's config or the probe's settings are invalid.
     pub const INVALID_CONFIG: &str = "InvalidConfig";
+    /// A probe of a new spec or new Secret data is under way (Reconciling).
+    pub const PROBING: &str = "Probing";
 }
 
 /// What the controller saw of the Secret named by `spec.secretRef`.
@@ -300,6 +308,8 @@ pub fn plan_connection(
     if probe.is_some() {
         status.last_verified_time = Some(now);
     }
+    let progress = progress(connection, &status);
+    set_progress(&mut status.conditions, &progress, generation, now);
 
     let requeue_after = if !ready {
         NOT_READY_RECHECK
@@ -318,6 +328,75 @@ pub fn plan_connection(
         status,
         events,
         requeue_after,
+    }
+}
+
+/// The status to write before a probe starts, so kstatus readers see the
+/// connection Reconciling while it runs: only when the probe is for a new
+/// spec generation or new Secret data (a periodic re-probe of an unchanged
+/// connection is not news), and None when the status already says so.
+pub fn plan_probe_start(
+    connection: &Connection,
+    key: &ProbeKey,
+    last: Option<&ProbeKey>,
+    now: DateTime<Utc>,
+) -> Option<ConnectionStatus> {
+    let current = connection.status.clone().unwrap_or_default();
+    let generation = connection.metadata.generation;
+    let verified = find_condition(&current.conditions, condition_type::VERIFIED);
+    let new_spec = verified.is_none_or(|c| c.observed_generation != generation);
+    let new_secret = last.is_some_and(|last| last.fingerprint != key.fingerprint);
+    if !new_spec && !new_secret {
+        return None;
+    }
+    let mut status = current.clone();
+    status.observed_generation = generation;
+    let what = if new_spec {
+        format!("generation {}", generation.unwrap_or_default())
+    } else {
+        "the new Secret data".to_owned()
+    };
+    set_progress(
+        &mut status.conditions,
+        &Progress::reconciling(
+            reason::PROBING,
+            format!("probing the connection for {what}"),
+        ),
+        generation,
+        now,
+    );
+    (status != current).then_some(status)
+}
+
+/// kstatus of the planned `status`.
+fn progress(connection: &Connection, status: &ConnectionStatus) -> Progress {
+    if let Some(ready) = find_condition(&status.conditions, condition_type::READY)
+        && ready.status != ConditionStatus::True
+    {
+        return if ready.reason == reason::SECRET_REF_MISSING {
+            Progress::stalled(&ready.reason, ready.message.clone())
+        } else {
+            Progress::reconciling(&ready.reason, format!("waiting: {}", ready.message))
+        };
+    }
+    match find_condition(&status.conditions, condition_type::VERIFIED) {
+        Some(verified)
+            if verified.status == ConditionStatus::False
+                && verified.reason == reason::INVALID_CONFIG =>
+        {
+            Progress::stalled(
+                reason::INVALID_CONFIG,
+                format!("fix the spec: {}", verified.message),
+            )
+        }
+        Some(verified) if verified.status == ConditionStatus::False => Progress::reconciling(
+            &verified.reason,
+            format!(
+                "the last probe failed (see the Verified condition): probing again within {}s",
+                verify_interval(connection).as_secs()
+            ),
+        ),
+        _ => Progress::Settled,
     }
 }
 

@@ -295,6 +295,138 @@ fn the_fingerprint_changes_with_any_byte_and_hides_the_values() {
     assert_ne!(secret_fingerprint(&one), secret_fingerprint(&two));
 }
 
+/// The kstatus conditions present (they are present only while True).
+fn progress_of(status: &ConnectionStatus) -> Vec<(&str, &str)> {
+    status
+        .conditions
+        .iter()
+        .filter(|c| c.type_ == condition_type::RECONCILING || c.type_ == condition_type::STALLED)
+        .inspect(|c| assert_eq!(c.status, ConditionStatus::True, "abnormal-true: {c:?}"))
+        .map(|c| (c.type_.as_str(), c.reason.as_str()))
+        .collect()
+}
+
+#[test]
+fn kstatus_waits_for_a_missing_secret_and_stalls_without_a_secret_ref() {
+    let plan = plan_connection(
+        &bearer(false),
+        "team",
+        &SecretObservation::Missing,
+        None,
+        at(0),
+    );
+    assert_eq!(
+        progress_of(&plan.status),
+        [("Reconciling", reason::SECRET_MISSING)]
+    );
+    assert_eq!(plan.status.observed_generation, Some(1));
+    let plan = plan_connection(&bearer(false), "team", &present(&[]), None, at(0));
+    assert_eq!(
+        progress_of(&plan.status),
+        [("Reconciling", reason::SECRET_KEY_MISSING)]
+    );
+
+    let mut no_ref = bearer(false);
+    no_ref.spec.secret_ref = None;
+    let plan = plan_connection(&no_ref, "team", &SecretObservation::NotReferenced, None, at(0));
+    assert_eq!(
+        progress_of(&plan.status),
+        [("Stalled", reason::SECRET_REF_MISSING)]
+    );
+    let stalled = find_condition(&plan.status.conditions, condition_type::STALLED).unwrap();
+    assert!(stalled.message.contains("set spec.secretRef.name"), "{stalled:?}");
+
+    let mut connection = bearer(false);
+    connection.status = Some(plan.status);
+    let plan = plan_connection(&connection, "team", &present(&["token"]), None, at(1));
+    assert_eq!(progress_of(&plan.status), [], "Ready: settled");
+}
+
+#[test]
+fn kstatus_reconciles_while_a_new_probe_runs_and_after_a_failed_one() {
+    let mut connection = bearer(true);
+    let key = ProbeKey {
+        generation: Some(1),
+        fingerprint: Some("f1".to_owned()),
+    };
+    let probing = plan_probe_start(&connection, &key, None, at(0)).expect("a first probe");
+    assert_eq!(progress_of(&probing), [("Reconciling", reason::PROBING)]);
+    assert_eq!(probing.observed_generation, Some(1));
+    connection.status = Some(probing);
+    assert_eq!(
+        plan_probe_start(&connection, &key, None, at(0)),
+        None,
+        "already says so"
+    );
+
+    let plan = plan_connection(
+        &connection,
+        "team",
+        &present(&["token"]),
+        Some(&ok_probe()),
+        at(0),
+    );
+    assert_eq!(progress_of(&plan.status), [], "probed: settled");
+    assert!(plan.status_changed);
+    connection.status = Some(plan.status);
+    assert_eq!(
+        plan_probe_start(&connection, &key, Some(&key), at(5)),
+        None,
+        "a periodic re-probe of an unchanged connection is not news"
+    );
+    let rotated = ProbeKey {
+        fingerprint: Some("f2".to_owned()),
+        ..key.clone()
+    };
+    let probing = plan_probe_start(&connection, &rotated, Some(&key), at(5)).expect("new data");
+    assert!(
+        find_condition(&probing.conditions, condition_type::RECONCILING)
+            .unwrap()
+            .message
+            .contains("new Secret data")
+    );
+
+    let failure = ProbeOutcome {
+        ok: false,
+        reason: reason::UNREACHABLE,
+        message: "GET http://crm.example/health: connection refused".to_owned(),
+    };
+    let plan = plan_connection(
+        &connection,
+        "team",
+        &present(&["token"]),
+        Some(&failure),
+        at(5),
+    );
+    assert_eq!(
+        progress_of(&plan.status),
+        [("Reconciling", reason::UNREACHABLE)]
+    );
+    assert!(
+        find_condition(&plan.status.conditions, condition_type::RECONCILING)
+            .unwrap()
+            .message
+            .contains("probing again within 300s")
+    );
+
+    let invalid = ProbeOutcome {
+        ok: false,
+        reason: reason::INVALID_CONFIG,
+        message: "verify.url is not a URL".to_owned(),
+    };
+    let plan = plan_connection(
+        &connection,
+        "team",
+        &present(&["token"]),
+        Some(&invalid),
+        at(6),
+    );
+    assert_eq!(
+        progress_of(&plan.status),
+        [("Stalled", reason::INVALID_CONFIG)]
+    );
+}
+
 #[test]
 fn connections_in_another_namespace_are_refused() {
     let workflow = Workflow::fixture("w")

@@ -25,10 +25,14 @@
 //! without counting them; on resuming, the slots until now are passed too
 //! (no burst). A failed run pauses a `pauseOnFailure` schedule until the
 //! spec changes (a new generation, which toggling `suspend` also makes).
+//!
+//! kstatus (Flux): invalid or paused after a failure, the schedule is
+//! `Stalled` (only a spec change moves it); otherwise neither `Stalled` nor
+//! `Reconciling` is present.
 
 use super::cron::{InvalidField, SlotClock, jitter};
 use chrono::{DateTime, TimeDelta, Utc};
-use sluice_crds::common::{condition_type, find_condition, set_condition};
+use sluice_crds::common::{Progress, condition_type, find_condition, set_condition, set_progress};
 use sluice_crds::schedule::OverlapPolicy;
 use sluice_crds::{Condition, ConditionStatus, RunPhase, Schedule, ScheduleStatus};
 
@@ -255,7 +259,7 @@ pub fn plan_schedule(schedule: &Schedule, observed: &Observed) -> SchedulePlan {
                 ),
             );
             status.next_schedule_times.clear();
-            return finish(current, status, events, vec![], vec![], None);
+            return finish(current, status, events, vec![], vec![], None, now);
         }
     };
     if find_condition(&current.conditions, condition_type::VALID)
@@ -387,7 +391,7 @@ pub fn plan_schedule(schedule: &Schedule, observed: &Observed) -> SchedulePlan {
         status.last_considered_time = Some(considered.max(now));
         status.next_schedule_times.clear();
         add_missed(&mut status, &missed, &mut events);
-        return finish(current, status, events, vec![], vec![], None);
+        return finish(current, status, events, vec![], vec![], None, now);
     }
     set_condition(
         &mut status.conditions,
@@ -546,7 +550,7 @@ pub fn plan_schedule(schedule: &Schedule, observed: &Observed) -> SchedulePlan {
             .to_std()
             .unwrap_or(std::time::Duration::ZERO)
     });
-    finish(current, status, events, fire, cancel, requeue_after)
+    finish(current, status, events, fire, cancel, requeue_after, now)
 }
 
 fn finish(
@@ -556,7 +560,16 @@ fn finish(
     fire: Vec<DateTime<Utc>>,
     cancel: Vec<String>,
     requeue_after: Option<std::time::Duration>,
+    now: DateTime<Utc>,
 ) -> SchedulePlan {
+    let mut status = status;
+    let progress = progress(&status.conditions);
+    set_progress(
+        &mut status.conditions,
+        &progress,
+        status.observed_generation,
+        now,
+    );
     SchedulePlan {
         status_changed: status != current,
         status,
@@ -564,6 +577,26 @@ fn finish(
         fire,
         cancel,
         requeue_after,
+    }
+}
+
+/// kstatus: an invalid cron, time zone or catch-up, and a pause after a
+/// failed run, both wait for a spec change (Stalled); firing or suspended,
+/// the schedule is settled.
+fn progress(conditions: &[Condition]) -> Progress {
+    let Some(ready) = find_condition(conditions, condition_type::READY) else {
+        return Progress::Settled;
+    };
+    match ready.reason.as_str() {
+        reason::INVALID => Progress::stalled(
+            reason::INVALID,
+            "the schedule is invalid: fix the field named in the Valid condition",
+        ),
+        reason::RUN_FAILED => Progress::stalled(
+            reason::RUN_FAILED,
+            "paused after a failed run (see the Paused condition): change the spec to fire again",
+        ),
+        _ => Progress::Settled,
     }
 }
 

@@ -494,3 +494,59 @@ fn a_zero_catch_up_window_names_the_field() {
             .starts_with("spec.catchUp.window: ")
     );
 }
+
+/// The kstatus conditions present (they are present only while True).
+fn progress_of(plan: &SchedulePlan) -> Vec<(&str, &str)> {
+    plan.status
+        .conditions
+        .iter()
+        .filter(|c| c.type_ == condition_type::RECONCILING || c.type_ == condition_type::STALLED)
+        .inspect(|c| assert_eq!(c.status, ConditionStatus::True, "abnormal-true: {c:?}"))
+        .map(|c| (c.type_.as_str(), c.reason.as_str()))
+        .collect()
+}
+
+#[test]
+fn kstatus_invalid_and_paused_schedules_are_stalled_until_the_spec_changes() {
+    let mut schedule = schedule(ScheduleSpec {
+        pause_on_failure: Some(true),
+        ..every_minute()
+    });
+    let firing = step(&mut schedule, &observed(t(0), vec![]));
+    assert_eq!(progress_of(&firing), []);
+    assert_eq!(firing.status.observed_generation, Some(1));
+
+    let failed = vec![run(t(0), Some(RunPhase::Failed))];
+    let paused = step(&mut schedule, &observed(t(61), failed.clone()));
+    assert_eq!(progress_of(&paused), [("Stalled", reason::RUN_FAILED)]);
+    let stalled = condition(&paused, condition_type::STALLED);
+    assert_eq!(stalled.observed_generation, Some(1));
+    assert_eq!(stalled.last_transition_time, t(61));
+    let still = step(&mut schedule, &observed(t(300), failed.clone()));
+    assert!(!still.status_changed, "nothing new to write while stalled");
+
+    schedule.spec.cron = "61 * * * *".to_owned();
+    schedule.metadata.generation = Some(2);
+    let invalid = step(&mut schedule, &observed(t(301), failed.clone()));
+    assert_eq!(progress_of(&invalid), [("Stalled", reason::INVALID)]);
+    assert_eq!(invalid.status.observed_generation, Some(2));
+    assert_eq!(
+        condition(&invalid, condition_type::STALLED).observed_generation,
+        Some(2)
+    );
+
+    schedule.spec.cron = "* * * * *".to_owned();
+    schedule.spec.suspend = Some(true);
+    schedule.metadata.generation = Some(3);
+    let suspended = step(&mut schedule, &observed(t(302), failed.clone()));
+    assert_eq!(progress_of(&suspended), [], "suspended is settled");
+
+    schedule.spec.suspend = Some(false);
+    schedule.metadata.generation = Some(4);
+    let resumed = step(&mut schedule, &observed(t(303), failed));
+    assert_eq!(progress_of(&resumed), []);
+    assert_eq!(
+        condition(&resumed, condition_type::READY).status,
+        ConditionStatus::True
+    );
+}

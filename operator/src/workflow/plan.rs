@@ -7,12 +7,15 @@
 //! - `Valid` carries every validation error with its field path; `Ready` is
 //!   true only when the spec is valid, the workflow is not suspended and
 //!   every Connection it names exists.
+//! - kstatus (Flux): `Stalled` while the spec is invalid (nothing changes
+//!   until it does), `Reconciling` while a Connection it names is missing
+//!   or not Ready (that Connection's change wakes it), neither otherwise.
 //! - A Warning Event is planned only when the set of errors changes, and a
 //!   Normal Event once per transition, never once per reconcile.
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use sluice_crds::common::{condition_type, find_condition, set_condition};
+use sluice_crds::common::{Progress, condition_type, find_condition, set_condition, set_progress};
 use sluice_crds::workflow::ValidationIssue;
 use sluice_crds::{Condition, ConditionStatus, Workflow, WorkflowStatus};
 
@@ -212,13 +215,31 @@ pub fn plan_workflow(workflow: &Workflow, observed: &Observed, now: DateTime<Utc
             message: ready_condition.message.clone(),
         });
     }
+    let progress = progress(&ready_condition);
     set_condition(&mut status.conditions, ready_condition);
+    set_progress(&mut status.conditions, &progress, generation, now);
 
     WorkflowPlan {
         status_changed: status != current,
         status,
         new_revision,
         events,
+    }
+}
+
+/// kstatus: an invalid spec stalls the workflow until it changes; a
+/// Connection that is missing or not Ready is waited for (the Connection's
+/// change wakes the workflow); ready or suspended, it is settled.
+fn progress(ready: &Condition) -> Progress {
+    match ready.reason.as_str() {
+        reason::INVALID => Progress::stalled(
+            reason::INVALID,
+            "the spec is invalid: fix the errors in the Valid condition",
+        ),
+        reason::CONNECTION_MISSING | reason::CONNECTION_NOT_READY => {
+            Progress::reconciling(&ready.reason, format!("waiting: {}", ready.message))
+        }
+        _ => Progress::Settled,
     }
 }
 
@@ -444,6 +465,71 @@ mod tests {
         );
         let fixed = plan_workflow(&applied(workflow(), &plan), &Observed::default(), at(2));
         assert_eq!(condition_of(&fixed, "Ready").status, ConditionStatus::True);
+    }
+
+    fn progress_of(plan: &WorkflowPlan) -> Vec<(&str, &str)> {
+        plan.status
+            .conditions
+            .iter()
+            .filter(|c| c.type_ == "Reconciling" || c.type_ == "Stalled")
+            .inspect(|c| assert_eq!(c.status, ConditionStatus::True, "abnormal-true: {c:?}"))
+            .map(|c| (c.type_.as_str(), c.reason.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn kstatus_an_invalid_spec_stalls_until_fixed_and_a_missing_connection_is_waited_for() {
+        let ready = plan_workflow(&workflow(), &Observed::default(), at(1));
+        assert_eq!(progress_of(&ready), []);
+        assert_eq!(ready.status.observed_generation, Some(1));
+
+        let invalid = Observed {
+            errors: vec![issue("spec.nodes[0].transform.jq", "bad")],
+            ..Observed::default()
+        };
+        let mut changed = applied(workflow(), &ready);
+        changed.metadata.generation = Some(2);
+        let stalled = plan_workflow(&changed, &invalid, at(2));
+        assert_eq!(progress_of(&stalled), [("Stalled", reason::INVALID)]);
+        let stalled_condition = condition_of(&stalled, "Stalled");
+        assert_eq!(stalled_condition.observed_generation, Some(2));
+        assert!(stalled_condition.message.contains("Valid condition"));
+        assert_eq!(stalled.status.observed_generation, Some(2));
+
+        let waiting = Observed {
+            missing_connections: vec!["crm-api".to_owned()],
+            ..Observed::default()
+        };
+        let mut fixed = applied(workflow(), &stalled);
+        fixed.metadata.generation = Some(3);
+        let reconciling = plan_workflow(&fixed, &waiting, at(3));
+        assert_eq!(
+            progress_of(&reconciling),
+            [("Reconciling", reason::CONNECTION_MISSING)]
+        );
+        assert!(condition_of(&reconciling, "Reconciling").message.contains("crm-api"));
+        let unready = Observed {
+            unready_connections: vec!["crm-api".to_owned()],
+            ..Observed::default()
+        };
+        let still = plan_workflow(&applied(fixed.clone(), &reconciling), &unready, at(4));
+        assert_eq!(
+            progress_of(&still),
+            [("Reconciling", reason::CONNECTION_NOT_READY)]
+        );
+        assert_eq!(
+            condition_of(&still, "Reconciling").last_transition_time,
+            at(3),
+            "still reconciling"
+        );
+
+        let settled = plan_workflow(&applied(fixed, &still), &Observed::default(), at(5));
+        assert_eq!(progress_of(&settled), []);
+        assert_eq!(condition_of(&settled, "Ready").status, ConditionStatus::True);
+
+        let suspended = workflow().with_spec(|s| s.suspend = Some(true));
+        let plan = plan_workflow(&suspended, &Observed::default(), at(6));
+        assert_eq!(progress_of(&plan), [], "suspended is a settled state");
     }
 
     #[test]
