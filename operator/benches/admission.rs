@@ -121,7 +121,7 @@ async fn start() -> Target {
     let address = listener.local_addr().expect("local address");
     let listener =
         TlsListener::new(listener, server_config(cert).expect("tls config")).expect("tls listener");
-    tokio::spawn(async move { axum::serve(listener, router(Arc::new(Empty))).await });
+    tokio::spawn(async move { axum::serve(listener, router(Arc::new(Empty), None)).await });
 
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;

@@ -6,6 +6,13 @@
 //! object carries with the requester's identity; on update it puts back the
 //! values the stored object had (or removes values the stored object never
 //! had). The mirror reads them into `users` and `created_by`.
+//!
+//! A run the operator itself creates for a trigger names that trigger
+//! instead of the operator's service account ([`trigger_identity`]):
+//! `system:sluice:schedule:<schedule>`, `system:sluice:webhook:<workflow>/<trigger>`
+//! or `system:sluice:run:<parent run>` for a `workflow` node's child run.
+//! Only the operator's own requests are read that way, so a user who writes
+//! a `spec.trigger` into a run is still recorded as themselves.
 
 use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
 use serde_json::{Map, Value};
@@ -22,6 +29,49 @@ pub struct Requester {
     pub username: String,
     /// `userInfo.groups`.
     pub groups: Vec<String>,
+}
+
+/// Prefix of the creator of runs Sluice starts for a trigger.
+pub const TRIGGER_IDENTITY_PREFIX: &str = "system:sluice:";
+
+/// The identity that starts the run `object`, from its `spec.trigger`: a
+/// Schedule's slot, a webhook request or a parent run's `workflow` node.
+/// None for a manual run or one without a named source.
+pub fn trigger_identity(object: &Value) -> Option<String> {
+    let trigger = object.pointer("/spec/trigger")?;
+    let source = trigger
+        .get("source")
+        .and_then(Value::as_str)
+        .filter(|source| !source.is_empty())?;
+    match trigger.get("type").and_then(Value::as_str)? {
+        "Schedule" => Some(format!("{TRIGGER_IDENTITY_PREFIX}schedule:{source}")),
+        "Webhook" => {
+            let workflow = object
+                .pointer("/spec/workflowRef/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            Some(format!(
+                "{TRIGGER_IDENTITY_PREFIX}webhook:{workflow}/{source}"
+            ))
+        }
+        "Workflow" => Some(format!("{TRIGGER_IDENTITY_PREFIX}run:{source}")),
+        _ => None,
+    }
+}
+
+/// Who the creator annotations name for a new `object`: the requester,
+/// except for a run the operator (`operator`, its Kubernetes username)
+/// creates for a trigger, which names the trigger and keeps the operator's
+/// groups, so it still reads as a service account's doing.
+pub fn creator_of(requester: &Requester, operator: Option<&str>, object: &Value) -> Requester {
+    let from_operator = operator.is_some_and(|operator| operator == requester.username);
+    match trigger_identity(object).filter(|_| from_operator) {
+        Some(username) => Requester {
+            username,
+            groups: requester.groups.clone(),
+        },
+        None => requester.clone(),
+    }
 }
 
 /// The annotation values an object must carry after admission.
@@ -159,6 +209,56 @@ mod tests {
             Some("platform")
         );
         assert!(plan_creator_patch(&bob, &stored, Some(&stored)).is_empty());
+    }
+
+    fn run_with_trigger(kind: &str, source: &str) -> Value {
+        json!({
+            "metadata": {"name": "r"},
+            "spec": {"workflowRef": {"name": "triage"}, "trigger": {"type": kind, "source": source}},
+        })
+    }
+
+    fn operator() -> Requester {
+        Requester {
+            username: "system:serviceaccount:sluice-system:sluice".into(),
+            groups: vec![
+                "system:serviceaccounts".into(),
+                "system:serviceaccounts:sluice-system".into(),
+            ],
+        }
+    }
+
+    #[test]
+    fn runs_the_operator_starts_name_their_trigger() {
+        let operator_name = Some("system:serviceaccount:sluice-system:sluice");
+        for (kind, source, expected) in [
+            ("Schedule", "nightly", "system:sluice:schedule:nightly"),
+            ("Webhook", "signup", "system:sluice:webhook:triage/signup"),
+            ("Workflow", "parent-x7k2p", "system:sluice:run:parent-x7k2p"),
+        ] {
+            let run = run_with_trigger(kind, source);
+            let creator = creator_of(&operator(), operator_name, &run);
+            assert_eq!(creator.username, expected);
+            assert_eq!(creator.groups, operator().groups, "still a service account");
+            let stamped = patched(&run, plan_creator_patch(&creator, &run, None));
+            assert_eq!(annotation(&stamped, CREATED_BY).as_deref(), Some(expected));
+        }
+        let manual = json!({"spec": {"workflowRef": {"name": "triage"}, "trigger": {"type": "Manual"}}});
+        assert_eq!(creator_of(&operator(), operator_name, &manual), operator());
+        let unnamed = json!({"spec": {"trigger": {"type": "Schedule"}}});
+        assert_eq!(creator_of(&operator(), operator_name, &unnamed), operator());
+    }
+
+    #[test]
+    fn a_user_cannot_borrow_a_trigger_identity() {
+        let forged = run_with_trigger("Schedule", "nightly");
+        let operator_name = Some("system:serviceaccount:sluice-system:sluice");
+        assert_eq!(creator_of(&alice(), operator_name, &forged), alice());
+        assert_eq!(
+            creator_of(&operator(), None, &forged),
+            operator(),
+            "without a known operator identity nobody is trusted"
+        );
     }
 
     #[test]

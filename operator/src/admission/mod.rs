@@ -51,9 +51,10 @@ pub async fn serve(
     let listener = tls::TlsListener::new(listener, config)
         .map_err(|source| ServeError::Bind { address, source })?;
     tracing::info!(%address, "admission webhooks listening (https)");
+    let operator = Some(settings.admission_operator_username.clone());
     let keeper = keeper::Keeper::new(client.clone(), namespace, settings, cert);
     tokio::spawn(keeper.run(stopping.clone()));
-    let router = server::router(Arc::new(lookup::KubeLookup::new(client)));
+    let router = server::router(Arc::new(lookup::KubeLookup::new(client)), operator);
     let mut stopping = stopping;
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {

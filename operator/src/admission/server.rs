@@ -8,7 +8,8 @@
 //! A failed lookup never refuses a write: the object is judged without it
 //! and a warning says so (the controllers check again later).
 //!
-//! `/mutate` answers with [`creator::plan_creator_patch`]'s JSON patch.
+//! `/mutate` answers with [`creator::plan_creator_patch`]'s JSON patch,
+//! naming the trigger of a run the operator starts ([`creator::creator_of`]).
 //! Neither handler writes anything to Kubernetes.
 
 use super::creator::{self, Requester};
@@ -70,13 +71,27 @@ pub trait Lookup: Send + Sync {
     ) -> BoxFuture<'a, Result<bool, LookupError>>;
 }
 
-/// The router serving both webhooks over `lookup`.
-pub fn router(lookup: Arc<dyn Lookup>) -> Router {
+/// What the handlers share.
+#[derive(Clone)]
+struct Shared {
+    lookup: Arc<dyn Lookup>,
+    /// The operator's own Kubernetes username, whose runs name their trigger.
+    operator: Option<Arc<str>>,
+}
+
+/// The router serving both webhooks over `lookup`. `operator` is the
+/// operator's own Kubernetes username (its service account): runs it
+/// creates for a trigger are recorded as created by that trigger
+/// ([`creator::creator_of`]); None records every requester as is.
+pub fn router(lookup: Arc<dyn Lookup>, operator: Option<String>) -> Router {
     Router::new()
         .route(VALIDATE_PATH, post(validate))
         .route(MUTATE_PATH, post(mutate))
         .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES))
-        .with_state(lookup)
+        .with_state(Shared {
+            lookup,
+            operator: operator.filter(|name| !name.is_empty()).map(Arc::from),
+        })
 }
 
 type Review = AdmissionReview<DynamicObject>;
@@ -226,15 +241,19 @@ async fn observe(
     observed
 }
 
-async fn validate(State(lookup): State<Arc<dyn Lookup>>, body: axum::body::Bytes) -> Response {
+async fn validate(State(shared): State<Shared>, body: axum::body::Bytes) -> Response {
     match request_of(&body) {
-        Ok(request) => answer(review(lookup.as_ref(), &request).await),
+        Ok(request) => answer(review(shared.lookup.as_ref(), &request).await),
         Err(message) => answer(AdmissionResponse::invalid(message)),
     }
 }
 
-/// The mutating answer for one review; public for tests.
-pub fn mutation(request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+/// The mutating answer for one review, `operator` being the operator's own
+/// username; public for tests.
+pub fn mutation(
+    request: &AdmissionRequest<DynamicObject>,
+    operator: Option<&str>,
+) -> AdmissionResponse {
     let response = AdmissionResponse::from(request);
     let creatable = matches!(
         Kind::from_kind(&request.kind.kind),
@@ -252,6 +271,13 @@ pub fn mutation(request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse 
         username: request.user_info.username.clone().unwrap_or_default(),
         groups: request.user_info.groups.clone().unwrap_or_default(),
     };
+    // Only a new run can be started by a trigger; an update keeps the
+    // stored creator whoever sends it.
+    let requester = if old.is_none() && request.kind.kind == "WorkflowRun" {
+        creator::creator_of(&requester, operator, &object)
+    } else {
+        requester
+    };
     let operations = creator::plan_creator_patch(&requester, &object, old.as_ref());
     if operations.is_empty() {
         return response;
@@ -262,9 +288,9 @@ pub fn mutation(request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse 
     }
 }
 
-async fn mutate(body: axum::body::Bytes) -> Response {
+async fn mutate(State(shared): State<Shared>, body: axum::body::Bytes) -> Response {
     match request_of(&body) {
-        Ok(request) => answer(mutation(&request)),
+        Ok(request) => answer(mutation(&request, shared.operator.as_deref())),
         Err(message) => answer(AdmissionResponse::invalid(message)),
     }
 }

@@ -64,6 +64,15 @@ pub struct AdmissionConfig {
     )]
     pub admission_webhook_config: String,
 
+    /// The operator's own Kubernetes username
+    /// (`system:serviceaccount:<namespace>:<service account>`; the chart sets
+    /// it). Runs it creates for a Schedule, a webhook or a `workflow` node
+    /// are recorded as created by that trigger
+    /// (`system:sluice:schedule:<name>`, …); empty records the operator's
+    /// username on them like any requester's.
+    #[arg(long, env = "SLUICE_ADMISSION_OPERATOR_USERNAME", default_value = "")]
+    pub admission_operator_username: String,
+
     /// How often the certificates are checked for renewal and the
     /// `caBundle` for drift.
     #[arg(long, env = "SLUICE_ADMISSION_CHECK_INTERVAL", default_value = "1h", value_parser = parse_duration)]

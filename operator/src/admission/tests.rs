@@ -71,8 +71,21 @@ fn plural(kind: &str) -> String {
     format!("{}s", kind.to_lowercase())
 }
 
-/// An AdmissionReview as kube-apiserver sends it.
+/// The operator's own username, as the router is told it.
+const OPERATOR: &str = "system:serviceaccount:sluice-system:sluice";
+
+/// An AdmissionReview as kube-apiserver sends it, from alice.
 fn review(operation: &str, object: &Value, old: Option<&Value>) -> Value {
+    let alice = json!({
+        "username": "alice@example.com",
+        "uid": "014fbff9a07c",
+        "groups": ["platform", "system:authenticated"],
+    });
+    review_by(alice, operation, object, old)
+}
+
+/// An AdmissionReview as kube-apiserver sends it for `user_info`.
+fn review_by(user_info: Value, operation: &str, object: &Value, old: Option<&Value>) -> Value {
     let kind = object["kind"].as_str().unwrap_or("Workflow");
     json!({
         "apiVersion": "admission.k8s.io/v1",
@@ -86,11 +99,7 @@ fn review(operation: &str, object: &Value, old: Option<&Value>) -> Value {
             "name": object["metadata"]["name"],
             "namespace": "growth",
             "operation": operation,
-            "userInfo": {
-                "username": "alice@example.com",
-                "uid": "014fbff9a07c",
-                "groups": ["platform", "system:authenticated"],
-            },
+            "userInfo": user_info,
             "object": object,
             "oldObject": old.cloned().unwrap_or(Value::Null),
             "dryRun": false,
@@ -100,7 +109,7 @@ fn review(operation: &str, object: &Value, old: Option<&Value>) -> Value {
 }
 
 async fn post(cluster: Cluster, path: &str, body: Value) -> Value {
-    let response = router(Arc::new(cluster))
+    let response = router(Arc::new(cluster), Some(OPERATOR.to_owned()))
         .oneshot(
             Request::post(path)
                 .header("content-type", "application/json")
@@ -647,6 +656,71 @@ async fn the_mutating_webhook_stamps_the_creator_and_keeps_it_on_updates() {
     assert!(response.get("patch").is_none());
 }
 
+#[tokio::test]
+async fn runs_the_operator_starts_are_created_by_their_trigger_and_nobody_else_can_claim_one() {
+    use super::creator::{CREATED_BY, CREATED_BY_GROUPS, annotation};
+    let operator = json!({
+        "username": OPERATOR,
+        "groups": ["system:serviceaccounts", "system:serviceaccounts:sluice-system", "system:authenticated"],
+    });
+    for (trigger, expected) in [
+        (
+            json!({"type": "Schedule", "source": "nightly", "scheduledTime": "2026-12-07T02:30:00Z"}),
+            "system:sluice:schedule:nightly",
+        ),
+        (
+            json!({"type": "Webhook", "source": "signup-hook", "data": {"query": {}}}),
+            "system:sluice:webhook:signup/signup-hook",
+        ),
+        (
+            json!({"type": "Workflow", "source": "parent-x7k2p"}),
+            "system:sluice:run:parent-x7k2p",
+        ),
+    ] {
+        let mut started = run("signup", json!({}));
+        started["spec"]["trigger"] = trigger;
+        let response = post(
+            Cluster::default(),
+            "/mutate",
+            review_by(operator.clone(), "CREATE", &started, None),
+        )
+        .await;
+        let created = applied_patch(&response, &started);
+        assert_eq!(annotation(&created, CREATED_BY).as_deref(), Some(expected));
+        assert_eq!(
+            annotation(&created, CREATED_BY_GROUPS).as_deref(),
+            Some("system:serviceaccounts,system:serviceaccounts:sluice-system,system:authenticated")
+        );
+
+        // A user writing the same trigger is recorded as themselves.
+        let response = post(
+            Cluster::default(),
+            "/mutate",
+            review("CREATE", &started, None),
+        )
+        .await;
+        let claimed = applied_patch(&response, &started);
+        assert_eq!(
+            annotation(&claimed, CREATED_BY).as_deref(),
+            Some("alice@example.com")
+        );
+    }
+
+    // A manual run by the operator's identity (e.g. kubectl with its token)
+    // stays under that identity.
+    let manual = run("signup", json!({}));
+    let response = post(
+        Cluster::default(),
+        "/mutate",
+        review_by(operator, "CREATE", &manual, None),
+    )
+    .await;
+    assert_eq!(
+        annotation(&applied_patch(&response, &manual), CREATED_BY).as_deref(),
+        Some(OPERATOR)
+    );
+}
+
 /// A client trusting only the PEM certificates in `bundle`.
 fn client_trusting(bundle: &str) -> reqwest::Client {
     use rustls::pki_types::CertificateDer;
@@ -682,7 +756,7 @@ async fn the_https_port_serves_reviews_and_swaps_in_a_renewed_certificate() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let listener = TlsListener::new(listener, server_config(cert.clone()).unwrap()).unwrap();
-    let app = router(Arc::new(with_signup()));
+    let app = router(Arc::new(with_signup()), Some(OPERATOR.to_owned()));
     tokio::spawn(async move { axum::serve(listener, app).await });
     let url = format!("https://{address}/validate");
     let body = review("CREATE", &run("signup", json!({"email": 7})), None);
