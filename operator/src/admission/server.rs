@@ -108,24 +108,53 @@ fn answer(response: AdmissionResponse) -> Response {
     (StatusCode::OK, axum::Json(review)).into_response()
 }
 
-/// The request inside a review body, or why there is none.
-fn request_of(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, String> {
-    let review: Review = serde_json::from_slice(body)
-        .map_err(|error| format!("failed to read the AdmissionReview: {error}"))?;
-    review
-        .try_into()
-        .map_err(|_| "failed to read the AdmissionReview: it carries no request".to_owned())
+/// A review's request, with its objects as plain JSON.
+pub struct Request {
+    /// The request; its `object` and `oldObject` are moved out into the
+    /// two fields below.
+    pub request: AdmissionRequest<DynamicObject>,
+    /// `request.object`.
+    pub object: Option<Value>,
+    /// `request.oldObject`.
+    pub old_object: Option<Value>,
 }
 
-fn value_of(object: Option<&DynamicObject>) -> Option<Value> {
-    object.and_then(|object| serde_json::to_value(object).ok())
+/// The request inside a review body, or why there is none.
+///
+/// The body is read into one JSON tree and the objects are moved out of it
+/// before the rest is read as kube's types: a 1,000-node workflow is read
+/// once, not buffered and copied again through `DynamicObject`.
+pub fn request_of(body: &[u8]) -> Result<Request, String> {
+    let mut review: Value = serde_json::from_slice(body)
+        .map_err(|error| format!("failed to read the AdmissionReview: {error}"))?;
+    let mut take = |field: &str| {
+        review
+            .get_mut("request")
+            .and_then(|request| request.get_mut(field))
+            .map(Value::take)
+            .filter(|object| !object.is_null())
+    };
+    let object = take("object");
+    let old_object = take("oldObject");
+    let review: Review = serde_json::from_value(review)
+        .map_err(|error| format!("failed to read the AdmissionReview: {error}"))?;
+    let request = review
+        .try_into()
+        .map_err(|_| "failed to read the AdmissionReview: it carries no request".to_owned())?;
+    Ok(Request {
+        request,
+        object,
+        old_object,
+    })
 }
 
 /// Judges one review; public for the benchmark.
-pub async fn review(
-    lookup: &dyn Lookup,
-    request: &AdmissionRequest<DynamicObject>,
-) -> AdmissionResponse {
+pub async fn review(lookup: &dyn Lookup, request: &Request) -> AdmissionResponse {
+    let Request {
+        request,
+        object,
+        old_object,
+    } = request;
     let response = AdmissionResponse::from(request);
     let Some(kind) = Kind::from_kind(&request.kind.kind) else {
         return response;
@@ -133,21 +162,22 @@ pub async fn review(
     if !matches!(request.operation, Operation::Create | Operation::Update) {
         return response;
     }
-    let Some(object) = value_of(request.object.as_ref()) else {
+    let Some(object) = object else {
         return response.deny("the AdmissionReview carries no object");
     };
-    let old =
-        value_of(request.old_object.as_ref()).filter(|_| request.operation == Operation::Update);
+    let old = old_object
+        .as_ref()
+        .filter(|_| request.operation == Operation::Update);
     let namespace = request.namespace.clone().unwrap_or_default();
     let mut lookup_warnings = Vec::new();
     let observed = observe(
         lookup,
         &namespace,
-        &rules::needs(kind, &object),
+        &rules::needs(kind, object),
         &mut lookup_warnings,
     )
     .await;
-    let mut verdict = rules::judge(kind, &object, old.as_ref(), &observed);
+    let mut verdict = rules::judge(kind, object, old, &observed);
     verdict.warnings.extend(lookup_warnings);
     let mut response = response;
     if !verdict.warnings.is_empty() {
@@ -250,10 +280,12 @@ async fn validate(State(shared): State<Shared>, body: axum::body::Bytes) -> Resp
 
 /// The mutating answer for one review, `operator` being the operator's own
 /// username; public for tests.
-pub fn mutation(
-    request: &AdmissionRequest<DynamicObject>,
-    operator: Option<&str>,
-) -> AdmissionResponse {
+pub fn mutation(request: &Request, operator: Option<&str>) -> AdmissionResponse {
+    let Request {
+        request,
+        object,
+        old_object,
+    } = request;
     let response = AdmissionResponse::from(request);
     let creatable = matches!(
         Kind::from_kind(&request.kind.kind),
@@ -262,11 +294,12 @@ pub fn mutation(
     if !creatable || !matches!(request.operation, Operation::Create | Operation::Update) {
         return response;
     }
-    let Some(object) = value_of(request.object.as_ref()) else {
+    let Some(object) = object else {
         return response;
     };
-    let old =
-        value_of(request.old_object.as_ref()).filter(|_| request.operation == Operation::Update);
+    let old = old_object
+        .as_ref()
+        .filter(|_| request.operation == Operation::Update);
     let requester = Requester {
         username: request.user_info.username.clone().unwrap_or_default(),
         groups: request.user_info.groups.clone().unwrap_or_default(),
@@ -274,11 +307,11 @@ pub fn mutation(
     // Only a new run can be started by a trigger; an update keeps the
     // stored creator whoever sends it.
     let requester = if old.is_none() && request.kind.kind == "WorkflowRun" {
-        creator::creator_of(&requester, operator, &object)
+        creator::creator_of(&requester, operator, object)
     } else {
         requester
     };
-    let operations = creator::plan_creator_patch(&requester, &object, old.as_ref());
+    let operations = creator::plan_creator_patch(&requester, object, old);
     if operations.is_empty() {
         return response;
     }
