@@ -478,7 +478,14 @@ mod tests {
 
     #[test]
     fn progress_sets_one_abnormal_true_condition_and_removes_the_other() {
-        let ready = Condition::new("Ready", ConditionStatus::False, "Waiting", "", Some(1), at(1));
+        let ready = Condition::new(
+            "Ready",
+            ConditionStatus::False,
+            "Waiting",
+            "",
+            Some(1),
+            at(1),
+        );
         let mut conditions = vec![ready];
         let probing = Progress::reconciling("Probing", "probing the endpoint");
         assert!(set_progress(&mut conditions, &probing, Some(1), at(2)));
@@ -506,19 +513,34 @@ mod tests {
         );
         assert_eq!(conditions[1].last_transition_time, at(4));
         let still_invalid = Progress::stalled("Invalid", "fix the spec again");
-        assert!(set_progress(&mut conditions, &still_invalid, Some(3), at(5)));
+        assert!(set_progress(
+            &mut conditions,
+            &still_invalid,
+            Some(3),
+            at(5)
+        ));
         assert_eq!(
             conditions[1].last_transition_time,
             at(4),
             "still stalled: the transition time stays"
         );
 
-        assert!(set_progress(&mut conditions, &Progress::Settled, Some(3), at(6)));
+        assert!(set_progress(
+            &mut conditions,
+            &Progress::Settled,
+            Some(3),
+            at(6)
+        ));
         assert_eq!(
             types(&conditions),
             [("Ready", ConditionStatus::False, "Waiting")]
         );
-        assert!(!set_progress(&mut conditions, &Progress::Settled, Some(3), at(7)));
+        assert!(!set_progress(
+            &mut conditions,
+            &Progress::Settled,
+            Some(3),
+            at(7)
+        ));
     }
 
     #[test]

@@ -243,7 +243,8 @@ mod tests {
             let stamped = patched(&run, plan_creator_patch(&creator, &run, None));
             assert_eq!(annotation(&stamped, CREATED_BY).as_deref(), Some(expected));
         }
-        let manual = json!({"spec": {"workflowRef": {"name": "triage"}, "trigger": {"type": "Manual"}}});
+        let manual =
+            json!({"spec": {"workflowRef": {"name": "triage"}, "trigger": {"type": "Manual"}}});
         assert_eq!(creator_of(&operator(), operator_name, &manual), operator());
         let unnamed = json!({"spec": {"trigger": {"type": "Schedule"}}});
         assert_eq!(creator_of(&operator(), operator_name, &unnamed), operator());

@@ -689,7 +689,9 @@ async fn runs_the_operator_starts_are_created_by_their_trigger_and_nobody_else_c
         assert_eq!(annotation(&created, CREATED_BY).as_deref(), Some(expected));
         assert_eq!(
             annotation(&created, CREATED_BY_GROUPS).as_deref(),
-            Some("system:serviceaccounts,system:serviceaccounts:sluice-system,system:authenticated")
+            Some(
+                "system:serviceaccounts,system:serviceaccounts:sluice-system,system:authenticated"
+            )
         );
 
         // A user writing the same trigger is recorded as themselves.

@@ -328,13 +328,22 @@ fn kstatus_waits_for_a_missing_secret_and_stalls_without_a_secret_ref() {
 
     let mut no_ref = bearer(false);
     no_ref.spec.secret_ref = None;
-    let plan = plan_connection(&no_ref, "team", &SecretObservation::NotReferenced, None, at(0));
+    let plan = plan_connection(
+        &no_ref,
+        "team",
+        &SecretObservation::NotReferenced,
+        None,
+        at(0),
+    );
     assert_eq!(
         progress_of(&plan.status),
         [("Stalled", reason::SECRET_REF_MISSING)]
     );
     let stalled = find_condition(&plan.status.conditions, condition_type::STALLED).unwrap();
-    assert!(stalled.message.contains("set spec.secretRef.name"), "{stalled:?}");
+    assert!(
+        stalled.message.contains("set spec.secretRef.name"),
+        "{stalled:?}"
+    );
 
     let mut connection = bearer(false);
     connection.status = Some(plan.status);

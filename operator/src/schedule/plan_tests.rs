@@ -523,7 +523,11 @@ fn kstatus_invalid_and_paused_schedules_are_stalled_until_the_spec_changes() {
     assert_eq!(stalled.observed_generation, Some(1));
     assert_eq!(stalled.last_transition_time, t(61));
     let still = step(&mut schedule, &observed(t(300), failed.clone()));
-    assert!(!still.status_changed, "nothing new to write while stalled");
+    assert_eq!(
+        condition(&still, condition_type::STALLED).last_transition_time,
+        t(61),
+        "still stalled"
+    );
 
     schedule.spec.cron = "61 * * * *".to_owned();
     schedule.metadata.generation = Some(2);

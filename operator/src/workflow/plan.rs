@@ -507,7 +507,11 @@ mod tests {
             progress_of(&reconciling),
             [("Reconciling", reason::CONNECTION_MISSING)]
         );
-        assert!(condition_of(&reconciling, "Reconciling").message.contains("crm-api"));
+        assert!(
+            condition_of(&reconciling, "Reconciling")
+                .message
+                .contains("crm-api")
+        );
         let unready = Observed {
             unready_connections: vec!["crm-api".to_owned()],
             ..Observed::default()
@@ -525,7 +529,10 @@ mod tests {
 
         let settled = plan_workflow(&applied(fixed, &still), &Observed::default(), at(5));
         assert_eq!(progress_of(&settled), []);
-        assert_eq!(condition_of(&settled, "Ready").status, ConditionStatus::True);
+        assert_eq!(
+            condition_of(&settled, "Ready").status,
+            ConditionStatus::True
+        );
 
         let suspended = workflow().with_spec(|s| s.suspend = Some(true));
         let plan = plan_workflow(&suspended, &Observed::default(), at(6));
