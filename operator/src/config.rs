@@ -136,6 +136,10 @@ pub struct Config {
     /// The admission webhooks' port and certificates.
     #[command(flatten)]
     pub admission: crate::admission::AdmissionConfig,
+
+    /// The web console's port and sessions.
+    #[command(flatten)]
+    pub console: crate::console::ConsoleConfig,
 }
 
 /// Maintenance commands; without one, the operator runs.
@@ -154,7 +158,7 @@ pub enum Command {
     },
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     sluice_crds::Duration::parse(text)
         .map(|d| d.as_std())
         .map_err(|e| e.to_string())

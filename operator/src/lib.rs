@@ -13,6 +13,7 @@ pub mod admission;
 pub mod audit;
 pub mod config;
 pub mod connection;
+pub mod console;
 pub mod context;
 pub mod events;
 pub mod leader;

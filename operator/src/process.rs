@@ -123,6 +123,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .context("admission webhooks failed")
     };
 
+    let console = serve_console(&config, &client, stopping.clone());
+
     let (leader_tx, mut leader_rx) = watch::channel(config.no_leader_election);
     // Set once the controllers have stopped: only then may the Lease go.
     let (controllers_stopped, mut stopped) = watch::channel(false);
@@ -195,13 +197,46 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics.leader.set(0);
         outcome
     };
-    let (run_api, telemetry, webhooks, admission, controllers) =
-        tokio::join!(run_api, telemetry, webhooks, admission, controllers);
+    let (run_api, telemetry, webhooks, admission, console, controllers) = tokio::join!(
+        run_api,
+        telemetry,
+        webhooks,
+        admission,
+        console,
+        controllers
+    );
     run_api?;
+    console?;
     admission?;
     telemetry?;
     webhooks?;
     controllers
+}
+
+/// Serves the web console when `--console-addr` is set; it reads the
+/// database, so it needs `--database-url` too.
+async fn serve_console(
+    config: &Config,
+    client: &Client,
+    stopping: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let Some(address) = config.console.console_addr else {
+        return Ok(());
+    };
+    let url = config.database_url.as_deref().context(
+        "the console (--console-addr) reads run history from PostgreSQL: set --database-url too",
+    )?;
+    let options = PgConnectOptions::from_str(url).context("failed to parse the database URL")?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(options);
+    let state = Arc::new(crate::console::server::ConsoleState {
+        pool,
+        authority: crate::console::identity::KubeAuthority::new(client.clone()),
+        session_lifetime: config.console.console_session_ttl,
+    });
+    crate::console::server::serve(address, state, stopping).await
 }
 
 async fn serve(

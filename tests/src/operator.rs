@@ -316,6 +316,7 @@ pub struct Operator {
     metrics_port: u16,
     webhook_port: u16,
     admission_port: u16,
+    console_port: u16,
     advertised_host: String,
     log: PathBuf,
     starts: u32,
@@ -335,6 +336,7 @@ impl Operator {
         let metrics_port = free_port()?;
         let webhook_port = free_port()?;
         let admission_port = free_port()?;
+        let console_port = free_port()?;
         let identity = if options.identity.is_empty() {
             "sluice-operator".to_string()
         } else {
@@ -401,6 +403,11 @@ impl Operator {
         }
         if let Some(url) = &options.database_url {
             env.push(("DATABASE_URL".into(), url.clone()));
+            // The console reads the database, so it runs with the mirror.
+            env.push((
+                "SLUICE_CONSOLE_ADDR".into(),
+                format!("127.0.0.1:{console_port}"),
+            ));
         }
         if let Some(image) = &reach.runner_image {
             env.push(("SLUICE_RUNNER_IMAGE".into(), image.clone()));
@@ -414,6 +421,7 @@ impl Operator {
             metrics_port,
             webhook_port,
             admission_port,
+            console_port,
             advertised_host: reach.advertised_host,
             log: PathBuf::new(),
             starts: 0,
@@ -503,6 +511,11 @@ impl Operator {
     /// at the address advertised to pods).
     pub fn webhook_url(&self) -> String {
         format!("http://{}:{}", self.advertised_host, self.webhook_port)
+    }
+
+    /// Base URL of the web console (served when the mirror is on).
+    pub fn console_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.console_port)
     }
 
     /// The process id, while it runs.

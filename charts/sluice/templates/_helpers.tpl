@@ -52,3 +52,8 @@ app.kubernetes.io/component: operator
 {{- define "sluice.runApiUrl" -}}
 {{- printf "http://%s.%s.svc:8081" (include "sluice.fullname" .) .Release.Namespace -}}
 {{- end -}}
+
+{{/* "true" when the web console is served: enabled, and a database to read. */}}
+{{- define "sluice.console" -}}
+{{- if and .Values.console.enabled .Values.database.secretName -}}true{{- end -}}
+{{- end -}}

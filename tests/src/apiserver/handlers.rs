@@ -10,7 +10,8 @@
 //! asks for it), and the minimal `/openapi/v3` documents kubectl apply needs
 //! (see `openapi.rs`); writes go through `writes.rs` (admission, `dryRun`). Not served: `/openapi/v2` (404),
 //! protobuf, Table output, pod logs, exec, authentication and
-//! authorization (every request is allowed).
+//! authorization of requests (every request is allowed; TokenReview and
+//! SubjectAccessReview are answered by `access.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;

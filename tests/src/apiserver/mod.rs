@@ -14,7 +14,11 @@
 //! Mutating/ValidatingWebhookConfigurations are called on every create and
 //! update they match (see [`admission`]), and `dryRun=All` is honoured.
 //!
-//! It is not a real API server: no authentication or authorization, no
+//! TokenReview and SubjectAccessReview are answered from the tokens and
+//! rules a test sets up ([`ApiServer::identities`], see [`access`]).
+//!
+//! It is not a real API server: requests themselves are neither
+//! authenticated nor authorized (every request is allowed), no
 //! built-in admission plugins, no schema validation, pruning or defaulting of custom
 //! resources, no conversion between versions (all versions of a type share
 //! one table), core/v1 and events.k8s.io/v1 Events are stored separately,
@@ -22,6 +26,7 @@
 //! kubectl that the server validates; `fieldValidation` is accepted and
 //! ignored).
 
+pub mod access;
 mod admission;
 mod crds;
 mod handlers;
@@ -40,6 +45,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use access::Identities;
 pub use lifecycle::{DeleteOptions, Propagation};
 pub use registry::{Registry, ResourceKey, ResourceType};
 pub use selector::Selector;
@@ -80,6 +86,7 @@ impl Default for ApiServerOptions {
 pub struct ApiServer {
     address: SocketAddr,
     store: Store,
+    identities: Identities,
     lists: Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -105,9 +112,21 @@ impl ApiServer {
                 bookmark_interval: options.bookmark_interval,
             },
         });
+        let identities = Identities::default();
+        let reviews = axum::Router::new()
+            .route(
+                "/apis/authentication.k8s.io/v1/tokenreviews",
+                axum::routing::post(access::token_review),
+            )
+            .route(
+                "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+                axum::routing::post(access::access_review),
+            )
+            .with_state(identities.clone());
         let router = axum::Router::new()
             .fallback(handlers::handle)
-            .with_state(shared);
+            .with_state(shared)
+            .merge(reviews);
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let served = axum::serve(listener, router).with_graceful_shutdown(async move {
@@ -120,6 +139,7 @@ impl ApiServer {
         Ok(Self {
             address,
             store,
+            identities,
             lists,
             shutdown: Some(shutdown),
         })
@@ -138,6 +158,12 @@ impl ApiServer {
     /// Direct access to the objects (for assertions the API cannot express).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Bearer tokens and rights that TokenReview and SubjectAccessReview
+    /// answer from.
+    pub fn identities(&self) -> &Identities {
+        &self.identities
     }
 
     /// LISTs (collection GETs that are not watches) answered so far for

@@ -10,6 +10,7 @@ mod churn;
 mod cluster_nodes;
 mod conformance;
 mod connections;
+mod console;
 mod container;
 mod examples;
 mod health;

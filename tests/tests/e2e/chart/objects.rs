@@ -495,3 +495,50 @@ fn leader_election_timings_and_extra_variables_reach_the_operator() {
         "outputCap"
     );
 }
+
+#[test]
+fn the_console_gets_a_port_and_review_rights_only_with_a_database() {
+    let ports = |objects: &[Value], kind: &str, path: &str| -> Vec<String> {
+        let object = find(objects, kind, "demo-operator").expect(kind);
+        object
+            .pointer(path)
+            .and_then(Value::as_array)
+            .expect("ports")
+            .iter()
+            .filter_map(|port| port["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let container_ports = "/spec/template/spec/containers/0/ports";
+    let with_database = objects(&render(
+        "database: {secretName: pg-app}\nconsole: {sessionTTL: 2h}",
+    ));
+    assert!(ports(&with_database, "Service", "/spec/ports").contains(&"console".to_owned()));
+    assert!(ports(&with_database, "Deployment", container_ports).contains(&"console".to_owned()));
+    let env = env_of(find(&with_database, "Deployment", "demo-operator").expect("deployment"));
+    let value = |name: &str| {
+        env.iter()
+            .find(|(variable, _)| variable == name)
+            .map(|(_, entry)| entry["value"].clone())
+            .unwrap_or_else(|| panic!("{name} is set"))
+    };
+    assert_eq!(value("SLUICE_CONSOLE_ADDR"), "0.0.0.0:8083");
+    assert_eq!(value("SLUICE_CONSOLE_SESSION_TTL"), "2h");
+    let role = find(&with_database, "ClusterRole", "demo-operator-console").expect("console role");
+    let resources: Vec<String> = role["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .flat_map(|rule| rule["resources"].as_array().cloned().unwrap_or_default())
+        .filter_map(|resource| resource.as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(resources, ["tokenreviews", "subjectaccessreviews"]);
+
+    for values in [
+        DEFAULTS,
+        "database: {secretName: pg-app}\nconsole: {enabled: false}",
+    ] {
+        let rendered = objects(&render(values));
+        assert!(!ports(&rendered, "Service", "/spec/ports").contains(&"console".to_owned()));
+        assert!(find(&rendered, "ClusterRole", "demo-operator-console").is_none());
+    }
+}

@@ -1,0 +1,35 @@
+//! The web console's server: people sign in with their own Kubernetes
+//! bearer token and read run history from PostgreSQL.
+//!
+//! - [`identity`]: TokenReview (who is this token) and SubjectAccessReview
+//!   (may they do this verb in this namespace), through the operator's
+//!   client but always about the user: the console never acts with the
+//!   operator's own rights on a user's behalf, and has no superuser.
+//! - [`session`]: sessions are rows of `user_sessions`; only a hash of the
+//!   session token is stored.
+//! - [`cookie`]: the session cookie and the CSRF token (pure).
+//! - [`server`]: the HTTP routes.
+//!
+//! Off unless `--console-addr` is set; it needs the database.
+
+pub mod cookie;
+pub mod identity;
+pub mod server;
+pub mod session;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The console's flags.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ConsoleConfig {
+    /// Address of the web console, e.g. 0.0.0.0:8083. Unset: no console.
+    /// The console needs --database-url.
+    #[arg(long, env = "SLUICE_CONSOLE_ADDR")]
+    pub console_addr: Option<SocketAddr>,
+
+    /// How long a console session lasts after sign-in.
+    #[arg(long, env = "SLUICE_CONSOLE_SESSION_TTL", default_value = "8h",
+          value_parser = crate::config::parse_duration)]
+    pub console_session_ttl: Duration,
+}
