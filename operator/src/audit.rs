@@ -7,7 +7,13 @@
 //! tells the mirror the object is gone: a Workflow is archived, a
 //! Schedule's or Connection's row removed, a run's queue entry closed.
 //! Namespaces are followed alongside ([`crate::workspaces`]): a deleted
-//! one's workspace becomes inactive.
+//! one's workspace becomes inactive; and RoleBindings
+//! ([`crate::membership`]): workspace members and their roles.
+//!
+//! A create names its user (`audit_logs.user_id`): the creator the
+//! mutating webhook recorded ([`creator`]). An update or delete names no
+//! one: Kubernetes does not tell a watcher who changed an object, only
+//! which field manager wrote it last (kept in the entry's metadata).
 //!
 //! Status writes are not audited: they are the operator's own, and a run's
 //! progress lives in `workflow_executions`. Each entry is keyed by the
@@ -75,6 +81,7 @@ where
         old_values: None,
         new_values: None,
         metadata: Some(json!({"manager": last_manager(object)})),
+        user: None,
         observed_at: now,
     };
     if deleted {
@@ -92,9 +99,23 @@ where
     }
     if generation > 1 {
         record.action = AuditAction::Updated;
+    } else {
+        record.user = creator(object);
     }
     record.new_values = Some(audited_state(object));
     vec![MirrorEvent::Audit(record)]
+}
+
+/// Who created the object: its `sluice.dev/created-by` annotation, which
+/// the mutating webhook stamps on Workflows and WorkflowRuns and nobody
+/// can forge. Who changed or deleted an object is not in the object, so
+/// only creates name their user.
+pub fn creator<K: Resource>(object: &K) -> Option<String> {
+    object
+        .annotations()
+        .get(crate::admission::creator::CREATED_BY)
+        .filter(|username| !username.is_empty())
+        .cloned()
 }
 
 /// What an entry stores of an object: its spec, and the metadata a person
@@ -157,12 +178,15 @@ pub async fn run(context: Arc<Context>, shutdown: impl std::future::Future<Outpu
         return;
     };
     let namespaces = NamespaceUids::default();
-    let follow_all = futures::future::join5(
-        follow::<Workflow>(&context, mirror, &namespaces, ResourceKind::Workflow),
-        follow::<WorkflowRun>(&context, mirror, &namespaces, ResourceKind::WorkflowRun),
-        follow::<Schedule>(&context, mirror, &namespaces, ResourceKind::Schedule),
-        follow::<Connection>(&context, mirror, &namespaces, ResourceKind::Connection),
-        crate::workspaces::follow(&context, mirror),
+    let follow_all = futures::future::join(
+        futures::future::join5(
+            follow::<Workflow>(&context, mirror, &namespaces, ResourceKind::Workflow),
+            follow::<WorkflowRun>(&context, mirror, &namespaces, ResourceKind::WorkflowRun),
+            follow::<Schedule>(&context, mirror, &namespaces, ResourceKind::Schedule),
+            follow::<Connection>(&context, mirror, &namespaces, ResourceKind::Connection),
+            crate::workspaces::follow(&context, mirror),
+        ),
+        crate::membership::follow(&context, mirror),
     );
     tokio::select! {
         _ = follow_all => {}
@@ -262,6 +286,40 @@ mod tests {
         assert_eq!(state["spec"]["nodes"][0]["name"], "a");
         assert_eq!(state["metadata"]["name"], "w");
         assert_eq!(record.old_values, None);
+    }
+
+    #[test]
+    fn a_create_names_its_creator_and_an_update_names_no_one() {
+        let mut audited = Generations::new();
+        let stamped = |generation| {
+            let mut object = workflow(generation);
+            object.annotations_mut().insert(
+                crate::admission::creator::CREATED_BY.to_owned(),
+                "alice@example.com".to_owned(),
+            );
+            object
+        };
+        let mut plan = |object| {
+            plan_audit(
+                ResourceKind::Workflow,
+                &watcher::Event::Apply(object),
+                &mut audited,
+                None,
+                now(),
+            )
+        };
+        let created = plan(stamped(1));
+        assert_eq!(audit(&created).user.as_deref(), Some("alice@example.com"));
+        let updated = plan(stamped(2));
+        assert_eq!(audit(&updated).user, None);
+        let unstamped = plan_audit(
+            ResourceKind::Workflow,
+            &watcher::Event::Apply(workflow(1)),
+            &mut Generations::new(),
+            None,
+            now(),
+        );
+        assert_eq!(audit(&unstamped).user, None);
     }
 
     #[test]

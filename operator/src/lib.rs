@@ -4,7 +4,7 @@
 //!
 //! Map: [`admission`] (validating and mutating webhooks), [`workflow`] (validation, revisions), [`run`] (admission, Jobs,
 //! lifecycle), [`run_index`] (runs grouped from a watch), [`run_api`] (runner ⇄ operator), [`mirror`] and
-//! [`mirror_map`], [`audit`] and [`workspaces`] (PostgreSQL), [`names`] (derived names), [`leader`]
+//! [`mirror_map`], [`audit`], [`workspaces`] and [`membership`] (PostgreSQL; RoleBindings → members), [`names`] (derived names), [`leader`]
 //! (Lease), [`telemetry`] (metrics, health), [`config`], [`context`],
 //! [`events`] (Kubernetes Events), [`watch`] (lean controller caches), [`scope`] (the watched
 //! namespaces).
@@ -17,6 +17,7 @@ pub mod console;
 pub mod context;
 pub mod events;
 pub mod leader;
+pub mod membership;
 pub mod mirror;
 pub mod mirror_map;
 pub mod names;

@@ -11,6 +11,7 @@ use crate::mirror::{
 use crate::scope::WatchScope;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 use sluice_crds::common::{condition_type, find_condition};
@@ -62,7 +63,12 @@ pub fn offer_workflow(
         let Some(workspace_uid) = namespace_uid(&context, &namespace).await else {
             return;
         };
-        if let Some(record) = workflow_record(&workflow, &status, workspace_uid) {
+        if let Some(mut record) = workflow_record(&workflow, &status, workspace_uid) {
+            if let Err(error) =
+                read_bearer_fingerprints(&context.client, &workflow, &mut record).await
+            {
+                tracing::warn!(%error, "failed to read a webhook trigger's secret; its api key waits for a resync");
+            }
             offer(&context, MirrorEvent::Workflow(record));
         }
     });
@@ -191,6 +197,8 @@ pub fn workflow_record(
                     key: trigger.webhook.auth.secret_ref.key.clone(),
                 }),
                 last_used_at: None,
+                // Filled in by `read_bearer_fingerprints`, which reads Secrets.
+                bearer_fingerprint: None,
             }),
         })
         .collect();
@@ -220,8 +228,60 @@ pub fn workflow_record(
             .creation_timestamp
             .as_ref()
             .and_then(jiff_to_chrono),
+        created_by: crate::audit::creator(workflow),
         published_at: None,
     })
+}
+
+/// The `api_keys` fingerprint of a bearer token: `sha256:` and the first 16
+/// hex digits of its SHA-256. Enough to tell tokens apart and to see a
+/// rotation; too short to test guesses against offline with certainty.
+pub fn bearer_fingerprint(token: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(token));
+    format!("sha256:{}", &digest[..16])
+}
+
+/// Fills in the fingerprints of `record`'s bearer-token triggers from
+/// their Secrets (a trigger whose Secret or key is missing gets none, and
+/// so no `api_keys` row until the workflow is mirrored again).
+pub async fn read_bearer_fingerprints(
+    client: &kube::Client,
+    workflow: &Workflow,
+    record: &mut WorkflowRecord,
+) -> Result<(), kube::Error> {
+    use k8s_openapi::api::core::v1::Secret;
+    use sluice_crds::workflow::WebhookAuthType;
+    let namespace = workflow.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    for trigger in &workflow.spec.triggers {
+        let auth = &trigger.webhook.auth;
+        if auth.type_ != Some(WebhookAuthType::Bearer) {
+            continue;
+        }
+        let Some(secret) = secrets.get_opt(&auth.secret_ref.name).await? else {
+            continue;
+        };
+        let token = secret
+            .data
+            .and_then(|mut data| data.remove(&auth.secret_ref.key))
+            .map(|value| value.0)
+            .or_else(|| {
+                secret
+                    .string_data
+                    .and_then(|mut data| data.remove(&auth.secret_ref.key))
+                    .map(String::into_bytes)
+            });
+        let webhook = record
+            .triggers
+            .iter_mut()
+            .find(|record| record.name == trigger.name)
+            .and_then(|record| record.webhook.as_mut());
+        if let (Some(token), Some(webhook)) = (token, webhook) {
+            webhook.bearer_fingerprint = Some(bearer_fingerprint(&token));
+        }
+    }
+    Ok(())
 }
 
 fn jiff_to_chrono(
@@ -263,6 +323,7 @@ pub fn execution_record(
         started_at: status.start_time,
         ended_at: status.completion_time,
         job_name: status.job_name.clone(),
+        created_by: crate::audit::creator(run),
         parent: None,
     })
 }
@@ -466,18 +527,18 @@ impl ClusterResync {
         let runs: Vec<WorkflowRun> = self.scope.list(&self.client).await?;
         let connections: Vec<Connection> = self.scope.list(&self.client).await?;
         let (workspace_uids, live_namespaces) = self.namespaces().await?;
-        let mut events: Vec<MirrorEvent> = workflows
-            .iter()
-            .filter_map(|workflow| {
-                let workspace = workspace_uids.get(&workflow.namespace().unwrap_or_default())?;
-                workflow_record(
-                    workflow,
-                    &workflow.status.clone().unwrap_or_default(),
-                    *workspace,
-                )
-            })
-            .map(MirrorEvent::Workflow)
-            .collect();
+        let mut events: Vec<MirrorEvent> = Vec::new();
+        for workflow in &workflows {
+            let Some(workspace) = workspace_uids.get(&workflow.namespace().unwrap_or_default())
+            else {
+                continue;
+            };
+            let status = workflow.status.clone().unwrap_or_default();
+            if let Some(mut record) = workflow_record(workflow, &status, *workspace) {
+                read_bearer_fingerprints(&self.client, workflow, &mut record).await?;
+                events.push(MirrorEvent::Workflow(record));
+            }
+        }
         let schedules: Vec<Schedule> = self.scope.list(&self.client).await?;
         events.extend(
             schedules
@@ -509,6 +570,35 @@ impl ClusterResync {
                 connection_record(connection, &status, *workspace, fingerprint)
                     .map(MirrorEvent::Connection),
             );
+        }
+        // Membership, when RoleBindings can be read (an older chart's
+        // RBAC may not allow it: the rest of the resync still counts).
+        match self.scope.list::<RoleBinding>(&self.client).await {
+            Ok(bindings) => {
+                let grants: crate::membership::plan::Grants = bindings
+                    .iter()
+                    .map(|binding| {
+                        (
+                            (binding.namespace().unwrap_or_default(), binding.name_any()),
+                            crate::membership::plan::grants_of(binding),
+                        )
+                    })
+                    .filter(|(_, granted)| !granted.is_empty())
+                    .collect();
+                events.push(MirrorEvent::Membership(
+                    crate::membership::plan::build_membership(
+                        &grants,
+                        &workspace_uids,
+                        match self.scope.namespaces() {
+                            Some(names) => Scope::Namespaces(names.to_vec()),
+                            None => Scope::Cluster,
+                        },
+                    ),
+                ));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "failed to list rolebindings; membership not resynced")
+            }
         }
         // Runs last, each with its parents: parents are written before
         // their children, and a run whose Workflow is gone still finds
@@ -698,7 +788,8 @@ mod tests {
     }
 
     /// A client whose API server holds one Connection (namespace `team`,
-    /// Secret `crm` with key `token`) and nothing else.
+    /// Secret `crm` with key `token`), one RoleBinding granting `view` to
+    /// `ada` there, and nothing else.
     fn cluster_with_a_connection() -> kube::Client {
         use axum::http::{Request, Response};
         use kube::client::Body;
@@ -720,6 +811,15 @@ mod tests {
                         "metadata": {"name": "team", "uid": "00000000-0000-4000-8000-000000000007"},
                     }]),
                 ),
+                "/apis/rbac.authorization.k8s.io/v1/rolebindings" => list(
+                    "RoleBindingList",
+                    json!([{
+                        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                        "metadata": {"name": "readers", "namespace": "team"},
+                        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+                        "subjects": [{"kind": "User", "name": "ada"}],
+                    }]),
+                ),
                 "/api/v1/namespaces/team/secrets/crm" => json!({
                     "apiVersion": "v1", "kind": "Secret",
                     "metadata": {"name": "crm", "namespace": "team"},
@@ -738,18 +838,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_resync_carries_connections_with_their_secrets_fingerprint() {
+    async fn a_resync_carries_connections_with_their_secrets_fingerprint_and_the_membership() {
         let events = ClusterResync::new(cluster_with_a_connection(), WatchScope::Cluster)
             .read()
             .await
             .expect("the resync reads the cluster");
         let [
             MirrorEvent::Connection(connection),
+            MirrorEvent::Membership(membership),
             MirrorEvent::Inventory(inventory),
         ] = events.as_slice()
         else {
-            panic!("expected one connection and the inventory, got {events:?}");
+            panic!("expected one connection, the membership and the inventory, got {events:?}");
         };
+        assert_eq!(
+            membership,
+            &crate::mirror::MembershipRecord {
+                scope: Scope::Cluster,
+                members: vec![crate::mirror::MemberRecord {
+                    workspace_uid: connection.workspace_uid,
+                    namespace: "team".to_owned(),
+                    username: "ada".to_owned(),
+                    role: crate::mirror::MemberRole::View,
+                }],
+                assignments: vec![("ada".to_owned(), crate::mirror::MemberRole::View)],
+            },
+            "a resync rebuilds the membership"
+        );
         assert_eq!(
             inventory,
             &InventoryRecord {

@@ -9,15 +9,10 @@ use super::identity::Identity;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use std::time::Duration;
-use uuid::Uuid;
 
-/// UUIDv5 namespace of console users' ids (never change it).
-const USER_NAMESPACE: Uuid = Uuid::from_u128(0x5111ce00_0000_4000_8000_0000c0501e00);
-
-/// The `users` row id of a Kubernetes user name.
-pub fn user_id(username: &str) -> Uuid {
-    Uuid::new_v5(&USER_NAMESPACE, username.as_bytes())
-}
+/// The `users` row id of a Kubernetes user name: the mirror's, so a
+/// creator, a member and a signed-in user are one row.
+pub use crate::mirror::users::user_id;
 
 /// An open session.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,16 +40,13 @@ pub async fn create(
     let expires_at = Utc::now()
         + chrono::Duration::from_std(lifetime).unwrap_or_else(|_| chrono::Duration::hours(8));
     let mut transaction = pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO users (id, email, name, password_hash, is_active, is_verified, last_login_at)
-         VALUES ($1, $2, $3, '!', TRUE, TRUE, CURRENT_TIMESTAMP)
-         ON CONFLICT (id) DO UPDATE SET last_login_at = CURRENT_TIMESTAMP",
-    )
-    .bind(user)
-    .bind(format!("{user}@kubernetes.sluice.invalid"))
-    .bind(truncate(&identity.username, 255))
-    .execute(&mut *transaction)
-    .await?;
+    crate::mirror::users::ensure_users(&mut transaction, &[&identity.username])
+        .await
+        .map_err(|error| error.source)?;
+    sqlx::query("UPDATE users SET last_login_at = CURRENT_TIMESTAMP WHERE id = $1")
+        .bind(user)
+        .execute(&mut *transaction)
+        .await?;
     sqlx::query(
         "INSERT INTO user_sessions (user_id, token, ip_address, user_agent, expires_at, kubernetes_identity)
          VALUES ($1, $2, $3::inet, $4, $5, $6)",

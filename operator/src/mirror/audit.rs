@@ -1,7 +1,8 @@
 //! The audit trail and system metric samples.
 //!
 //! Each observed create/update/delete of a Sluice object is one
-//! `audit_logs` row with the object's old and new state. Its id is a UUIDv5
+//! `audit_logs` row with the object's old and new state, and, when known,
+//! the Kubernetes user who did it (`user_id`, their `users` row). Its id is a UUIDv5
 //! of (object uid, version, action), so a replayed watch event (relists,
 //! resyncs, restarts) never adds a second entry. Connection states
 //! are masked before they are stored; all states are sanitised and capped.
@@ -12,7 +13,7 @@ use sqlx::PgConnection;
 
 use super::records::{AuditAction, AuditRecord, ResourceKind, SystemMetricRecord};
 use super::sanitize::{self, Limits, Notes};
-use super::{WriteError, failed, ids, workflows};
+use super::{WriteError, failed, ids, users, workflows};
 
 /// `audit_logs.action` in the seed's style: `workflow_created` …
 pub fn action_name(audit: &AuditRecord) -> String {
@@ -54,17 +55,21 @@ pub async fn insert_audit(
     if let Some(workspace) = audit.workspace_uid {
         workflows::ensure_workspace(conn, workspace, &audit.namespace).await?;
     }
+    let user_id = match audit.user.as_deref() {
+        Some(username) => Some(users::ensure_users(conn, &[username]).await?[0]),
+        None => None,
+    };
     let follows_an_entry = audit.action != AuditAction::Created;
     sqlx::query(
         "INSERT INTO audit_logs (id, workspace_id, action, resource_type, resource_id, old_values,
-                                new_values, metadata, created_at)
+                                new_values, metadata, created_at, user_id)
          VALUES ($1, $2, $3, $4, $5,
                  COALESCE($6::jsonb, CASE WHEN $9 THEN (
                      SELECT previous.new_values FROM audit_logs previous
                      WHERE previous.resource_type = $4 AND previous.resource_id = $5
                        AND previous.created_at <= $8 AND previous.id <> $1
                      ORDER BY previous.created_at DESC LIMIT 1) END),
-                 $7::jsonb, $10::jsonb, $8)
+                 $7::jsonb, $10::jsonb, $8, $11)
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(ids::audit_id(audit.resource_uid, &audit.version, &action))
@@ -77,6 +82,7 @@ pub async fn insert_audit(
     .bind(audit.observed_at)
     .bind(follows_an_entry)
     .bind(metadata)
+    .bind(user_id)
     .execute(conn)
     .await
     .map_err(failed("audit log"))?;
@@ -148,6 +154,7 @@ mod tests {
             old_values,
             new_values,
             metadata: Some(json!({"manager": "kubectl-client-side-apply"})),
+            user: None,
             observed_at: at(9, minute),
         })
     }

@@ -37,6 +37,8 @@ pub async fn upsert_execution(
     if let Some(parent) = &execution.parent {
         super::workflows::ensure_workflow(conn, parent, limits).await?;
     }
+    let creator =
+        super::users::ensure_user_or_system(conn, execution.created_by.as_deref()).await?;
     let mut notes = Notes::default();
     sqlx::query(
         "INSERT INTO workflow_executions (id, workflow_id, workflow_version, status, started_at, ended_at,
@@ -50,7 +52,8 @@ pub async fn upsert_execution(
              variables = COALESCE(EXCLUDED.variables, workflow_executions.variables),
              result = COALESCE(EXCLUDED.result, workflow_executions.result),
              error = COALESCE(EXCLUDED.error, workflow_executions.error),
-             trigger_data = COALESCE(EXCLUDED.trigger_data, workflow_executions.trigger_data)
+             trigger_data = COALESCE(EXCLUDED.trigger_data, workflow_executions.trigger_data),
+             created_by = CASE WHEN $13 THEN EXCLUDED.created_by ELSE workflow_executions.created_by END
          WHERE workflow_executions.status NOT IN ('completed', 'failed', 'cancelled')
             OR EXCLUDED.status IN ('completed', 'failed', 'cancelled')",
     )
@@ -69,8 +72,9 @@ pub async fn upsert_execution(
             .map(|error| sanitize::text(error, limits.text_cap_bytes, "error", &mut notes)),
     )
     .bind(sanitize::json_opt(execution.trigger.as_ref(), limits, "trigger_data", &mut notes))
-    .bind(ids::SYSTEM_USER_ID)
+    .bind(creator)
     .bind(execution.created_at)
+    .bind(execution.created_by.is_some())
     .execute(conn)
     .await
     .map_err(failed("workflow execution"))?;

@@ -58,6 +58,7 @@ pub fn workflow() -> WorkflowRecord {
                     key: "hmac".into(),
                 }),
                 last_used_at: None,
+                bearer_fingerprint: None,
             }),
         }],
         env: vec![
@@ -74,6 +75,7 @@ pub fn workflow() -> WorkflowRecord {
             },
         ],
         created_at: Some(at(8, 5)),
+        created_by: None,
         published_at: Some(at(8, 5)),
     }
 }
@@ -94,6 +96,7 @@ pub fn execution(n: u128, phase: RunPhase) -> ExecutionRecord {
         created_at: Some(at(9, 0)),
         started_at: (phase != RunPhase::Pending && phase != RunPhase::Queued).then(|| at(9, 1)),
         ended_at: finished.then(|| at(9, 3)),
+        created_by: None,
         job_name: Some(format!("triage-signup-{n}-job")),
         parent: None,
     }

@@ -42,6 +42,14 @@ pub fn webhook_endpoint_id(workflow_uid: Uuid, trigger_name: &str) -> Uuid {
     derive(&["webhook_endpoint", &workflow_uid.to_string(), trigger_name])
 }
 
+pub fn api_key_id(workflow_uid: Uuid, trigger_name: &str) -> Uuid {
+    derive(&["api_key", &workflow_uid.to_string(), trigger_name])
+}
+
+pub fn user_role_id(role_name: &str) -> Uuid {
+    derive(&["user_role", role_name])
+}
+
 pub fn environment_variable_id(
     workspace_uid: Uuid,
     workflow_uid: Option<Uuid>,

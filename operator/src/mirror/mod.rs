@@ -26,6 +26,9 @@
 //! | `execution_logs` | [`executions::write_logs`] (batched) | (run, seq) |
 //! | `workflow_metrics`, `node_metrics`, `usage_records` | [`metrics::refresh_for_executions`], [`metrics::recompute_daily_metrics`] | (workflow[, node], day) |
 //! | `audit_logs` | [`audit::insert_audit`] | v5(uid, generation or last resourceVersion, action) |
+//! | `users` | [`users::ensure_users`] (creators, actors, members) | v5(Kubernetes username), shared with the console |
+//! | `api_keys` | [`users::sync_api_keys`] (bearer-token webhook triggers: a fingerprint) | v5(workflow, trigger) |
+//! | `workspace_members`, `user_roles`, `user_role_assignments` | [`membership::sync_membership`] | (workspace, user); role name; (user, role) |
 //! | `system_metrics` | [`audit::insert_system_metric`] | v5(type, tags, time) |
 //! | rows of objects gone while no operator watched | [`sweep::sweep_gone`] | what a resync did not list |
 //!
@@ -33,7 +36,9 @@
 //! - Ids: a Kubernetes UID is the row id; other rows get UUIDv5 ids from
 //!   their natural key ([`ids`]), so replays land on the same row.
 //! - The operator is a `users` row ([`ids::SYSTEM_USER_ID`], migration 0002):
-//!   owner of workspaces, `created_by` of what it mirrors.
+//!   owner of workspaces, `created_by` of what it mirrors when the object
+//!   carries no `sluice.dev/created-by` annotation (made before the
+//!   mutating webhook, or without it); with one, the creator's own row.
 //! - Deletions: history stays. A deleted Workflow becomes `archived` (its
 //!   webhook endpoints are removed, triggers deactivated), a deleted
 //!   namespace an inactive workspace; a deleted run keeps its rows (a queued
@@ -63,12 +68,14 @@ pub mod audit;
 pub mod catalog;
 pub mod executions;
 pub mod ids;
+pub mod membership;
 pub mod metrics;
 pub mod migrate;
 pub mod queue;
 pub mod records;
 pub mod sanitize;
 pub mod sweep;
+pub mod users;
 pub mod workflows;
 
 #[cfg(test)]

@@ -601,6 +601,7 @@ fn event_kind(event: &MirrorEvent) -> &'static str {
         MirrorEvent::SystemMetric(_) => "system_metric",
         MirrorEvent::Deleted(_) => "deleted",
         MirrorEvent::Inventory(_) => "inventory",
+        MirrorEvent::Membership(_) => "membership",
     }
 }
 

@@ -70,6 +70,9 @@ pub struct WorkflowRecord {
     pub triggers: Vec<TriggerRecord>,
     pub env: Vec<EnvVarRecord>,
     pub created_at: Option<DateTime<Utc>>,
+    /// Kubernetes username of the creator (`sluice.dev/created-by`);
+    /// `None`: the operator's own row.
+    pub created_by: Option<String>,
     /// First time the workflow became valid.
     pub published_at: Option<DateTime<Utc>>,
 }
@@ -108,6 +111,9 @@ pub struct WebhookRecord {
     /// Where the HMAC key or bearer token lives; never the value.
     pub secret_ref: Option<SecretKeyRef>,
     pub last_used_at: Option<DateTime<Utc>>,
+    /// For a bearer-token trigger whose Secret was read: `sha256:` and the
+    /// first 16 hex digits of the token's SHA-256 (its `api_keys` row).
+    pub bearer_fingerprint: Option<String>,
 }
 
 /// One `spec.env` entry.
@@ -230,6 +236,10 @@ pub struct ExecutionRecord {
     pub created_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
+    /// Kubernetes username of the creator (`sluice.dev/created-by`; a
+    /// trigger's `system:sluice:…` name for runs the operator started);
+    /// `None`: the operator's own row.
+    pub created_by: Option<String>,
     /// The Job's name, stored as the queue entry's worker.
     pub job_name: Option<String>,
     /// The run's workflow (and its workspace) as the run carries it: from
@@ -394,6 +404,9 @@ pub struct AuditRecord {
     pub new_values: Option<Value>,
     /// Field manager, user agent or similar, when known.
     pub metadata: Option<Value>,
+    /// Kubernetes username of who did it, when known (the creator, for a
+    /// create); `audit_logs.user_id`.
+    pub user: Option<String>,
     pub observed_at: DateTime<Utc>,
 }
 
@@ -439,6 +452,60 @@ pub struct InventoryRecord {
     pub connections: Vec<Uuid>,
 }
 
+/// A Sluice role, as a RoleBinding grants it (`sluice-view`, or the
+/// built-in `view` that aggregates it, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MemberRole {
+    View,
+    Edit,
+    Admin,
+}
+
+impl MemberRole {
+    pub const ALL: [MemberRole; 3] = [MemberRole::View, MemberRole::Edit, MemberRole::Admin];
+
+    /// `user_roles.name`: the ClusterRole's name.
+    pub fn role_name(self) -> &'static str {
+        match self {
+            MemberRole::View => "sluice-view",
+            MemberRole::Edit => "sluice-edit",
+            MemberRole::Admin => "sluice-admin",
+        }
+    }
+
+    /// `workspace_members.role` in the seed's words.
+    pub fn member_role(self) -> &'static str {
+        match self {
+            MemberRole::View => "viewer",
+            MemberRole::Edit => "editor",
+            MemberRole::Admin => "admin",
+        }
+    }
+}
+
+/// One user's membership of one namespace's workspace: the highest Sluice
+/// role their RoleBindings there grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRecord {
+    pub workspace_uid: Uuid,
+    pub namespace: String,
+    /// Kubernetes username (`system:serviceaccount:<ns>:<name>` for a
+    /// ServiceAccount).
+    pub username: String,
+    pub role: MemberRole,
+}
+
+/// All memberships the RoleBindings in `scope` grant, as one watch saw
+/// them: rows the operator wrote before that are not here are removed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MembershipRecord {
+    pub scope: Scope,
+    /// At most one per (workspace, username).
+    pub members: Vec<MemberRecord>,
+    /// (username, role) for every role some binding grants, deduplicated.
+    pub assignments: Vec<(String, MemberRole)>,
+}
+
 /// Everything the mirror writes, one event at a time.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MirrorEvent {
@@ -456,6 +523,8 @@ pub enum MirrorEvent {
     Audit(AuditRecord),
     SystemMetric(SystemMetricRecord),
     Deleted(DeletedRecord),
+    /// `workspace_members`, `user_roles` and `user_role_assignments`.
+    Membership(MembershipRecord),
     /// Only from a resync, after everything it lists: the sweep of rows
     /// whose objects are gone.
     Inventory(InventoryRecord),

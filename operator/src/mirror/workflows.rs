@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::records::{EnvValue, ScheduleRecord, WorkflowRecord, WorkflowState, WorkspaceRecord};
 use super::sanitize::{self, Limits, Notes};
-use super::{WriteError, failed, ids};
+use super::{WriteError, failed, ids, users};
 
 /// Creates or updates the workspace of a namespace.
 pub async fn upsert_workspace(
@@ -76,6 +76,7 @@ pub async fn upsert_workflow(
     limits: &Limits,
 ) -> Result<(), WriteError> {
     ensure_workspace(conn, workflow.workspace_uid, &workflow.namespace).await?;
+    let creator = users::ensure_user_or_system(conn, workflow.created_by.as_deref()).await?;
     let mut notes = Notes::default();
     let description = workflow
         .description
@@ -90,7 +91,7 @@ pub async fn upsert_workflow(
              workspace_id = EXCLUDED.workspace_id, name = EXCLUDED.name,
              description = EXCLUDED.description, nodes = EXCLUDED.nodes, edges = EXCLUDED.edges,
              settings = EXCLUDED.settings, status = EXCLUDED.status, version = EXCLUDED.version,
-             updated_by = EXCLUDED.updated_by,
+             created_by = COALESCE($13, workflows.created_by), updated_by = EXCLUDED.updated_by,
              published_at = COALESCE(workflows.published_at, EXCLUDED.published_at)
          WHERE workflows.status <> 'archived' AND workflows.version <= EXCLUDED.version",
     )
@@ -103,9 +104,10 @@ pub async fn upsert_workflow(
     .bind(sanitize::json_text(&workflow.settings, limits, "settings", &mut notes))
     .bind(workflow.state.as_str())
     .bind(workflow.revision)
-    .bind(ids::SYSTEM_USER_ID)
+    .bind(creator)
     .bind(workflow.published_at)
     .bind(workflow.created_at)
+    .bind(workflow.created_by.is_some().then_some(creator))
     .execute(conn)
     .await
     .map_err(failed("workflow"))?;
@@ -128,6 +130,7 @@ pub async fn ensure_workflow(
         .await
         .map_err(failed("workflow"))?;
     if !exists {
+        let creator = users::ensure_user_or_system(conn, workflow.created_by.as_deref()).await?;
         let mut notes = Notes::default();
         sqlx::query(
             "INSERT INTO workflows (id, workspace_id, name, description, nodes, edges, settings, status, version,
@@ -149,7 +152,7 @@ pub async fn ensure_workflow(
         .bind(sanitize::json_text(&workflow.settings, limits, "settings", &mut notes))
         .bind(workflow.state.as_str())
         .bind(workflow.revision)
-        .bind(ids::SYSTEM_USER_ID)
+        .bind(creator)
         .bind(workflow.created_at)
         .execute(&mut *conn)
         .await
@@ -173,6 +176,7 @@ pub async fn upsert_workflow_version(
     workflow: &WorkflowRecord,
     limits: &Limits,
 ) -> Result<(), WriteError> {
+    let creator = users::ensure_user_or_system(conn, workflow.created_by.as_deref()).await?;
     let mut notes = Notes::default();
     sqlx::query(
         "INSERT INTO workflow_versions (id, workflow_id, version_number, name, description, nodes, edges,
@@ -193,7 +197,7 @@ pub async fn upsert_workflow_version(
     .bind(sanitize::json_text(&workflow.nodes, limits, "nodes", &mut notes))
     .bind(sanitize::json_text(&workflow.edges, limits, "edges", &mut notes))
     .bind(sanitize::json_text(&workflow.settings, limits, "settings", &mut notes))
-    .bind(ids::SYSTEM_USER_ID)
+    .bind(creator)
     .execute(conn)
     .await
     .map_err(failed("workflow version"))?;
@@ -456,6 +460,8 @@ pub async fn apply_workflow(
     sync_workflow_tags(conn, workflow).await?;
     sync_workflow_triggers(conn, workflow, limits).await?;
     sync_webhook_endpoints(conn, workflow).await?;
+    let owner = users::user_or_system(workflow.created_by.as_deref());
+    users::sync_api_keys(conn, workflow, owner).await?;
     sync_environment_variables(conn, workflow, limits).await?;
     Ok(())
 }
@@ -474,10 +480,10 @@ pub async fn archive_workflow(conn: &mut PgConnection, uid: Uuid) -> Result<(), 
         .map_err(failed("webhook endpoints"))?;
     sqlx::query("UPDATE workflow_triggers SET is_active = FALSE WHERE workflow_id = $1")
         .bind(uid)
-        .execute(conn)
+        .execute(&mut *conn)
         .await
         .map_err(failed("workflow triggers"))?;
-    Ok(())
+    users::delete_api_keys(conn, uid).await
 }
 
 /// Creates or updates a Schedule's row.

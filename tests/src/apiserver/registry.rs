@@ -216,6 +216,17 @@ impl Default for Registry {
                 .with_short_names(&["sa"]),
             ResourceType::builtin("batch", "v1", "Job", "jobs", true, true),
             ResourceType::builtin("coordination.k8s.io", "v1", "Lease", "leases", true, false),
+            // Stored and watched only (the operator mirrors the ones that
+            // grant Sluice roles); the stand-in's own access checks come
+            // from `access::Identities`, not from these.
+            ResourceType::builtin(
+                "rbac.authorization.k8s.io",
+                "v1",
+                "RoleBinding",
+                "rolebindings",
+                true,
+                false,
+            ),
             ResourceType::builtin(
                 "admissionregistration.k8s.io",
                 "v1",

@@ -20,7 +20,7 @@ const CREATED_BY: &str = "sluice.dev/created-by";
 /// Installs both webhook configurations for `operator` (failurePolicy
 /// Fail, so a webhook that is not called shows up as an error) and waits
 /// until the operator has published its CA into them.
-async fn install_webhooks(cluster: &TestCluster, operator: &Operator) {
+pub(crate) async fn install_webhooks(cluster: &TestCluster, operator: &Operator) {
     let name = format!("sluice-admission-{}", cluster.namespace());
     let base = operator.admission_url();
     let rules = json!([{
@@ -88,7 +88,7 @@ async fn install_webhooks(cluster: &TestCluster, operator: &Operator) {
 
 /// A Bed whose operator re-checks its certificates every second, with
 /// the webhooks installed.
-async fn bed_with_webhooks(test: &str) -> Bed {
+pub(crate) async fn bed_with_webhooks(test: &str) -> Bed {
     let bed = Bed::start_with_env(test, &[("SLUICE_ADMISSION_CHECK_INTERVAL", "1s")]).await;
     install_webhooks(&bed.cluster, &bed.operator).await;
     bed
@@ -105,7 +105,7 @@ fn workflow_object(name: &str, nodes: Value) -> Workflow {
 }
 
 /// A client that authenticates as `user` in `groups` (kubectl's `--as`).
-async fn client_as(cluster: &TestCluster, user: &str, groups: &[&str]) -> kube::Client {
+pub(crate) async fn client_as(cluster: &TestCluster, user: &str, groups: &[&str]) -> kube::Client {
     let mut kubeconfig =
         Kubeconfig::read_from(cluster.kubeconfig_path()).expect("read the test kubeconfig");
     for named in &mut kubeconfig.auth_infos {

@@ -17,6 +17,7 @@ mod health;
 mod kubectl;
 mod kubelet;
 mod liveness;
+mod membership;
 mod namespaces;
 mod operator;
 mod operator_limits;

@@ -542,3 +542,25 @@ fn the_console_gets_a_port_and_review_rights_only_with_a_database() {
         assert!(find(&rendered, "ClusterRole", "demo-operator-console").is_none());
     }
 }
+
+#[test]
+fn the_operator_may_read_rolebindings_wherever_it_watches() {
+    let reads_rolebindings = |role: &Value| {
+        role["rules"].as_array().expect("rules").iter().any(|rule| {
+            rule["apiGroups"] == serde_json::json!(["rbac.authorization.k8s.io"])
+                && rule["resources"] == serde_json::json!(["rolebindings"])
+                && rule["verbs"] == serde_json::json!(["get", "list", "watch"])
+        })
+    };
+    let cluster = objects(&render(DEFAULTS));
+    assert!(reads_rolebindings(
+        find(&cluster, "ClusterRole", "demo-operator").expect("the operator's ClusterRole")
+    ));
+    let namespaced = objects(&render(NAMESPACE_SCOPED));
+    let roles: Vec<&Value> = namespaced
+        .iter()
+        .filter(|object| object["kind"] == "Role" && object["metadata"]["name"] == "demo-operator")
+        .collect();
+    assert_eq!(roles.len(), 2);
+    assert!(roles.into_iter().all(reads_rolebindings));
+}
