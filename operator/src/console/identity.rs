@@ -60,6 +60,11 @@ impl KubeAuthority {
         Self { client }
     }
 
+    /// The client, for requests sent as a user (impersonation).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// The user a bearer token belongs to; `None` when the API server does
     /// not accept the token.
     pub async fn review_token(&self, token: &str) -> Result<Option<Identity>, IdentityError> {

@@ -8,12 +8,23 @@
 //! - [`session`]: sessions are rows of `user_sessions`; only a hash of the
 //!   session token is stored.
 //! - [`cookie`]: the session cookie and the CSRF token (pure).
-//! - [`server`]: the HTTP routes.
+//! - [`server`]: the HTTP routes, sign-in and sessions.
+//! - [`runs`]: run history queries (PostgreSQL only); [`reads`]: their
+//!   routes, each namespace checked first.
+//! - [`actions`]: live objects and actions (run now, cancel, resume,
+//!   suspend), sent to the API server as the user by impersonation.
+//! - [`live`]: Server-Sent Events when a run changes.
+//! - [`assets`]: the embedded pages (HTML, CSS, a JavaScript module).
 //!
 //! Off unless `--console-addr` is set; it needs the database.
 
+pub mod actions;
+pub mod assets;
 pub mod cookie;
 pub mod identity;
+pub mod live;
+pub mod reads;
+pub mod runs;
 pub mod server;
 pub mod session;
 

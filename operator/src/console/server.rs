@@ -7,6 +7,11 @@
 //! - `GET /api/session`: who is signed in, and the CSRF token
 //! - `DELETE /api/session`: signs out
 //! - `GET /api/namespaces`: the namespaces whose runs the user may list
+//! - `GET /api/runs`, `GET /api/runs/{namespace}/{name}`: run history
+//!   (see [`super::reads`])
+//! - workflows, schedules and actions as the user: see [`super::actions`]
+//! - `GET /api/events`: live updates of a run (see [`super::live`])
+//! - `GET /`, `GET /assets/{name}`: the pages (see [`super::assets`])
 
 use super::cookie::{
     CSRF_HEADER, build_expired_cookie, build_session_cookie, csrf_matches, csrf_token,
@@ -20,6 +25,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use std::net::SocketAddr;
@@ -36,8 +42,35 @@ pub struct ConsoleState {
 /// The console's routes (serve them with `ConnectInfo<SocketAddr>`).
 pub fn router(state: Arc<ConsoleState>) -> Router {
     Router::new()
+        .route("/", get(super::assets::index))
+        .route("/assets/{name}", get(super::assets::asset))
         .route("/api/session", post(sign_in).get(who_am_i).delete(sign_out))
         .route("/api/namespaces", get(namespaces))
+        .route("/api/runs", get(super::reads::list_runs))
+        .route("/api/runs/{namespace}/{name}", get(super::reads::show_run))
+        .route(
+            "/api/runs/{namespace}/{name}/cancel",
+            post(super::actions::cancel_run),
+        )
+        .route(
+            "/api/runs/{namespace}/{name}/resume",
+            post(super::actions::resume_run),
+        )
+        .route("/api/workflows", get(super::actions::list_workflows))
+        .route(
+            "/api/workflows/{namespace}/{name}",
+            get(super::actions::show_workflow),
+        )
+        .route(
+            "/api/workflows/{namespace}/{name}/runs",
+            post(super::actions::run_now),
+        )
+        .route("/api/events", get(super::live::events))
+        .route("/api/schedules", get(super::actions::list_schedules))
+        .route(
+            "/api/schedules/{namespace}/{name}/suspend",
+            post(super::actions::suspend_schedule),
+        )
         .with_state(state)
 }
 
@@ -242,18 +275,25 @@ pub async fn readable_namespaces(
         sqlx::query_scalar("SELECT name FROM workspaces WHERE is_active ORDER BY name")
             .fetch_all(&state.pool)
             .await?;
+    // One review per namespace, a few at a time.
+    let identity = &signed_in.session.identity;
+    let answers: Vec<Result<(String, bool), IdentityError>> =
+        futures::stream::iter(known.into_iter().map(|namespace| async move {
+            let access = Access {
+                namespace: &namespace,
+                verb: "list",
+                resource: "workflowruns",
+            };
+            let allowed = state.authority.allowed(identity, &access).await?;
+            Ok((namespace, allowed))
+        }))
+        .buffered(8)
+        .collect()
+        .await;
     let mut readable = Vec::new();
-    for namespace in known {
-        let access = Access {
-            namespace: &namespace,
-            verb: "list",
-            resource: "workflowruns",
-        };
-        if state
-            .authority
-            .allowed(&signed_in.session.identity, &access)
-            .await?
-        {
+    for answer in answers {
+        let (namespace, allowed) = answer?;
+        if allowed {
             readable.push(namespace);
         }
     }

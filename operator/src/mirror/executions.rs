@@ -42,9 +42,10 @@ pub async fn upsert_execution(
     let mut notes = Notes::default();
     sqlx::query(
         "INSERT INTO workflow_executions (id, workflow_id, workflow_version, status, started_at, ended_at,
-                                         variables, result, error, trigger_data, created_by, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10::jsonb, $11, COALESCE($12, CURRENT_TIMESTAMP))
+                                         variables, result, error, trigger_data, created_by, created_at, name)
+         VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10::jsonb, $11, COALESCE($12, CURRENT_TIMESTAMP), $14)
          ON CONFLICT (id) DO UPDATE SET
+             name = COALESCE(workflow_executions.name, EXCLUDED.name),
              workflow_version = COALESCE(EXCLUDED.workflow_version, workflow_executions.workflow_version),
              status = EXCLUDED.status,
              started_at = COALESCE(EXCLUDED.started_at, workflow_executions.started_at),
@@ -75,6 +76,7 @@ pub async fn upsert_execution(
     .bind(creator)
     .bind(execution.created_at)
     .bind(execution.created_by.is_some())
+    .bind(sanitize::varchar(&execution.name, 253))
     .execute(conn)
     .await
     .map_err(failed("workflow execution"))?;

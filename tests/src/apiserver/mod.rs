@@ -126,6 +126,10 @@ impl ApiServer {
         let router = axum::Router::new()
             .fallback(handlers::handle)
             .with_state(shared)
+            .layer(axum::middleware::from_fn_with_state(
+                identities.clone(),
+                access::authorize_impersonated,
+            ))
             .merge(reviews);
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {

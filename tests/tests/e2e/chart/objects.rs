@@ -531,7 +531,12 @@ fn the_console_gets_a_port_and_review_rights_only_with_a_database() {
         .flat_map(|rule| rule["resources"].as_array().cloned().unwrap_or_default())
         .filter_map(|resource| resource.as_str().map(str::to_owned))
         .collect();
-    assert_eq!(resources, ["tokenreviews", "subjectaccessreviews"]);
+    assert_eq!(
+        resources,
+        ["tokenreviews", "subjectaccessreviews", "users", "groups"]
+    );
+    let impersonate = role["rules"][2]["verbs"].clone();
+    assert_eq!(impersonate, serde_json::json!(["impersonate"]));
 
     for values in [
         DEFAULTS,
