@@ -88,7 +88,7 @@ pub(crate) async fn install_webhooks(cluster: &TestCluster, operator: &Operator)
 
 /// A Bed whose operator re-checks its certificates every second, with
 /// the webhooks installed.
-pub(crate) async fn bed_with_webhooks(test: &str) -> Bed {
+async fn bed_with_webhooks(test: &str) -> Bed {
     let bed = Bed::start_with_env(test, &[("SLUICE_ADMISSION_CHECK_INTERVAL", "1s")]).await;
     install_webhooks(&bed.cluster, &bed.operator).await;
     bed

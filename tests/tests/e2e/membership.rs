@@ -14,8 +14,8 @@ use sluice_operator::mirror::users::user_id;
 use sluice_operator::mirror_map::bearer_fingerprint;
 use sqlx::PgPool;
 
-use crate::admission::{bed_with_webhooks, client_as};
-use crate::operator_support::quick_workflow;
+use crate::admission::{client_as, install_webhooks};
+use crate::operator_support::{Bed, quick_workflow};
 
 const TOKEN: &str = "membership-e2e-bearer-token-7f3a";
 
@@ -67,7 +67,18 @@ fn pairs(rows: &[(&str, &str)]) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_users_and_membership_tables_hold_the_right_rows() {
-    let bed = bed_with_webhooks("membership").await;
+    // The test bed's operator talks to the API as the kubeconfig's user;
+    // that is the username whose trigger runs admission names after the
+    // trigger (the chart sets the operator's service account).
+    let bed = Bed::start_with_env(
+        "membership",
+        &[
+            ("SLUICE_ADMISSION_CHECK_INTERVAL", "1s"),
+            ("SLUICE_ADMISSION_OPERATOR_USERNAME", "kubernetes-admin"),
+        ],
+    )
+    .await;
+    install_webhooks(&bed.cluster, &bed.operator).await;
     let pool = bed.database.pool();
     let namespace = bed.cluster.namespace().to_owned();
 
@@ -255,6 +266,50 @@ async fn the_users_and_membership_tables_hold_the_right_rows() {
         )]
     );
     assert!(keys[0].2.starts_with("sha256:") && keys[0].2.len() == "sha256:".len() + 16);
+
+    // A run the bearer webhook starts is created by that trigger.
+    let url = format!(
+        "{}/hooks/{namespace}/deploy/deploy",
+        bed.operator.webhook_url()
+    );
+    let (status, answer) = eventually("the webhook to take the request", || {
+        let url = url.clone();
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(TOKEN)
+                .json(&json!({}))
+                .send()
+                .await
+                .ok()?;
+            let status = response.status();
+            let answer: serde_json::Value = response.json().await.unwrap_or_default();
+            (status != reqwest::StatusCode::NOT_FOUND).then_some((status, answer))
+        }
+    })
+    .await;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{answer}");
+    let hooked = answer["run"].as_str().expect("the run's name").to_owned();
+    let hooked_uid = bed
+        .runs()
+        .get(&hooked)
+        .await
+        .expect("the hooked run")
+        .metadata
+        .uid
+        .expect("a uid");
+    let trigger_user: String = eventually("the hooked run's creator", || async {
+        sqlx::query_scalar(
+            "SELECT u.name::text FROM workflow_executions e
+             JOIN users u ON u.id = e.created_by WHERE e.id = $1::uuid",
+        )
+        .bind(&hooked_uid)
+        .fetch_optional(pool)
+        .await
+        .ok()?
+    })
+    .await;
+    assert_eq!(trigger_user, "system:sluice:webhook:deploy/deploy");
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT table_name::text FROM information_schema.tables
          WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",

@@ -569,3 +569,64 @@ fn the_operator_may_read_rolebindings_wherever_it_watches() {
     assert_eq!(roles.len(), 2);
     assert!(roles.into_iter().all(reads_rolebindings));
 }
+
+/// The membership mirror's `user_roles` rows and its reading of the
+/// built-in roles follow the chart's ClusterRoles: each Sluice role's
+/// permissions are exactly its rules, and a binding to `view`, `edit` or
+/// `admin` counts as the highest Sluice role aggregated into it.
+#[test]
+fn mirrored_roles_match_the_charts_cluster_roles() {
+    use k8s_openapi::api::rbac::v1::RoleRef;
+    use sluice_operator::membership::plan::role_granted;
+    use sluice_operator::mirror::MemberRole;
+    use sluice_operator::mirror::membership::permissions;
+    let rendered = objects(&render(DEFAULTS));
+    let strings = |value: &Value| -> Vec<String> {
+        value
+            .as_array()
+            .expect("a list")
+            .iter()
+            .filter_map(|item| item.as_str().map(str::to_owned))
+            .collect()
+    };
+    let reference = |name: &str| RoleRef {
+        api_group: "rbac.authorization.k8s.io".to_owned(),
+        kind: "ClusterRole".to_owned(),
+        name: name.to_owned(),
+    };
+    let mut aggregated: Vec<(String, MemberRole)> = Vec::new();
+    for role in MemberRole::ALL {
+        let cluster_role =
+            find(&rendered, "ClusterRole", role.role_name()).expect("the Sluice ClusterRole");
+        let mut granted: BTreeSet<String> = BTreeSet::new();
+        for rule in cluster_role["rules"].as_array().expect("rules") {
+            assert_eq!(strings(&rule["apiGroups"]), ["sluice.dev"]);
+            for resource in strings(&rule["resources"]) {
+                for verb in strings(&rule["verbs"]) {
+                    granted.insert(format!("{resource}:{verb}"));
+                }
+            }
+        }
+        let mirrored: BTreeSet<String> = strings(&permissions(role)).into_iter().collect();
+        assert_eq!(mirrored, granted, "{}", role.role_name());
+        assert_eq!(role_granted(&reference(role.role_name())), Some(role));
+        for (label, value) in cluster_role["metadata"]["labels"]
+            .as_object()
+            .expect("labels")
+        {
+            if let Some(built_in) = label.strip_prefix("rbac.authorization.k8s.io/aggregate-to-")
+                && value == "true"
+            {
+                aggregated.push((built_in.to_owned(), role));
+            }
+        }
+    }
+    for built_in in ["view", "edit", "admin"] {
+        let highest = aggregated
+            .iter()
+            .filter(|(name, _)| name == built_in)
+            .map(|(_, role)| *role)
+            .max();
+        assert_eq!(role_granted(&reference(built_in)), highest, "{built_in}");
+    }
+}
