@@ -11,6 +11,9 @@
 //! permissions of its ClusterRole in the chart. `user_role_assignments` has
 //! no workspace (the seed keys it by user and role), so it says which roles
 //! a user holds somewhere; `workspace_members` says where, and which.
+//! Because of that, a namespace-scoped operator's picture covers its own
+//! namespaces' members but every assignment the operator wrote: two such
+//! operators sharing one database would remove each other's assignments.
 //! No commits or retries here.
 
 use serde_json::{Value, json};

@@ -218,6 +218,11 @@ mod tests {
             scalar(&pool, "SELECT created_by FROM workflow_versions").await,
             Some(alice)
         );
+        assert_eq!(
+            scalar(&pool, "SELECT updated_by FROM workflows").await,
+            Some(SYSTEM_USER_ID),
+            "who changed it last is not known"
+        );
         let runs: Vec<(Uuid, Option<Uuid>)> =
             sqlx::query_as("SELECT id, created_by FROM workflow_executions ORDER BY id")
                 .fetch_all(&pool)

@@ -85,7 +85,7 @@ pub async fn upsert_workflow(
     sqlx::query(
         "INSERT INTO workflows (id, workspace_id, name, description, nodes, edges, settings, status, version,
                                 created_by, updated_by, published_at, created_at)
-         VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7::jsonb, $8, $9, $10, $10, $11,
+         VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7::jsonb, $8, $9, $10, $14, $11,
                  COALESCE($12, CURRENT_TIMESTAMP))
          ON CONFLICT (id) DO UPDATE SET
              workspace_id = EXCLUDED.workspace_id, name = EXCLUDED.name,
@@ -108,6 +108,8 @@ pub async fn upsert_workflow(
     .bind(workflow.published_at)
     .bind(workflow.created_at)
     .bind(workflow.created_by.is_some().then_some(creator))
+    // Who changed a Workflow last is not in the object: the mirror wrote it.
+    .bind(ids::SYSTEM_USER_ID)
     .execute(conn)
     .await
     .map_err(failed("workflow"))?;
@@ -135,7 +137,7 @@ pub async fn ensure_workflow(
         sqlx::query(
             "INSERT INTO workflows (id, workspace_id, name, description, nodes, edges, settings, status, version,
                                     created_by, updated_by, created_at)
-             VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7::jsonb, $8, $9, $10, $10, COALESCE($11, CURRENT_TIMESTAMP))
+             VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7::jsonb, $8, $9, $10, $12, COALESCE($11, CURRENT_TIMESTAMP))
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(workflow.uid)
@@ -154,6 +156,7 @@ pub async fn ensure_workflow(
         .bind(workflow.revision)
         .bind(creator)
         .bind(workflow.created_at)
+        .bind(ids::SYSTEM_USER_ID)
         .execute(&mut *conn)
         .await
         .map_err(failed("workflow"))?;
