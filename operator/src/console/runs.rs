@@ -180,9 +180,14 @@ pub async fn list_runs(
 
     let mut query: QueryBuilder<Postgres> = QueryBuilder::new(
         "SELECT id, workflow_id, name, status, trigger_data->>'type', created_at, started_at, ended_at, error
-         FROM workflow_executions WHERE workflow_id = ANY(",
+         FROM workflow_executions WHERE ",
     );
-    query.push_bind(ids).push(")");
+    // One workflow: an equality, so the planner reads that workflow's
+    // (workflow_id, created_at, id) range.
+    match ids.as_slice() {
+        [only] => query.push("workflow_id = ").push_bind(*only),
+        _ => query.push("workflow_id = ANY(").push_bind(ids).push(")"),
+    };
     if let Some(status) = filter.status {
         query.push(" AND status = ").push_bind(status);
     }

@@ -13,6 +13,8 @@ use sluice_e2e::operator::eventually;
 
 use crate::operator_support::{Bed, quick_workflow, waiting_workflow};
 
+mod browser;
+
 pub(super) const READER_TOKEN: &str = "reader-token-0123456789";
 pub(super) const STRANGER_TOKEN: &str = "stranger-token-0123456789";
 
@@ -198,7 +200,7 @@ pub(super) fn failing_workflow() -> Value {
             {"name": "greet", "transform": {"jq": "{message: \"hello \\(.input.name // \"world\")\"}"}},
             {"name": "check", "needs": ["greet"], "shell": {
                 "script": "echo checking the greeting >&2; exit 3",
-            }},
+            }, "retry": {"limit": 1, "backoff": {"initial": "1s"}}},
         ],
     })
 }
@@ -303,6 +305,26 @@ async fn console_lists_runs_and_shows_a_failed_run_only_to_readers() {
         .expect("check's execution");
     assert_eq!(check["phase"], "Failed");
     assert!(check["error"].is_string(), "{check}");
+    let (_, warnings) = get(
+        &http,
+        &format!("{console}/api/runs/{namespace}/greeting-1?level=warn"),
+        &reader.cookie,
+    )
+    .await;
+    let retried = warnings["logs"]
+        .as_array()
+        .expect("logs")
+        .iter()
+        .find(|line| line["nodeId"] == "check")
+        .unwrap_or_else(|| panic!("the retry of check is logged: {warnings}"));
+    assert_eq!(retried["level"], "warn");
+    assert!(
+        retried["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("retrying"),
+        "{retried}"
+    );
     let (_, errors_only) = get(
         &http,
         &format!("{console}/api/runs/{namespace}/greeting-1?level=error"),

@@ -31,6 +31,11 @@ function h(spec, attrs, ...children) {
   return element;
 }
 
+// Children for replaceChildren: arrays flattened, nothing for null/false.
+function kids(...items) {
+  return items.flat(Infinity).filter((item) => item !== null && item !== undefined && item !== false);
+}
+
 function svg(tag, attrs, ...children) {
   const element = document.createElementNS("http://www.w3.org/2000/svg", tag);
   for (const [key, value] of Object.entries(attrs || {})) {
@@ -98,7 +103,7 @@ function parseHash() {
 
 function page(title, ...children) {
   if (liveSource) { liveSource.close(); liveSource = null; }
-  main.replaceChildren(h("h1", { text: title }), ...children);
+  main.replaceChildren(...kids(h("h1", { text: title }), children));
   document.title = `${title} · Sluice`;
   main.focus();
 }
@@ -355,14 +360,14 @@ async function showRun(namespace, name, params) {
   const detail = h("div.node-detail", { id: "node-detail", "aria-live": "polite" });
   const selectNode = (node) => {
     const attempts = run.nodes.filter((item) => item.node === node);
-    detail.replaceChildren(h("h2", { text: `Node ${node}` }),
+    detail.replaceChildren(...kids(h("h2", { text: `Node ${node}` }),
       attempts.length ? null : h("p.hint", { text: "This node did not run." }),
       attempts.map((attempt, index) => h("article.attempt", { "aria-label": `${attempt.nodeId} attempt ${attempt.attempt}` },
         h("h3", {}, `${attempt.nodeId}`, attempt.item !== null ? ` (item ${attempt.item})` : "", ` · attempt ${attempt.attempt} · `, badge(attempt.phase), ` · ${duration(attempt.startedAt, attempt.endedAt)}`),
         attempt.error ? h("p.error", { text: attempt.error }) : null,
         attempt.payloadNotes ? h("p.hint", { text: `Stored payloads were changed: ${JSON.stringify(attempt.payloadNotes)}` }) : null,
         jsonViewer(`input-${index}`, "Input", attempt.input),
-        jsonViewer(`output-${index}`, "Output", attempt.output))));
+        jsonViewer(`output-${index}`, "Output", attempt.output)))));
     detail.scrollIntoView({ block: "nearest" });
   };
   const actions = h("div.actions");
