@@ -42,7 +42,6 @@ use sluice_crds::{Connection, Schedule, Workflow, WorkflowRun};
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// The generation last audited, per object uid.
@@ -149,41 +148,17 @@ fn last_manager<K: Resource>(object: &K) -> Option<String> {
         .and_then(|entry| entry.manager.clone())
 }
 
-/// How long a namespace's uid is trusted (a namespace deleted and made
-/// again under the same name gets a new one).
-const NAMESPACE_TTL: Duration = Duration::from_secs(300);
-
-/// Namespace uids (the workspace ids), read once per [`NAMESPACE_TTL`].
-#[derive(Default)]
-struct NamespaceUids(tokio::sync::Mutex<HashMap<String, (Uuid, Instant)>>);
-
-impl NamespaceUids {
-    async fn uid(&self, context: &Context, namespace: &str) -> Option<Uuid> {
-        let mut known = self.0.lock().await;
-        if let Some((uid, read)) = known.get(namespace)
-            && read.elapsed() < NAMESPACE_TTL
-        {
-            return Some(*uid);
-        }
-        // Not remembered when unknown: the next event asks again.
-        let uid = crate::mirror_map::namespace_uid(context, namespace).await?;
-        known.insert(namespace.to_owned(), (uid, Instant::now()));
-        Some(uid)
-    }
-}
-
 /// Follows every Sluice kind until `shutdown`; a no-op without a mirror.
 pub async fn run(context: Arc<Context>, shutdown: impl std::future::Future<Output = ()>) {
     let Some(mirror) = &context.mirror else {
         return;
     };
-    let namespaces = NamespaceUids::default();
     let follow_all = futures::future::join(
         futures::future::join5(
-            follow::<Workflow>(&context, mirror, &namespaces, ResourceKind::Workflow),
-            follow::<WorkflowRun>(&context, mirror, &namespaces, ResourceKind::WorkflowRun),
-            follow::<Schedule>(&context, mirror, &namespaces, ResourceKind::Schedule),
-            follow::<Connection>(&context, mirror, &namespaces, ResourceKind::Connection),
+            follow::<Workflow>(&context, mirror, ResourceKind::Workflow),
+            follow::<WorkflowRun>(&context, mirror, ResourceKind::WorkflowRun),
+            follow::<Schedule>(&context, mirror, ResourceKind::Schedule),
+            follow::<Connection>(&context, mirror, ResourceKind::Connection),
             crate::workspaces::follow(&context, mirror),
         ),
         crate::membership::follow(&context, mirror),
@@ -194,12 +169,8 @@ pub async fn run(context: Arc<Context>, shutdown: impl std::future::Future<Outpu
     }
 }
 
-async fn follow<K>(
-    context: &Context,
-    mirror: &Mirror,
-    namespaces: &NamespaceUids,
-    kind: ResourceKind,
-) where
+async fn follow<K>(context: &Context, mirror: &Mirror, kind: ResourceKind)
+where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
         + DeserializeOwned
@@ -228,7 +199,7 @@ async fn follow<K>(
             watcher::Event::Init | watcher::Event::InitDone => None,
         };
         let workspace_uid = match namespace {
-            Some(namespace) => namespaces.uid(context, &namespace).await,
+            Some(namespace) => crate::mirror_map::namespace_uid(context, &namespace).await,
             None => None,
         };
         for record in plan_audit(kind, &event, &mut audited, workspace_uid, Utc::now()) {

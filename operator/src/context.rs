@@ -17,6 +17,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// How long a namespace's uid is trusted without a read (its deletion,
+/// when seen, drops it sooner).
+const NAMESPACE_TTL: Duration = Duration::from_secs(300);
+
 /// Field manager and event reporter name of the operator.
 pub const FIELD_MANAGER: &str = "sluice-operator";
 
@@ -36,6 +40,11 @@ pub struct Context {
     pub mirror: Option<Mirror>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Namespace uids (workspace ids) recently read, by namespace name
+    /// ([`crate::mirror_map::namespace_uid`]); a namespace's deletion
+    /// drops its entry ([`crate::workspaces::follow`]), so a namespace made
+    /// again under the same name is read afresh.
+    pub namespace_uids: crate::recent::Recent<uuid::Uuid>,
     events: crate::events::Publisher,
     admission_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     failures: Mutex<HashMap<String, (u32, Instant)>>,
@@ -92,6 +101,7 @@ impl Context {
             token_key,
             mirror,
             metrics,
+            namespace_uids: crate::recent::Recent::new(NAMESPACE_TTL),
             events,
             admission_locks: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),

@@ -22,6 +22,7 @@ pub mod mirror;
 pub mod mirror_map;
 pub mod names;
 pub mod process;
+pub mod recent;
 pub mod run;
 pub mod run_api;
 pub mod run_index;

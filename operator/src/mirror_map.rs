@@ -23,11 +23,17 @@ use sluice_crds::{
 use std::sync::Arc;
 use uuid::Uuid;
 
-/// The UID of namespace `name` (the workspace id), read from the API server.
+/// The UID of namespace `name` (the workspace id), read from the API server
+/// or remembered from a recent read.
 pub async fn namespace_uid(context: &Context, name: &str) -> Option<Uuid> {
-    let namespaces: Api<Namespace> = Api::all(context.client.clone());
-    let namespace = namespaces.get_opt(name).await.ok().flatten()?;
-    parse_uid(namespace.uid().as_deref())
+    // Remembered for a while ([`Context::namespace_uids`]); an unknown
+    // namespace is not remembered, so the next use asks again.
+    let read = async {
+        let namespaces: Api<Namespace> = Api::all(context.client.clone());
+        let namespace = namespaces.get_opt(name).await.ok().flatten();
+        parse_uid(namespace.and_then(|namespace| namespace.uid()).as_deref()).ok_or(())
+    };
+    context.namespace_uids.get_or_read(name, read).await.ok()
 }
 
 fn parse_uid(uid: Option<&str>) -> Option<Uuid> {

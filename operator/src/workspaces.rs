@@ -60,9 +60,17 @@ pub async fn follow(context: &Context, mirror: &Mirror) {
                 continue;
             }
         };
-        if let Some(record) = plan_namespace(&event)
-            && let Err(error) = mirror.send(record).await
+        let Some(record) = plan_namespace(&event) else {
+            continue;
+        };
+        if let watcher::Event::Apply(metadata)
+        | watcher::Event::InitApply(metadata)
+        | watcher::Event::Delete(metadata) = &event
+            && let Some(name) = &metadata.name
         {
+            context.namespace_uids.forget(name);
+        }
+        if let Err(error) = mirror.send(record).await {
             tracing::warn!(%error, "the mirror refused a workspace's deactivation");
         }
     }

@@ -22,9 +22,9 @@ use super::admission::{Admission, RunView, plan_admission};
 use super::finish::end;
 use super::index::RunIndex;
 use super::job::RUN_LABEL;
-use super::keeper::Keeper;
+use super::keeper::{Keeper, Kept};
 use super::outcome::observe_job_outcome;
-use super::plan::{Settings, Step, plan_step, settled};
+use super::plan::{Settings, Step, keep_recheck, kept, plan_step, settled};
 use super::resume::{RESUME_INVALID, requested_input};
 use super::resume_source::observe_resume_source;
 use super::shared::{
@@ -38,7 +38,7 @@ use crate::workflow::last_run::Summaries;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PropagationPolicy};
 use kube::core::{PartialObjectMeta, PartialObjectMetaExt};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -50,6 +50,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const CONTROLLER: &str = "run";
+/// The soonest a run handed to the keeping lane is looked at again.
+const KEEP_RETRY: Duration = Duration::from_secs(5);
 
 /// The controller's state: the shared context, the index of each
 /// Workflow's runs, the keeping lane and the Workflows' run summaries.
@@ -136,21 +138,25 @@ pub async fn reconcile(
         .ok_or_else(|| Error::MissingField(cached.name_any(), "metadata.namespace"))?;
     let has_finalizer = cached.finalizers().iter().any(|f| f == FINALIZER);
     let entry = state.index.entry(&namespace, &cached.name_any());
-    if settled(
-        cached.meta().deletion_timestamp.is_some(),
-        has_finalizer,
-        entry.as_ref(),
-    ) {
+    let deleted = cached.meta().deletion_timestamp.as_ref();
+    if settled(deleted.is_some(), has_finalizer, entry.as_ref()) {
         return Ok(Action::await_change());
     }
-    let runs: Api<WorkflowRun> = Api::namespaced(context.client.clone(), &namespace);
-    let Some(run) = runs.get_opt(&cached.name_any()).await? else {
-        return Ok(Action::await_change());
-    };
     let settings = Settings {
         mirror: context.mirror.is_some(),
         grace: context.config.mirror_grace_period,
         now: chrono::Utc::now(),
+    };
+    let deleted_at = deleted.and_then(|t| chrono::DateTime::from_timestamp(t.0.as_second(), 0));
+    let recheck = keep_recheck(deleted_at, settings);
+    // A run whose grace is over is read and let go below: its keeper task
+    // may be waiting for a commit that never comes.
+    if kept(deleted.is_some(), has_finalizer, entry.as_ref()) && !recheck.is_zero() {
+        return Ok(hand_over(&state, &cached.metadata, recheck));
+    }
+    let runs: Api<WorkflowRun> = Api::namespaced(context.client.clone(), &namespace);
+    let Some(run) = runs.get_opt(&cached.name_any()).await? else {
+        return Ok(Action::await_change());
     };
     match plan_step(&run, settings) {
         Step::Nothing => Ok(Action::await_change()),
@@ -162,21 +168,30 @@ pub async fn reconcile(
             remove_finalizer(&runs, &run).await?;
             Ok(Action::await_change())
         }
-        Step::Admit => admit(&run, context, &namespace).await,
+        Step::Admit => {
+            state.keeper.admitting();
+            admit(&run, context, &namespace).await
+        }
         Step::Supervise => supervise(&run, context, &namespace).await,
         Step::Record => {
             super::finish::record(&run, context, &state.index, &namespace).await?;
             Ok(Action::requeue(Duration::ZERO))
         }
-        Step::Keep { recheck } => {
-            state.keeper.keep(&run);
-            Ok(Action::requeue(recheck))
-        }
+        Step::Keep { recheck } => Ok(hand_over(&state, &run.metadata, recheck)),
         Step::ReleaseLost => {
             state.keeper.let_go(&run).await?;
             Ok(Action::await_change())
         }
     }
+}
+
+/// Hands a run to the keeping lane and looks again after `recheck` (at
+/// least [`KEEP_RETRY`]: a failed attempt is retried then).
+fn hand_over(state: &State, metadata: &ObjectMeta, recheck: Duration) -> Action {
+    if let Some(kept) = Kept::of(metadata) {
+        state.keeper.keep(kept);
+    }
+    Action::requeue(recheck.max(KEEP_RETRY))
 }
 
 async fn admit(run: &WorkflowRun, context: &Context, namespace: &str) -> Result<Action, Error> {

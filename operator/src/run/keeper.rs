@@ -2,40 +2,64 @@
 //! removes their finalizer once the final state is committed (design in
 //! [`super::plan`]).
 //!
-//! [`Keeper::keep`] never waits: it registers the run and returns, and a
-//! task of the keeper's own reads what the record needs (the namespace's
-//! UID, the frozen snapshot, whether the Workflow still exists), offers it
-//! to the mirror, waits for the commit as long as it takes, sets the run's
-//! `Mirrored` condition and removes the finalizer. A run is handled by one
-//! task at a time; a failed attempt is retried when the run controller
-//! hands the run over again (on the run's next change, or its recheck).
-//! The keeper's reads share a small number of permits, so old runs never
-//! crowd the API calls of new ones.
+//! The admission lane hands a run over by name ([`Keeper::keep`], which
+//! never waits), usually from its cache alone ([`super::plan::kept`]): a
+//! reconcile of a deleted or finished run makes no API call. A task of the
+//! keeper's own reads the run, plans it with the same pure
+//! [`super::plan::plan_step`], reads what the record needs (the
+//! namespace's UID, the frozen snapshot, whether the Workflow still
+//! exists), offers it to the mirror, waits for the commit as long as it
+//! takes, sets the run's `Mirrored` condition and removes the finalizer.
+//! A run is handled by one task at a time; a failed attempt is retried
+//! when the run controller hands the run over again (on the run's next
+//! change, or its recheck).
 //!
-//! [`Keeper::let_go`] is the end of the grace period: the finalizer goes without
-//! the commit, and the loss is made visible (a Warning Event, a counter,
-//! one JSON log line with the run's whole final status).
+//! Old runs never crowd new ones: while runs are being admitted the lane
+//! makes one API call per `PACE` (it goes at full speed otherwise), its
+//! API calls share a few permits, and the answers runs share (the namespace's
+//! uid, whether the Workflow exists) are remembered briefly
+//! ([`crate::recent`]). A namespace full of deleted runs costs three calls
+//! per run (the run, its snapshot, the finalizer patch), not seven.
+//!
+//! [`Keeper::let_go`] is the end of the grace period, called by the
+//! controller (a task may still wait for a commit that never comes): the
+//! finalizer goes without the commit, and the loss is made visible (a
+//! Warning Event, a counter, one JSON log line with the run's whole final
+//! status).
 
 use super::parent::build_kept_record;
+use super::plan::{Settings, Step, plan_step};
 use super::shared::{FINALIZER, SNAPSHOT_KEY, is_not_found, remove_finalizer, snapshot_name};
 use crate::context::{Context, Error};
 use crate::mirror::MirrorEvent;
 use crate::mirror::queue::{CommitError, OfferError};
+use crate::recent::Recent;
 use chrono::Utc;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ObjectMeta, PostParams};
 use kube::{Resource, ResourceExt};
 use sluice_crds::common::{condition_type, set_condition};
 use sluice_crds::run_api::RunSnapshot;
 use sluice_crds::{Condition, ConditionStatus, Workflow, WorkflowRun};
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::Semaphore;
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// Keeper tasks reading the API server at once.
 const READERS: usize = 4;
 /// Attempts to remove the finalizer when the run changes meanwhile.
 const RELEASE_ATTEMPTS: usize = 5;
+/// While a run was admitted within `BUSY`, the keeping lane makes at most
+/// one API call per `PACE` (about 13 runs a second): old runs' API calls
+/// and database writes never crowd the admission of new ones, and still go
+/// on under a steady load.
+const BUSY: Duration = Duration::from_secs(1);
+const PACE: Duration = Duration::from_millis(25);
+/// How long the keeper trusts a read of whether a Workflow exists. It only
+/// decides whether a parent row made from a run is `archived`.
+const WORKFLOW_TTL: Duration = Duration::from_secs(2);
 
 /// Why keeping a run failed this time (it is tried again later).
 #[derive(Debug, thiserror::Error)]
@@ -50,11 +74,39 @@ enum KeepError {
     Release(#[source] Error),
 }
 
-/// The keeping lane's state: the runs being stored now.
+/// A run handed to the keeping lane: enough to read it again.
+#[derive(Clone, Debug)]
+pub struct Kept {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+impl Kept {
+    /// The run `metadata` names; `None` without a namespace or uid.
+    pub fn of(metadata: &ObjectMeta) -> Option<Self> {
+        Some(Self {
+            namespace: metadata.namespace.clone()?,
+            name: metadata.name.clone()?,
+            uid: metadata.uid.clone()?,
+        })
+    }
+}
+
+/// The keeping lane's state: the runs being stored now, and when a run
+/// was last admitted (the lane slows down while runs are admitted).
 pub struct Keeper {
     context: Arc<Context>,
     waiting: Mutex<HashSet<String>>,
     readers: Semaphore,
+    /// Workflow uids by `namespace/name` (`None`: no such Workflow).
+    workflows: Recent<Option<String>>,
+    /// When this keeper was made: the origin of `last_admission`.
+    origin: Instant,
+    /// Milliseconds from `origin` to the last admission, plus one (0: none).
+    last_admission: AtomicU64,
+    /// The earliest start of the next run while admissions are busy.
+    next_turn: tokio::sync::Mutex<Instant>,
 }
 
 impl Keeper {
@@ -63,6 +115,10 @@ impl Keeper {
             context,
             waiting: Mutex::new(HashSet::new()),
             readers: Semaphore::new(READERS),
+            workflows: Recent::new(WORKFLOW_TTL),
+            origin: Instant::now(),
+            last_admission: AtomicU64::new(0),
+            next_turn: tokio::sync::Mutex::new(Instant::now()),
         }
     }
 
@@ -71,15 +127,46 @@ impl Keeper {
         self.lock().len()
     }
 
-    /// Stores `run` and then removes its finalizer, in the background.
-    /// Returns at once; a run already being stored is left to that task.
-    pub fn keep(self: &Arc<Self>, run: &WorkflowRun) {
-        let Some(uid) = run.uid() else {
-            return;
-        };
+    /// A run is being admitted: the keeping lane yields for a while.
+    pub fn admitting(&self) {
+        let now = self.origin.elapsed().as_millis() as u64 + 1;
+        self.last_admission.store(now, Ordering::Relaxed);
+    }
+
+    fn admissions_busy(&self) -> bool {
+        let last = self.last_admission.load(Ordering::Relaxed);
+        let now = self.origin.elapsed().as_millis() as u64 + 1;
+        last != 0 && now.saturating_sub(last) < BUSY.as_millis() as u64
+    }
+
+    /// Waits for a turn to call the API server: one of [`READERS`] permits
+    /// and, while runs are being admitted, one call per [`PACE`] for the
+    /// whole lane, first come first served.
+    async fn turn(&self) -> SemaphorePermit<'_> {
+        let permit = self
+            .readers
+            .acquire()
+            .await
+            .expect("the keeper never closes its semaphore");
+        if self.admissions_busy() {
+            let mut next = self.next_turn.lock().await;
+            if self.admissions_busy() {
+                tokio::time::sleep_until((*next).into()).await;
+                *next = Instant::now() + PACE;
+            }
+        }
+        permit
+    }
+
+    /// Reads the run again and plans it ([`plan_step`]): stores it and
+    /// then removes its finalizer, removes a finalizer that protects
+    /// nothing, or lets a run go whose grace period is over. In the
+    /// background: returns at once, and a run already handed over is left
+    /// to that task.
+    pub fn keep(self: &Arc<Self>, run: Kept) {
         {
             let mut waiting = self.lock();
-            if !waiting.insert(uid.clone()) {
+            if !waiting.insert(run.uid.clone()) {
                 return;
             }
             self.context
@@ -88,19 +175,18 @@ impl Keeper {
                 .set(waiting.len() as i64);
         }
         let keeper = self.clone();
-        let run = run.clone();
         tokio::spawn(async move {
-            if let Err(error) = keeper.store(&run).await {
+            if let Err(error) = keeper.handle(&run).await {
                 tracing::warn!(
-                    namespace = run.namespace().unwrap_or_default(),
-                    run = %run.name_any(),
+                    namespace = run.namespace,
+                    run = run.name,
                     %error,
                     source = std::error::Error::source(&error).map(ToString::to_string),
                     "failed to keep a run's history; trying again later"
                 );
             }
             let mut waiting = keeper.lock();
-            waiting.remove(&uid);
+            waiting.remove(&run.uid);
             keeper
                 .context
                 .metrics
@@ -109,12 +195,42 @@ impl Keeper {
         });
     }
 
+    async fn handle(&self, kept: &Kept) -> Result<(), KeepError> {
+        let context = &self.context;
+        let runs: Api<WorkflowRun> = Api::namespaced(context.client.clone(), &kept.namespace);
+        let run = {
+            let _permit = self.turn().await;
+            runs.get_opt(&kept.name)
+                .await
+                .map_err(|error| KeepError::Read(error.into()))?
+        };
+        let Some(run) = run.filter(|run| run.uid().as_deref() == Some(kept.uid.as_str())) else {
+            return Ok(());
+        };
+        let settings = Settings {
+            mirror: context.mirror.is_some(),
+            grace: context.config.mirror_grace_period,
+            now: Utc::now(),
+        };
+        match plan_step(&run, settings) {
+            Step::Keep { .. } => self.store(&run).await,
+            Step::ReleaseFinalizer => {
+                let _permit = self.turn().await;
+                remove_finalizer(&runs, &run)
+                    .await
+                    .map_err(KeepError::Release)
+            }
+            // Steps of the admission lane, which sees the run's next change.
+            _ => Ok(()),
+        }
+    }
+
     async fn store(&self, run: &WorkflowRun) -> Result<(), KeepError> {
         let Some(mirror) = &self.context.mirror else {
             return Ok(());
         };
         let record = {
-            let _permit = self.readers.acquire().await;
+            let _permit = self.turn().await;
             self.observe_record(run).await.map_err(KeepError::Read)?
         };
         if let Some(record) = record {
@@ -123,7 +239,7 @@ impl Keeper {
                 .wait()
                 .await?;
         }
-        let _permit = self.readers.acquire().await;
+        let _permit = self.turn().await;
         self.release(run).await.map_err(KeepError::Release)
     }
 
@@ -145,30 +261,31 @@ impl Keeper {
             Some(text) => serde_json::from_str::<RunSnapshot>(&text).ok(),
             None => None,
         };
+        let workflow = &run.spec.workflow_ref.name;
         let workflows: Api<Workflow> = Api::namespaced(context.client.clone(), &namespace);
+        let current = self
+            .workflows
+            .get_or_read(&format!("{namespace}/{workflow}"), async {
+                let found = workflows.get_opt(workflow).await?;
+                Ok::<_, kube::Error>(found.and_then(|workflow| workflow.uid()))
+            })
+            .await?;
         let owner = crate::mirror_map::workflow_uid(run).map(|uid| uid.to_string());
-        let gone = workflows
-            .get_opt(&run.spec.workflow_ref.name)
-            .await?
-            .is_none_or(|workflow| workflow.uid() != owner);
+        let gone = current.is_none() || current != owner;
         Ok(build_kept_record(run, workspace, snapshot.as_ref(), gone))
     }
 
-    /// Marks the run `Mirrored` and removes the finalizer, reading the run
-    /// again after a conflicting change.
+    /// Marks the run `Mirrored` and removes the finalizer. The run handed
+    /// over is tried first; it is read again only after a conflicting
+    /// change.
     async fn release(&self, run: &WorkflowRun) -> Result<(), Error> {
         let context = &self.context;
         let runs: Api<WorkflowRun> =
             Api::namespaced(context.client.clone(), &run.namespace().unwrap_or_default());
+        let mut current = run.clone();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let Some(current) = runs.get_opt(&run.name_any()).await? else {
-                return Ok(());
-            };
-            if current.uid() != run.uid() || !current.finalizers().iter().any(|f| f == FINALIZER) {
-                return Ok(());
-            }
             let result = async {
                 let current = mark_mirrored(&runs, current).await?;
                 remove_finalizer(&runs, &current).await
@@ -179,12 +296,22 @@ impl Keeper {
                     if status.code == 409 && attempt < RELEASE_ATTEMPTS => {}
                 other => return other,
             }
+            match runs.get_opt(&run.name_any()).await? {
+                Some(fresh)
+                    if fresh.uid() == run.uid()
+                        && fresh.finalizers().iter().any(|f| f == FINALIZER) =>
+                {
+                    current = fresh;
+                }
+                _ => return Ok(()),
+            }
         }
     }
 
     /// The grace period of a run being deleted is over and its final
     /// state is still not stored: releases the finalizer and records the
-    /// loss. The run no longer counts as waiting for the mirror.
+    /// loss. The run no longer counts as waiting for the mirror (a task
+    /// still waiting for its commit finds the finalizer gone).
     pub async fn let_go(&self, run: &WorkflowRun) -> Result<(), Error> {
         if let Some(uid) = run.uid() {
             let mut waiting = self.lock();

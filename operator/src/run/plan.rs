@@ -72,6 +72,26 @@ pub fn settled(deleting: bool, has_finalizer: bool, entry: Option<&RunEntry>) ->
     !deleting && !has_finalizer && entry.is_some_and(|entry| entry.finished() && entry.recorded)
 }
 
+/// Whether a run belongs to the keeping lane, from the cached metadata and
+/// the index alone (no API call): it holds the finalizer and is being
+/// deleted, or is finished with its end recorded. The admission lane then
+/// hands it over without reading it; the keeper reads it at its own pace
+/// and plans it with [`plan_step`].
+pub fn kept(deleting: bool, has_finalizer: bool, entry: Option<&RunEntry>) -> bool {
+    has_finalizer && (deleting || entry.is_some_and(|entry| entry.finished() && entry.recorded))
+}
+
+/// When the controller looks again at a run handed to the keeper: at the
+/// end of the grace period of a run being deleted, else after
+/// [`KEEP_RECHECK`].
+pub fn keep_recheck(deleted: Option<DateTime<Utc>>, settings: Settings) -> Duration {
+    let Some(deleted) = deleted else {
+        return KEEP_RECHECK;
+    };
+    let deadline = deleted + chrono::Duration::from_std(settings.grace).unwrap_or_default();
+    (deadline - settings.now).to_std().unwrap_or_default()
+}
+
 /// Whether the run ever got a workflow to run (admission adopts it): only
 /// such a run has history to store.
 pub fn has_history(run: &WorkflowRun) -> bool {
@@ -94,10 +114,9 @@ pub fn plan_step(run: &WorkflowRun, settings: Settings) -> Step {
             return Step::ReleaseFinalizer;
         }
         let deleted = DateTime::from_timestamp(deleted.0.as_second(), 0).unwrap_or(settings.now);
-        let deadline = deleted + chrono::Duration::from_std(settings.grace).unwrap_or_default();
-        return match (deadline - settings.now).to_std() {
-            Ok(left) if !left.is_zero() => Step::Keep { recheck: left },
-            _ => Step::ReleaseLost,
+        return match keep_recheck(Some(deleted), settings) {
+            left if left.is_zero() => Step::ReleaseLost,
+            left => Step::Keep { recheck: left },
         };
     }
     if finished {
@@ -271,6 +290,47 @@ mod tests {
             plan_step(&deleted(finished, 5), settings(false)),
             Step::ReleaseFinalizer
         );
+    }
+
+    #[test]
+    fn deleted_and_recorded_runs_holding_the_finalizer_go_to_the_keeper_from_the_cache() {
+        let done = RunEntry {
+            phase: Some(RunPhase::Succeeded),
+            recorded: true,
+            ..RunEntry::default()
+        };
+        let running = RunEntry {
+            phase: Some(RunPhase::Running),
+            ..RunEntry::default()
+        };
+        assert!(kept(false, true, Some(&done)));
+        assert!(kept(true, true, Some(&running)), "deleted while running");
+        assert!(kept(true, true, None), "deleted, unknown to the index");
+        assert!(!kept(false, true, Some(&running)));
+        assert!(
+            !kept(
+                false,
+                true,
+                Some(&RunEntry {
+                    recorded: false,
+                    ..done.clone()
+                })
+            ),
+            "its end is recorded first"
+        );
+        assert!(!kept(true, false, Some(&done)), "nothing left to keep");
+        assert_eq!(
+            keep_recheck(None, settings(true)),
+            KEEP_RECHECK,
+            "not deleted"
+        );
+        let deleted = now() - chrono::Duration::seconds(100);
+        assert_eq!(
+            keep_recheck(Some(deleted), settings(true)),
+            Duration::from_secs(800)
+        );
+        let long_ago = now() - chrono::Duration::seconds(1000);
+        assert_eq!(keep_recheck(Some(long_ago), settings(true)), Duration::ZERO);
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //!   while `SLUICE_BENCH_STUCK` (default 1,000) finished runs sit in
 //!   deletion, holding the mirror finalizer, their workflow unknown to the
 //!   (real, fresh) database. Also reports how many were still in deletion
-//!   when the load ended.
+//!   when the load ended. `SLUICE_BENCH_SETTLED=1` makes the same number of
+//!   finished runs settled instead (no finalizer, not deleted, no owner):
+//!   the cost of the objects alone, for comparison.
 //! - `catchup`: `SLUICE_BENCH_KEPT` (default 10,000) finished runs kept and
 //!   `SLUICE_BENCH_WAITING` (default 100) runs created while no operator
 //!   runs; then the operator starts (leading at once) and the time from its
@@ -24,13 +26,13 @@ use sluice_e2e::operator::{Operator, OperatorOptions, TestDatabase, cluster};
 use super::{IN_FLIGHT, env_number, summary, watch_sightings, workflow_manifest};
 
 /// Creates `count` finished runs named `<prefix>-NNNNN` of `workflow`
-/// (owned by the Workflow with `workflow_uid`), optionally holding the
-/// mirror finalizer.
+/// (owned by the Workflow with `workflow_uid` when there is one),
+/// optionally holding the mirror finalizer.
 async fn create_finished(
     runs: &Api<WorkflowRun>,
     prefix: &str,
     workflow: &str,
-    workflow_uid: &str,
+    workflow_uid: Option<&str>,
     count: usize,
     finalizer: bool,
 ) {
@@ -38,10 +40,11 @@ async fn create_finished(
         .map(|index| {
             let runs = runs.clone();
             let name = format!("{prefix}-{index:05}");
-            let mut metadata = json!({"name": name, "ownerReferences": [{
-                "apiVersion": "sluice.dev/v1alpha1", "kind": "Workflow",
-                "name": workflow, "uid": workflow_uid,
-            }]});
+            let owners = workflow_uid.map(|uid| {
+                json!([{"apiVersion": "sluice.dev/v1alpha1", "kind": "Workflow",
+                    "name": workflow, "uid": uid}])
+            });
+            let mut metadata = json!({"name": name, "ownerReferences": owners.unwrap_or_else(|| json!([]))});
             if finalizer {
                 metadata["finalizers"] = json!(["sluice.dev/mirror"]);
             }
@@ -81,8 +84,11 @@ pub async fn stuck() {
         .expect("failed to create a database (PostgreSQL on DATABASE_URL)");
     let runs: Api<WorkflowRun> = Api::namespaced(cluster.client(), cluster.namespace());
     let gone = uuid::Uuid::new_v4().to_string();
-    create_finished(&runs, "stuck", "gone", &gone, stuck, true).await;
-    stream::iter(0..stuck)
+    let settled = std::env::var("SLUICE_BENCH_SETTLED").is_ok_and(|value| value == "1");
+    // Settled runs have no owner: the collector would delete them.
+    let owner = (!settled).then_some(gone.as_str());
+    create_finished(&runs, "stuck", "gone", owner, stuck, !settled).await;
+    stream::iter(0..if settled { 0 } else { stuck })
         .map(|index| {
             let runs = runs.clone();
             async move {
@@ -175,7 +181,14 @@ pub async fn stuck() {
         })
         .collect();
     println!(
-        "stuck: {total} runs at {rate}/s while {stuck} finished runs sat in deletion with no database rows ({still_stuck} still in deletion when the load ended)"
+        "stuck: {total} runs at {rate}/s while {stuck} finished runs {}",
+        if settled {
+            "were kept, settled (no finalizer, not deleted)".to_owned()
+        } else {
+            format!(
+                "sat in deletion with no database rows ({still_stuck} still in deletion when the load ended)"
+            )
+        }
     );
     println!(
         "stuck: run created → Job seen: {} ({} of {total} got a Job)",
@@ -211,7 +224,7 @@ pub async fn catchup() {
     let uid = workflow.metadata.uid.clone().expect("a uid");
     let runs: Api<WorkflowRun> = Api::namespaced(cluster.client(), cluster.namespace());
     let started = Instant::now();
-    create_finished(&runs, "kept", "kept", &uid, kept, false).await;
+    create_finished(&runs, "kept", "kept", Some(&uid), kept, false).await;
     println!(
         "catchup: {kept} finished runs created in {:.1} s",
         started.elapsed().as_secs_f64()
