@@ -104,6 +104,18 @@ pub struct Config {
     #[arg(long, env = "SLUICE_MIRROR_GRACE_PERIOD", default_value = "15m", value_parser = parse_duration)]
     pub mirror_grace_period: Duration,
 
+    /// How often the leader samples its own state (runs, mirror backlog,
+    /// memory, CPU) into the `system_metrics` table. Needs the database.
+    #[arg(long, env = "SLUICE_METRICS_SAMPLE_INTERVAL", default_value = "60s",
+          value_parser = parse_positive_duration)]
+    pub metrics_sample_interval: Duration,
+
+    /// How long `system_metrics` rows are kept (default 720h, 30 days);
+    /// older ones are deleted, a thousand rows per statement, after each
+    /// sample.
+    #[arg(long, env = "SLUICE_METRICS_RETENTION", default_value = "720h", value_parser = parse_duration)]
+    pub metrics_retention: Duration,
+
     /// Name of this replica for leader election (the pod name).
     #[arg(long, env = "POD_NAME", default_value = "sluice-operator")]
     pub identity: String,
@@ -164,6 +176,13 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| e.to_string())
 }
 
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        duration if duration.is_zero() => Err("must be longer than zero".into()),
+        duration => Ok(duration),
+    }
+}
+
 impl Config {
     /// The leader election timings, checked against each other.
     pub fn lease_settings(
@@ -209,6 +228,11 @@ mod tests {
         let lease = config.lease_settings().unwrap();
         assert_eq!(lease.renew_deadline, Duration::from_secs(20));
         assert_eq!(config.mirror_grace_period, Duration::from_secs(15 * 60));
+        assert_eq!(config.metrics_sample_interval, Duration::from_secs(60));
+        assert_eq!(config.metrics_retention, Duration::from_secs(30 * 86_400));
+        assert!(
+            Config::try_parse_from(["sluice-operator", "--metrics-sample-interval", "0s"]).is_err()
+        );
         assert!(config.no_leader_election);
         assert_eq!(config.runner_argv(), ["sluice-runner", "exec"]);
         assert!(Config::try_parse_from(["sluice-operator", "--lease-duration", "soon"]).is_err());

@@ -5,7 +5,7 @@
 //! Map: [`admission`] (validating and mutating webhooks), [`workflow`] (validation, revisions), [`run`] (admission, Jobs,
 //! lifecycle), [`run_index`] (runs grouped from a watch), [`run_api`] (runner ⇄ operator), [`mirror`] and
 //! [`mirror_map`], [`audit`], [`workspaces`] and [`membership`] (PostgreSQL; RoleBindings → members), [`names`] (derived names), [`leader`]
-//! (Lease), [`telemetry`] (metrics, health), [`config`], [`context`],
+//! (Lease), [`telemetry`] (metrics, health), [`sampler`] (`system_metrics` rows), [`config`], [`context`],
 //! [`events`] (Kubernetes Events), [`watch`] (lean controller caches), [`scope`] (the watched
 //! namespaces).
 
@@ -26,6 +26,7 @@ pub mod recent;
 pub mod run;
 pub mod run_api;
 pub mod run_index;
+pub mod sampler;
 pub mod schedule;
 pub mod scope;
 pub mod telemetry;

@@ -172,7 +172,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     crate::run::controller::run(context.clone(), until_stop(stopping.clone())),
                     crate::connection::controller::run(context.clone(), until_stop(stopping.clone())),
                     crate::schedule::controller::run(context.clone(), until_stop(stopping.clone())),
-                    crate::audit::run(context.clone(), until_stop(stopping.clone())),
+                    async {
+                        futures::future::join(
+                            crate::audit::run(context.clone(), until_stop(stopping.clone())),
+                            crate::sampler::run(context.clone(), until_stop(stopping.clone())),
+                        )
+                        .await
+                    },
                 ) => {
                     tracing::info!("controllers stopped");
                     Ok(())

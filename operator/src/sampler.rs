@@ -1,0 +1,339 @@
+//! The system metrics sampler: on the leader, every
+//! `--metrics-sample-interval` it writes `system_metrics` rows (through the
+//! mirror, so a PostgreSQL outage only delays them) and deletes rows older
+//! than `--metrics-retention`, a batch at a time.
+//!
+//! Rows, each tagged `{"source": "sluice-operator", "replica": <pod>}`:
+//! `mirror_backlog` (count), `operator_memory_rss` (bytes, VmRSS of
+//! /proc/self/status) and `operator_cpu` (percentage of one core over the
+//! interval, from utime + stime of /proc/self/stat; from the second sample
+//! on). The /proc readings are Linux only; elsewhere those rows are left out.
+//!
+//! The pure parts — turning two snapshots into rows, the retention cutoff,
+//! the /proc parsers — are separate from the loop and tested on their own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::PgPool;
+
+use crate::context::Context;
+use crate::mirror::{MirrorEvent, SystemMetricRecord};
+
+/// Rows deleted per retention statement: short statements, short locks.
+pub const RETENTION_BATCH: i64 = 1_000;
+
+/// Kernel clock ticks per second of /proc/self/stat times (USER_HZ, fixed
+/// at 100 by the Linux ABI on every architecture the operator ships for).
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
+/// What one sample saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// When it was taken.
+    pub at: DateTime<Utc>,
+    /// Mirror events not yet in PostgreSQL.
+    pub mirror_backlog: u64,
+    /// Resident memory of the process, in bytes (Linux only).
+    pub resident_bytes: Option<u64>,
+    /// CPU time the process used since it started, user plus system, in
+    /// seconds (Linux only).
+    pub cpu_seconds: Option<f64>,
+}
+
+/// The rows of `current`; CPU use needs the previous sample of this process.
+pub fn rows(
+    previous: Option<&Snapshot>,
+    current: &Snapshot,
+    replica: &str,
+) -> Vec<SystemMetricRecord> {
+    let tags = json!({"source": "sluice-operator", "replica": replica});
+    let row = |metric_type: &str, value: f64, unit: &str| SystemMetricRecord {
+        metric_type: metric_type.to_owned(),
+        value,
+        unit: Some(unit.to_owned()),
+        tags: tags.clone(),
+        recorded_at: current.at,
+    };
+    let mut rows = vec![row(
+        "mirror_backlog",
+        current.mirror_backlog as f64,
+        "count",
+    )];
+    if let Some(bytes) = current.resident_bytes {
+        rows.push(row("operator_memory_rss", bytes as f64, "bytes"));
+    }
+    if let Some(cpu) = previous.and_then(|previous| cpu_percent(previous, current)) {
+        rows.push(row("operator_cpu", cpu, "percentage"));
+    }
+    rows
+}
+
+/// CPU use between two samples, as a percentage of one core.
+fn cpu_percent(previous: &Snapshot, current: &Snapshot) -> Option<f64> {
+    let elapsed = (current.at - previous.at).num_microseconds()? as f64 / 1e6;
+    let used = current.cpu_seconds? - previous.cpu_seconds?;
+    (elapsed > 0.0 && used >= 0.0).then(|| (used / elapsed * 100.0 * 100.0).round() / 100.0)
+}
+
+/// Rows recorded before this instant are deleted.
+pub fn retention_cutoff(now: DateTime<Utc>, retention: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(retention)
+        .ok()
+        .and_then(|retention| now.checked_sub_signed(retention))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// VmRSS of a /proc/<pid>/status text, in bytes.
+pub fn parse_resident_bytes(status: &str) -> Option<u64> {
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let mut words = line["VmRSS:".len()..].split_whitespace();
+    let value: u64 = words.next()?.parse().ok()?;
+    match words.next() {
+        Some("kB") => Some(value * 1024),
+        _ => None,
+    }
+}
+
+/// utime + stime of a /proc/<pid>/stat text, in seconds.
+pub fn parse_cpu_seconds(stat: &str) -> Option<f64> {
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of the line; `rest` starts at field 3.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / CLOCK_TICKS_PER_SECOND)
+}
+
+/// A snapshot of this process now.
+fn take(context: &Context) -> Snapshot {
+    let mirror_backlog = context
+        .mirror
+        .as_ref()
+        .map_or(0, |mirror| mirror.stats().backlog as u64);
+    Snapshot {
+        at: Utc::now(),
+        mirror_backlog,
+        resident_bytes: std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|text| parse_resident_bytes(&text)),
+        cpu_seconds: std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|text| parse_cpu_seconds(&text)),
+    }
+}
+
+/// Deletes the rows recorded before `cutoff`, `batch` per statement, and
+/// returns how many went.
+pub async fn delete_older_than(
+    pool: &PgPool,
+    cutoff: DateTime<Utc>,
+    batch: i64,
+) -> Result<u64, sqlx::Error> {
+    let mut deleted = 0;
+    loop {
+        let done = sqlx::query(
+            "DELETE FROM system_metrics WHERE id IN (
+                 SELECT id FROM system_metrics WHERE recorded_at < $1 LIMIT $2)",
+        )
+        .bind(cutoff)
+        .bind(batch)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        deleted += done;
+        if done < batch as u64 {
+            return Ok(deleted);
+        }
+    }
+}
+
+/// Samples until `stop` resolves. Without a database it does nothing.
+pub async fn run(context: Arc<Context>, stop: impl std::future::Future<Output = ()>) {
+    let Some(mirror) = context.mirror.clone() else {
+        return;
+    };
+    let every = context.config.metrics_sample_interval;
+    let retention = context.config.metrics_retention;
+    let replica = context.config.identity.clone();
+    let work = async {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut previous: Option<Snapshot> = None;
+        loop {
+            ticks.tick().await;
+            let current = take(&context);
+            for row in rows(previous.as_ref(), &current, &replica) {
+                if let Err(error) = mirror.offer(MirrorEvent::SystemMetric(row)) {
+                    tracing::warn!(%error, "failed to queue a system metric sample");
+                }
+            }
+            let cutoff = retention_cutoff(current.at, retention);
+            match delete_older_than(mirror.pool(), cutoff, RETENTION_BATCH).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(deleted, %cutoff, "deleted old system metrics"),
+                Err(error) => tracing::warn!(%error, "failed to delete old system metrics"),
+            }
+            previous = Some(current);
+        }
+    };
+    tokio::select! {
+        _ = work => {}
+        _ = stop => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mirror::fixtures::at;
+    use sqlx::Row;
+
+    fn snapshot(second: i64, cpu: Option<f64>) -> Snapshot {
+        Snapshot {
+            at: at(9, 0) + chrono::Duration::seconds(second),
+            mirror_backlog: 7,
+            resident_bytes: Some(50 * 1024 * 1024),
+            cpu_seconds: cpu,
+        }
+    }
+
+    #[test]
+    fn the_first_sample_has_no_cpu_row_and_the_next_has_the_share_of_one_core() {
+        let first = snapshot(0, Some(10.0));
+        let types = |rows: &[SystemMetricRecord]| {
+            rows.iter()
+                .map(|row| {
+                    (
+                        row.metric_type.clone(),
+                        row.value,
+                        row.unit.clone().unwrap(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            types(&rows(None, &first, "op-0")),
+            [
+                ("mirror_backlog".into(), 7.0, "count".into()),
+                ("operator_memory_rss".into(), 52_428_800.0, "bytes".into()),
+            ]
+        );
+        // 15 s of CPU over 60 s: a quarter of a core.
+        let second = snapshot(60, Some(25.0));
+        let later = rows(Some(&first), &second, "op-0");
+        assert_eq!(
+            types(&later)[2],
+            ("operator_cpu".into(), 25.0, "percentage".into())
+        );
+        assert!(later.iter().all(|row| row.recorded_at == second.at));
+        assert_eq!(
+            later[0].tags,
+            json!({"source": "sluice-operator", "replica": "op-0"})
+        );
+        // Without /proc (not Linux) only the backlog is left.
+        let bare = Snapshot {
+            resident_bytes: None,
+            cpu_seconds: None,
+            ..second.clone()
+        };
+        assert_eq!(rows(Some(&first), &bare, "op-0").len(), 1);
+    }
+
+    #[test]
+    fn the_cutoff_is_the_retention_before_now_and_never_overflows() {
+        let now = at(9, 0);
+        assert_eq!(
+            retention_cutoff(now, Duration::from_secs(30 * 86_400)),
+            now - chrono::Duration::days(30)
+        );
+        assert_eq!(
+            retention_cutoff(now, Duration::from_secs(u64::MAX)),
+            DateTime::<Utc>::MIN_UTC
+        );
+    }
+
+    #[test]
+    fn proc_texts_parse() {
+        let status =
+            "Name:\tsluice-operator\nVmPeak:\t  99999 kB\nVmRSS:\t   51200 kB\nThreads:\t9\n";
+        assert_eq!(parse_resident_bytes(status), Some(51200 * 1024));
+        assert_eq!(parse_resident_bytes("Name:\tx\n"), None);
+        let stat = "4242 (sluice op) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 75 0 0 20 0 9 0 100 1000 200";
+        assert_eq!(parse_cpu_seconds(stat), Some(3.25));
+        assert_eq!(parse_cpu_seconds("4242 (x) S 1"), None);
+        #[cfg(target_os = "linux")]
+        {
+            let own = std::fs::read_to_string("/proc/self/status").unwrap();
+            assert!(parse_resident_bytes(&own).unwrap() > 0);
+            let own = std::fs::read_to_string("/proc/self/stat").unwrap();
+            assert!(parse_cpu_seconds(&own).is_some());
+        }
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn samples_are_written_and_old_rows_go_in_batches(pool: PgPool) {
+        let limits = crate::mirror::sanitize::Limits::default();
+        let mut conn = pool.acquire().await.unwrap();
+        let first = snapshot(0, Some(10.0));
+        let second = snapshot(60, Some(25.0));
+        for row in rows(None, &first, "op-0")
+            .into_iter()
+            .chain(rows(Some(&first), &second, "op-0"))
+        {
+            crate::mirror::audit::insert_system_metric(&mut conn, &row, &limits)
+                .await
+                .unwrap();
+        }
+        let written = sqlx::query(
+            "SELECT metric_type, metric_value::float8 AS value, unit, tags->>'replica' AS replica
+             FROM system_metrics ORDER BY recorded_at, metric_type",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row.get::<String, _>("metric_type"),
+                row.get::<f64, _>("value"),
+                row.get::<String, _>("unit"),
+                row.get::<String, _>("replica"),
+            )
+        })
+        .collect::<Vec<_>>();
+        let op = |t: &str, v: f64, u: &str| (t.to_owned(), v, u.to_owned(), "op-0".to_owned());
+        assert_eq!(
+            written,
+            [
+                op("mirror_backlog", 7.0, "count"),
+                op("operator_memory_rss", 52_428_800.0, "bytes"),
+                op("mirror_backlog", 7.0, "count"),
+                op("operator_cpu", 25.0, "percentage"),
+                op("operator_memory_rss", 52_428_800.0, "bytes"),
+            ]
+        );
+
+        // 25 old rows and the 5 above; batches of 10 take three statements.
+        sqlx::query(
+            "INSERT INTO system_metrics (metric_type, metric_value, unit, tags, recorded_at)
+             SELECT 'mirror_backlog', n, 'count', '{}'::jsonb, $1 - n * interval '1 minute'
+             FROM generate_series(1, 25) AS n",
+        )
+        .bind(at(9, 0) - chrono::Duration::days(31))
+        .execute(&pool)
+        .await
+        .unwrap();
+        let cutoff = retention_cutoff(at(9, 0), Duration::from_secs(30 * 86_400));
+        assert_eq!(delete_older_than(&pool, cutoff, 10).await.unwrap(), 25);
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM system_metrics")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(left, 5);
+        assert_eq!(delete_older_than(&pool, cutoff, 10).await.unwrap(), 0);
+    }
+}
