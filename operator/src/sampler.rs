@@ -3,6 +3,13 @@
 //! mirror, so a PostgreSQL outage only delays them) and deletes rows older
 //! than `--metrics-retention`, a batch at a time.
 //!
+//! Per namespace (tag `namespace`), from the runs the mirror holds:
+//! `runs_active` (Running), `runs_queued` (Pending or Queued), and
+//! `runs_started` / `runs_finished` in the interval (by their start and end
+//! times). A run whose event reaches PostgreSQL only after the interval
+//! ended (a mirror backlog) is missed by that interval's started/finished
+//! counts; the `mirror_backlog` row says when that can happen.
+//!
 //! Rows, each tagged `{"source": "sluice-operator", "replica": <pod>}`:
 //! `mirror_backlog` (count), `operator_memory_rss` (bytes, VmRSS of
 //! /proc/self/status) and `operator_cpu` (percentage of one core over the
@@ -41,6 +48,91 @@ pub struct Snapshot {
     /// CPU time the process used since it started, user plus system, in
     /// seconds (Linux only).
     pub cpu_seconds: Option<f64>,
+}
+
+/// The runs of one namespace at a sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceRuns {
+    pub namespace: String,
+    /// Running now.
+    pub active: i64,
+    /// Pending or Queued now.
+    pub queued: i64,
+    /// Started within the interval.
+    pub started: i64,
+    /// Ended within the interval.
+    pub finished: i64,
+}
+
+/// The rows of the runs of each namespace, recorded at `at`.
+pub fn run_rows(
+    runs: &[NamespaceRuns],
+    at: DateTime<Utc>,
+    replica: &str,
+) -> Vec<SystemMetricRecord> {
+    let mut rows = Vec::with_capacity(runs.len() * 4);
+    for namespace in runs {
+        let tags = json!({
+            "source": "sluice-operator",
+            "replica": replica,
+            "namespace": namespace.namespace,
+        });
+        for (metric_type, value) in [
+            ("runs_active", namespace.active),
+            ("runs_queued", namespace.queued),
+            ("runs_started", namespace.started),
+            ("runs_finished", namespace.finished),
+        ] {
+            rows.push(SystemMetricRecord {
+                metric_type: metric_type.to_owned(),
+                value: value as f64,
+                unit: Some("count".to_owned()),
+                tags: tags.clone(),
+                recorded_at: at,
+            });
+        }
+    }
+    rows
+}
+
+/// The runs of each namespace that has any running, waiting, or started or
+/// ended in `(since, until]`, read from the mirror's executions.
+pub async fn namespace_runs(
+    pool: &PgPool,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Vec<NamespaceRuns>, sqlx::Error> {
+    let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT ws.name,
+                count(*) FILTER (WHERE e.status = 'running'),
+                count(*) FILTER (WHERE e.status IN ('pending', 'queued')),
+                count(*) FILTER (WHERE e.started_at > $1 AND e.started_at <= $2),
+                count(*) FILTER (WHERE e.ended_at > $1 AND e.ended_at <= $2)
+         FROM workflow_executions e
+         JOIN workflows w ON w.id = e.workflow_id
+         JOIN workspaces ws ON ws.id = w.workspace_id
+         WHERE e.status IN ('running', 'pending', 'queued')
+            OR (e.started_at > $1 AND e.started_at <= $2)
+            OR (e.ended_at > $1 AND e.ended_at <= $2)
+         GROUP BY ws.name
+         ORDER BY ws.name",
+    )
+    .bind(since)
+    .bind(until)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(namespace, active, queued, started, finished)| NamespaceRuns {
+                namespace,
+                active,
+                queued,
+                started,
+                finished,
+            },
+        )
+        .collect())
 }
 
 /// The rows of `current`; CPU use needs the previous sample of this process.
@@ -166,7 +258,21 @@ pub async fn run(context: Arc<Context>, stop: impl std::future::Future<Output = 
         loop {
             ticks.tick().await;
             let current = take(&context);
-            for row in rows(previous.as_ref(), &current, &replica) {
+            let since = previous.as_ref().map_or_else(
+                || current.at - chrono::Duration::from_std(every).unwrap_or_default(),
+                |previous| previous.at,
+            );
+            let runs = match namespace_runs(mirror.pool(), since, current.at).await {
+                Ok(runs) => runs,
+                Err(error) => {
+                    tracing::warn!(%error, "failed to count runs for system metrics");
+                    Vec::new()
+                }
+            };
+            let all = rows(previous.as_ref(), &current, &replica)
+                .into_iter()
+                .chain(run_rows(&runs, current.at, &replica));
+            for row in all {
                 if let Err(error) = mirror.offer(MirrorEvent::SystemMetric(row)) {
                     tracing::warn!(%error, "failed to queue a system metric sample");
                 }
@@ -272,6 +378,77 @@ mod tests {
             let own = std::fs::read_to_string("/proc/self/stat").unwrap();
             assert!(parse_cpu_seconds(&own).is_some());
         }
+    }
+
+    #[test]
+    fn each_namespace_gets_four_run_rows_tagged_with_it() {
+        let runs = [NamespaceRuns {
+            namespace: "growth".into(),
+            active: 2,
+            queued: 3,
+            started: 4,
+            finished: 5,
+        }];
+        let rows = run_rows(&runs, at(9, 0), "op-0");
+        let seen: Vec<_> = rows
+            .iter()
+            .map(|row| (row.metric_type.as_str(), row.value))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("runs_active", 2.0),
+                ("runs_queued", 3.0),
+                ("runs_started", 4.0),
+                ("runs_finished", 5.0)
+            ]
+        );
+        assert!(rows.iter().all(|row| row.tags
+            == json!({"source": "sluice-operator", "replica": "op-0", "namespace": "growth"})));
+        assert!(run_rows(&[], at(9, 0), "op-0").is_empty());
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn runs_are_counted_per_namespace_within_the_interval(pool: PgPool) {
+        use crate::mirror::RunPhase;
+        use crate::mirror::fixtures::{execution, seed_runs};
+        // Fixture runs start at 9:01 and finished ones end at 9:03.
+        seed_runs(
+            &pool,
+            &[
+                execution(1, RunPhase::Running),
+                execution(2, RunPhase::Running),
+                execution(3, RunPhase::Queued),
+                execution(4, RunPhase::Pending),
+                execution(5, RunPhase::Succeeded),
+                execution(6, RunPhase::Failed),
+            ],
+        )
+        .await;
+        let counts = namespace_runs(&pool, at(9, 0), at(9, 2)).await.unwrap();
+        assert_eq!(
+            counts,
+            [NamespaceRuns {
+                namespace: "growth".into(),
+                active: 2,
+                queued: 2,
+                started: 4,
+                finished: 0,
+            }]
+        );
+        let later = namespace_runs(&pool, at(9, 2), at(9, 4)).await.unwrap();
+        assert_eq!((later[0].started, later[0].finished), (0, 2));
+        // Nothing running, waiting or moving: no namespace.
+        sqlx::query("UPDATE workflow_executions SET status = 'completed'")
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert!(
+            namespace_runs(&pool, at(10, 0), at(10, 1))
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[sqlx::test(migrations = "../migrations")]
