@@ -319,17 +319,30 @@ pub async fn list_schedules(
         None,
     )
     .await?;
+    // Recent fires are the schedules' runs; a user who may not list runs
+    // still sees the schedules, without them.
+    let runs = send_as(
+        &state,
+        &signed_in,
+        Method::GET,
+        &format!(
+            "{}?labelSelector={}",
+            build_path(&query.namespace, "workflowruns", None),
+            crate::schedule::controller::SCHEDULE_LABEL.replace('/', "%2F")
+        ),
+        None,
+    )
+    .await
+    .ok()
+    .map(|list| list["items"].as_array().cloned().unwrap_or_default());
+    let now = chrono::Utc::now();
     let schedules: Vec<Value> = list["items"]
         .as_array()
         .map(|items| {
             items
                 .iter()
                 .map(|schedule| {
-                    json!({
-                        "name": schedule.pointer("/metadata/name"),
-                        "spec": schedule.get("spec"),
-                        "status": schedule.get("status"),
-                    })
+                    super::schedules::build_schedule_view(schedule, runs.as_deref(), now)
                 })
                 .collect()
         })

@@ -13,6 +13,7 @@
 //!   routes, each namespace checked first.
 //! - [`actions`]: live objects and actions (run now, cancel, resume,
 //!   suspend), sent to the API server as the user by impersonation.
+//! - [`schedules`]: the schedules page's data (cron in words, next fires).
 //! - [`live`]: Server-Sent Events when a run changes.
 //! - [`assets`]: the embedded pages (HTML, CSS, a JavaScript module).
 //!
@@ -25,6 +26,7 @@ pub mod identity;
 pub mod live;
 pub mod reads;
 pub mod runs;
+pub mod schedules;
 pub mod server;
 pub mod session;
 

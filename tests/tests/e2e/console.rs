@@ -543,6 +543,19 @@ async fn console_actions_are_sent_as_the_signed_in_user() {
             json!(suspend),
             "{schedules}"
         );
+        let schedule = &schedules["schedules"][0];
+        assert_eq!(schedule["suspended"], json!(suspend), "{schedules}");
+        assert_eq!(schedule["cronInWords"], "at 03:00 every day", "{schedules}");
+        assert_eq!(schedule["timeZone"], "UTC", "{schedules}");
+        let next_fires = schedule["nextFires"].as_array().expect("next fires");
+        assert_eq!(next_fires.len(), 5, "{schedules}");
+        assert!(
+            next_fires
+                .iter()
+                .all(|fire| fire.as_str().unwrap().ends_with("T03:00:00+00:00")),
+            "{schedules}"
+        );
+        assert_eq!(schedule["recentFires"], json!([]), "{schedules}");
     }
     let (status, _) = post(
         &http,

@@ -534,16 +534,18 @@ async function showSchedules(params) {
   const result = await api("GET", `/api/schedules${query({ namespace: chosen })}`);
   const table = h("table", {},
     h("caption", { text: `Schedules in ${chosen}` }),
-    h("thead", {}, h("tr", {}, ["Schedule", "Workflow", "Cron", "Time zone", "Next fires", "State", ""].map((name) => h("th", { scope: "col", text: name })))),
+    h("thead", {}, h("tr", {}, ["Schedule", "Workflow", "When", "Time zone", "Next fires", "Recent fires", "State", ""].map((name) => h("th", { scope: "col", text: name })))),
     h("tbody", {}, result.schedules.map((schedule) => {
-      const suspended = !!(schedule.spec && schedule.spec.suspend);
-      const status = schedule.status || {};
+      const suspended = schedule.suspended;
+      // Fire times come in the schedule's own time zone: show its wall clock.
+      const zoned = (value) => value ? value.slice(0, 16).replace("T", " ") : "";
       return h("tr", {},
         h("td", { text: schedule.name }),
-        h("td", { text: schedule.spec.workflowRef.name }),
-        h("td", { text: schedule.spec.cron }),
-        h("td", { text: schedule.spec.timeZone || "UTC" }),
-        h("td", { text: (status.nextScheduleTimes || (status.nextScheduleTime ? [status.nextScheduleTime] : [])).map(time).join(", ") }),
+        h("td", { text: schedule.workflow || "" }),
+        h("td", { text: schedule.cronInWords, title: schedule.cron }),
+        h("td", { text: schedule.timeZone }),
+        h("td", { text: schedule.invalid || schedule.nextFires.map(zoned).join(", ") }),
+        h("td", { text: schedule.recentFires ? schedule.recentFires.map((fire) => `${zoned(fire.scheduledTime)} ${fire.phase || "Pending"}`).join(", ") || "none" : "runs not readable" }),
         h("td", { text: suspended ? "Suspended" : "Active" }),
         h("td", {}, h("button", {
           type: "button", "aria-label": `${suspended ? "Resume" : "Suspend"} ${schedule.name}`,
