@@ -8,7 +8,10 @@
 //! `runs_started` / `runs_finished` in the interval (by their start and end
 //! times). A run whose event reaches PostgreSQL only after the interval
 //! ended (a mirror backlog) is missed by that interval's started/finished
-//! counts; the `mirror_backlog` row says when that can happen.
+//! counts; the `mirror_backlog` row says when that can happen. For the
+//! runs started in the interval, `run_start_latency_p50` / `_p95` (ms): from
+//! the run's creation to its start (`status.startedAt`, the runner's first
+//! report from its pod).
 //!
 //! Rows, each tagged `{"source": "sluice-operator", "replica": <pod>}`:
 //! `mirror_backlog` (count), `operator_memory_rss` (bytes, VmRSS of
@@ -51,7 +54,7 @@ pub struct Snapshot {
 }
 
 /// The runs of one namespace at a sample.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NamespaceRuns {
     pub namespace: String,
     /// Running now.
@@ -62,6 +65,9 @@ pub struct NamespaceRuns {
     pub started: i64,
     /// Ended within the interval.
     pub finished: i64,
+    /// Creation to start of the runs started within the interval, in
+    /// milliseconds: median and 95th percentile (none when none started).
+    pub start_latency_ms: Option<(f64, f64)>,
 }
 
 /// The rows of the runs of each namespace, recorded at `at`.
@@ -91,6 +97,20 @@ pub fn run_rows(
                 recorded_at: at,
             });
         }
+        if let Some((p50, p95)) = namespace.start_latency_ms {
+            for (metric_type, value) in [
+                ("run_start_latency_p50", p50),
+                ("run_start_latency_p95", p95),
+            ] {
+                rows.push(SystemMetricRecord {
+                    metric_type: metric_type.to_owned(),
+                    value,
+                    unit: Some("ms".to_owned()),
+                    tags: tags.clone(),
+                    recorded_at: at,
+                });
+            }
+        }
     }
     rows
 }
@@ -102,15 +122,23 @@ pub async fn namespace_runs(
     since: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Result<Vec<NamespaceRuns>, sqlx::Error> {
-    let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+    type Row = (String, i64, i64, i64, i64, Option<f64>, Option<f64>);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT ws.name,
                 count(*) FILTER (WHERE e.status = 'running'),
                 count(*) FILTER (WHERE e.status IN ('pending', 'queued')),
                 count(*) FILTER (WHERE e.started_at > $1 AND e.started_at <= $2),
-                count(*) FILTER (WHERE e.ended_at > $1 AND e.ended_at <= $2)
+                count(*) FILTER (WHERE e.ended_at > $1 AND e.ended_at <= $2),
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY latency.ms)
+                    FILTER (WHERE e.started_at > $1 AND e.started_at <= $2),
+                percentile_cont(0.95) WITHIN GROUP (ORDER BY latency.ms)
+                    FILTER (WHERE e.started_at > $1 AND e.started_at <= $2)
          FROM workflow_executions e
          JOIN workflows w ON w.id = e.workflow_id
          JOIN workspaces ws ON ws.id = w.workspace_id
+         CROSS JOIN LATERAL (
+             SELECT (extract(epoch FROM e.started_at - e.created_at) * 1000)::float8 AS ms
+         ) latency
          WHERE e.status IN ('running', 'pending', 'queued')
             OR (e.started_at > $1 AND e.started_at <= $2)
             OR (e.ended_at > $1 AND e.ended_at <= $2)
@@ -124,15 +152,23 @@ pub async fn namespace_runs(
     Ok(rows
         .into_iter()
         .map(
-            |(namespace, active, queued, started, finished)| NamespaceRuns {
+            |(namespace, active, queued, started, finished, p50, p95)| NamespaceRuns {
                 namespace,
                 active,
                 queued,
                 started,
                 finished,
+                // Hundredths of a millisecond, as the table keeps them.
+                start_latency_ms: p50
+                    .zip(p95)
+                    .map(|(p50, p95)| (hundredths(p50), hundredths(p95))),
             },
         )
         .collect())
+}
+
+fn hundredths(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
 }
 
 /// The rows of `current`; CPU use needs the previous sample of this process.
@@ -381,13 +417,14 @@ mod tests {
     }
 
     #[test]
-    fn each_namespace_gets_four_run_rows_tagged_with_it() {
+    fn each_namespace_gets_run_rows_tagged_with_it_and_latency_only_when_runs_started() {
         let runs = [NamespaceRuns {
             namespace: "growth".into(),
             active: 2,
             queued: 3,
             started: 4,
             finished: 5,
+            start_latency_ms: Some((1500.0, 9000.0)),
         }];
         let rows = run_rows(&runs, at(9, 0), "op-0");
         let seen: Vec<_> = rows
@@ -400,9 +437,17 @@ mod tests {
                 ("runs_active", 2.0),
                 ("runs_queued", 3.0),
                 ("runs_started", 4.0),
-                ("runs_finished", 5.0)
+                ("runs_finished", 5.0),
+                ("run_start_latency_p50", 1500.0),
+                ("run_start_latency_p95", 9000.0)
             ]
         );
+        assert_eq!(rows[4].unit.as_deref(), Some("ms"));
+        let none_started = NamespaceRuns {
+            start_latency_ms: None,
+            ..runs[0].clone()
+        };
+        assert_eq!(run_rows(&[none_started], at(9, 0), "op-0").len(), 4);
         assert!(rows.iter().all(|row| row.tags
             == json!({"source": "sluice-operator", "replica": "op-0", "namespace": "growth"})));
         assert!(run_rows(&[], at(9, 0), "op-0").is_empty());
@@ -425,6 +470,16 @@ mod tests {
             ],
         )
         .await;
+        // The four started runs waited 1, 2, 3 and 4 s to start.
+        sqlx::query(
+            "UPDATE workflow_executions e SET created_at = e.started_at - r.n * interval '1 second'
+             FROM (SELECT id, row_number() OVER (ORDER BY id) AS n
+                   FROM workflow_executions WHERE started_at IS NOT NULL) r
+             WHERE e.id = r.id",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
         let counts = namespace_runs(&pool, at(9, 0), at(9, 2)).await.unwrap();
         assert_eq!(
             counts,
@@ -434,10 +489,12 @@ mod tests {
                 queued: 2,
                 started: 4,
                 finished: 0,
+                start_latency_ms: Some((2500.0, 3850.0)),
             }]
         );
         let later = namespace_runs(&pool, at(9, 2), at(9, 4)).await.unwrap();
         assert_eq!((later[0].started, later[0].finished), (0, 2));
+        assert_eq!(later[0].start_latency_ms, None);
         // Nothing running, waiting or moving: no namespace.
         sqlx::query("UPDATE workflow_executions SET status = 'completed'")
             .execute(&pool)
