@@ -375,9 +375,31 @@ impl NodeColumns {
         .bind(&self.attempts)
         .bind(&self.workers)
         .bind(&self.notes)
-        .execute(conn)
+        .execute(&mut *conn)
         .await
         .map_err(failed("node executions"))?;
+        // The runner reports only a node's last attempt as finished: an
+        // earlier attempt still open when a later one of the same node
+        // started failed and was retried.
+        sqlx::query(
+            "UPDATE node_executions AS e
+                SET status = 'failed',
+                    ended_at = COALESCE(e.ended_at, n.started_at),
+                    error = COALESCE(e.error, 'the attempt failed and the node was retried')
+               FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::timestamptz[])
+                    AS n(execution_id, node_id, attempt, started_at)
+              WHERE n.attempt > 0
+                AND e.execution_id = n.execution_id AND e.node_id = n.node_id
+                AND e.attempt < n.attempt
+                AND e.status NOT IN ('completed', 'failed', 'skipped', 'cancelled')",
+        )
+        .bind(&self.execution_ids)
+        .bind(&self.node_ids)
+        .bind(&self.attempts)
+        .bind(&self.started)
+        .execute(conn)
+        .await
+        .map_err(failed("retried node attempts"))?;
         Ok(())
     }
 }

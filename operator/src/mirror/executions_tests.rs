@@ -1,6 +1,7 @@
 //! Database tests of `executions.rs` (kept apart to keep that file short).
 
 #![allow(clippy::type_complexity)]
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -184,6 +185,49 @@ async fn node_attempts_and_for_each_items_are_separate_rows(pool: PgPool) {
                 None
             ),
             ("tag-each[1]".into(), 0, 0, "completed".into(), input, None),
+        ]
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_attempt_still_open_when_a_later_one_starts_is_closed_as_failed(pool: PgPool) {
+    let run = execution(1, RunPhase::Running);
+    seed_runs(&pool, std::slice::from_ref(&run)).await;
+    let first = node(&run, "lookup", 0, NodePhase::Running);
+    let mut second = node(&run, "lookup", 1, NodePhase::Running);
+    second.started_at = Some(first.started_at.unwrap() + chrono::Duration::seconds(3));
+    let other = node(&run, "other", 0, NodePhase::Running);
+    write(
+        &pool,
+        &[
+            MirrorEvent::NodeExecution(first.clone()),
+            MirrorEvent::NodeExecution(other),
+        ],
+    )
+    .await;
+    write(&pool, &[MirrorEvent::NodeExecution(second.clone())]).await;
+    // A replayed start of the first attempt does not open it again.
+    write(&pool, &[MirrorEvent::NodeExecution(first.clone())]).await;
+
+    let rows: Vec<(String, i32, String, Option<DateTime<Utc>>, Option<String>)> = sqlx::query_as(
+        "SELECT node_id, attempt, status, ended_at, error FROM node_executions
+         ORDER BY node_id, attempt",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [
+            (
+                "lookup".into(),
+                0,
+                "failed".into(),
+                second.started_at,
+                Some("the attempt failed and the node was retried".into())
+            ),
+            ("lookup".into(), 1, "running".into(), None, None),
+            ("other".into(), 0, "running".into(), None, None),
         ]
     );
 }
