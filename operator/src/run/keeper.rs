@@ -159,10 +159,9 @@ impl Keeper {
     }
 
     /// Reads the run again and plans it ([`plan_step`]): stores it and
-    /// then removes its finalizer, removes a finalizer that protects
-    /// nothing, or lets a run go whose grace period is over. In the
-    /// background: returns at once, and a run already handed over is left
-    /// to that task.
+    /// then removes its finalizer, or removes a finalizer that protects
+    /// nothing. In the background: returns at once, and a run already
+    /// handed over is left to that task.
     pub fn keep(self: &Arc<Self>, run: Kept) {
         {
             let mut waiting = self.lock();
