@@ -167,9 +167,48 @@ pub async fn list_workflows(
         None,
     )
     .await?;
+    // Run statistics come from the history database: only for a user who
+    // may list the namespace's runs.
+    let access = super::identity::Access {
+        namespace: &query.namespace,
+        verb: "list",
+        resource: "workflowruns",
+    };
+    let stats = if state
+        .authority
+        .allowed(&signed_in.session.identity, &access)
+        .await?
+    {
+        let since = chrono::Utc::now() - super::stats::WINDOW;
+        Some(super::stats::workflow_stats(&state.pool, &query.namespace, since).await?)
+    } else {
+        None
+    };
     let workflows: Vec<Value> = list["items"]
         .as_array()
-        .map(|items| items.iter().map(build_workflow_view).collect())
+        .map(|items| {
+            items
+                .iter()
+                .map(|item| {
+                    let mut view = build_workflow_view(item);
+                    if let Some(stats) = &stats {
+                        let name = view["name"].as_str().unwrap_or_default();
+                        // No run in the window: zero runs, no rate, no p50.
+                        view["stats7d"] = serde_json::to_value(stats.get(name).cloned().unwrap_or(
+                            super::stats::WorkflowStats {
+                                runs: 0,
+                                succeeded: 0,
+                                failed: 0,
+                                success_rate: None,
+                                p50_duration_ms: None,
+                            },
+                        ))
+                        .unwrap_or(Value::Null);
+                    }
+                    view
+                })
+                .collect()
+        })
         .unwrap_or_default();
     Ok(Json(json!({ "workflows": workflows })))
 }

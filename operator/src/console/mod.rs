@@ -14,6 +14,7 @@
 //! - [`actions`]: live objects and actions (run now, cancel, resume,
 //!   suspend), sent to the API server as the user by impersonation.
 //! - [`schedules`]: the schedules page's data (cron in words, next fires).
+//! - [`stats`]: per-workflow success rate and p50 duration (7 days).
 //! - [`live`]: Server-Sent Events when a run changes.
 //! - [`assets`]: the embedded pages (HTML, CSS, a JavaScript module).
 //!
@@ -29,6 +30,7 @@ pub mod runs;
 pub mod schedules;
 pub mod server;
 pub mod session;
+pub mod stats;
 
 use std::net::SocketAddr;
 use std::time::Duration;

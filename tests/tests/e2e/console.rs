@@ -437,6 +437,34 @@ async fn console_actions_are_sent_as_the_signed_in_user() {
         "string"
     );
 
+    // The workflows list carries 7 days of history per workflow: greeting
+    // failed once, pause never ran.
+    let (status, workflows) = get(
+        &http,
+        &format!("{console}/api/workflows?namespace={namespace}"),
+        &editor.cookie,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{workflows}");
+    let stats = |name: &str| {
+        workflows["workflows"]
+            .as_array()
+            .expect("workflows")
+            .iter()
+            .find(|workflow| workflow["name"] == name)
+            .map(|workflow| workflow["stats7d"].clone())
+            .unwrap_or_else(|| panic!("no workflow {name} in {workflows}"))
+    };
+    let greeting = stats("greeting");
+    assert_eq!(greeting["runs"], 1, "{workflows}");
+    assert_eq!(greeting["failed"], 1, "{workflows}");
+    assert_eq!(greeting["successRate"], 0.0, "{workflows}");
+    assert!(greeting["p50DurationMs"].is_number(), "{workflows}");
+    assert_eq!(
+        stats("pause"),
+        json!({"runs": 0, "succeeded": 0, "failed": 0, "successRate": null, "p50DurationMs": null})
+    );
+
     // Every POST needs the CSRF token.
     let forged = http
         .post(format!("{console}/api/workflows/{namespace}/greeting/runs"))

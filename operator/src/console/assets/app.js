@@ -451,13 +451,15 @@ async function showWorkflows(params) {
   const result = await api("GET", `/api/workflows${query({ namespace: chosen })}`);
   const table = h("table", {},
     h("caption", { text: `Workflows in ${chosen}` }),
-    h("thead", {}, h("tr", {}, ["Workflow", "Ready", "Last run", "Runs", ""].map((name) => h("th", { scope: "col", text: name })))),
+    h("thead", {}, h("tr", {}, ["Workflow", "Ready", "Last run", "Runs", "Success (7 days)", "p50 duration (7 days)", ""].map((name) => h("th", { scope: "col", text: name })))),
     h("tbody", {}, result.workflows.map((workflow) => h("tr", {},
       h("td", { text: workflow.name }),
       h("td", {}, workflow.ready === "True" ? "Ready" : `Not ready${workflow.readyReason ? ` (${workflow.readyReason})` : ""}`,
         workflow.validationErrors.length ? h("ul.errors", {}, workflow.validationErrors.map((issue) => h("li", { text: `${issue.path}: ${issue.message}` }))) : null),
       h("td", {}, workflow.lastRun && workflow.lastRun.name ? h("a", { href: `#/runs/${encodeURIComponent(chosen)}/${encodeURIComponent(workflow.lastRun.name)}`, text: `${workflow.lastRun.name} ${workflow.lastRun.phase || ""}` }) : ""),
       h("td", { text: workflow.runs ? Object.entries(workflow.runs).map(([key, value]) => `${key} ${value}`).join(", ") : "" }),
+      h("td", { text: !workflow.stats7d ? "" : workflow.stats7d.successRate === null ? `no finished runs (${workflow.stats7d.runs} runs)` : `${Math.round(workflow.stats7d.successRate * 100)}% of ${workflow.stats7d.succeeded + workflow.stats7d.failed}` }),
+      h("td", { text: workflow.stats7d && workflow.stats7d.p50DurationMs !== null ? `${(workflow.stats7d.p50DurationMs / 1000).toFixed(1)} s` : "" }),
       h("td", {}, h("a", { href: `#/workflows/${encodeURIComponent(chosen)}/${encodeURIComponent(workflow.name)}/run`, "aria-label": `Run ${workflow.name} now` }, "Run now"))))));
   page("Workflows", form, table);
 }
