@@ -53,7 +53,7 @@ pub fn build_path(namespace: &str, plural: &str, name: Option<&str>) -> String {
 }
 
 /// A Kubernetes name segment: lowercase letters, digits, `-` and `.`.
-fn check_name(what: &str, name: &str) -> Result<(), ConsoleError> {
+pub(super) fn check_name(what: &str, name: &str) -> Result<(), ConsoleError> {
     let valid = !name.is_empty()
         && name.len() <= 253
         && name.bytes().all(|byte| {
@@ -73,7 +73,7 @@ fn check_name(what: &str, name: &str) -> Result<(), ConsoleError> {
 
 /// Sends one request to the API server as the signed-in user; the API
 /// server's refusal (403, 404, 422 …) is passed on with its message.
-async fn send_as(
+pub(super) async fn send_as(
     state: &ConsoleState,
     signed_in: &SignedIn,
     method: Method,
@@ -121,7 +121,7 @@ async fn send_as(
 
 #[derive(Deserialize)]
 pub struct NamespaceQuery {
-    namespace: String,
+    pub(super) namespace: String,
 }
 
 /// A Workflow as the console's pages show it.

@@ -15,6 +15,7 @@
 //!   suspend), sent to the API server as the user by impersonation.
 //! - [`schedules`]: the schedules page's data (cron in words, next fires).
 //! - [`stats`]: per-workflow success rate and p50 duration (7 days).
+//! - [`connections`]: Connections and their conditions, as the user (no secret values).
 //! - [`live`]: Server-Sent Events when a run changes.
 //! - [`assets`]: the embedded pages (HTML, CSS, a JavaScript module).
 //!
@@ -22,6 +23,7 @@
 
 pub mod actions;
 pub mod assets;
+pub mod connections;
 pub mod cookie;
 pub mod identity;
 pub mod live;

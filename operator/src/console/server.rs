@@ -10,6 +10,7 @@
 //! - `GET /api/runs`, `GET /api/runs/{namespace}/{name}`: run history
 //!   (see [`super::reads`])
 //! - workflows, schedules and actions as the user: see [`super::actions`]
+//! - `GET /api/connections?namespace=`: see [`super::connections`]
 //! - `GET /api/events`: live updates of a run (see [`super::live`])
 //! - `GET /`, `GET /assets/{name}`: the pages (see [`super::assets`])
 
@@ -66,6 +67,10 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
             post(super::actions::run_now),
         )
         .route("/api/events", get(super::live::events))
+        .route(
+            "/api/connections",
+            get(super::connections::list_connections),
+        )
         .route("/api/schedules", get(super::actions::list_schedules))
         .route(
             "/api/schedules/{namespace}/{name}/suspend",

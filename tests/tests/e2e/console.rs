@@ -400,7 +400,7 @@ async fn console_actions_are_sent_as_the_signed_in_user() {
         "team-editors",
         &namespace,
         "sluice.dev",
-        &["workflowruns", "workflows", "schedules"],
+        &["workflowruns", "workflows", "schedules", "connections"],
         &["get", "list", "watch", "create", "patch"],
     );
     identities.authorize_impersonation();
@@ -423,6 +423,38 @@ async fn console_actions_are_sent_as_the_signed_in_user() {
     let http = reqwest::Client::new();
     let editor = sign_in(&http, &console, EDITOR_TOKEN).await;
     let reader = sign_in(&http, &console, READER_TOKEN).await;
+
+    // Connections: type and state, never the Secret's value.
+    bed.apply(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "crm-token"},
+        "type": "Opaque", "stringData": {"token": "console-secret-canary"},
+    }))
+    .await;
+    bed.apply(json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "Connection", "metadata": {"name": "crm"},
+        "spec": {"type": "http", "config": {"baseUrl": "http://127.0.0.1:9", "auth": "bearer"},
+                 "secretRef": {"name": "crm-token"}},
+    }))
+    .await;
+    let connections = eventually("the connection is Ready in the console", || async {
+        let (status, connections) = get(
+            &http,
+            &format!("{console}/api/connections?namespace={namespace}"),
+            &editor.cookie,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{connections}");
+        (connections["connections"][0]["ready"]["status"] == "True").then_some(connections)
+    })
+    .await;
+    let crm = &connections["connections"][0];
+    assert_eq!(crm["name"], "crm", "{connections}");
+    assert_eq!(crm["type"], "http", "{connections}");
+    assert_eq!(crm["secretName"], "crm-token", "{connections}");
+    assert!(
+        !connections.to_string().contains("console-secret-canary"),
+        "{connections}"
+    );
 
     // The workflow, live, with the schema the run-now form is made from.
     let (status, workflow) = get(

@@ -528,6 +528,25 @@ async function showRunNow(namespace, name) {
   page(`Run ${name} now`, h("p", { text: `In namespace ${namespace}, as ${session.username}.` }), form);
 }
 
+// ---- connections ----
+
+async function showConnections(params) {
+  const { chosen, form } = await namespacePicker(params, "#/connections");
+  if (!chosen) { page("Connections", h("p", { text: "You may not read any namespace." })); return; }
+  const result = await api("GET", `/api/connections${query({ namespace: chosen })}`);
+  const state = (condition) => condition ? `${condition.status === "True" ? "Yes" : "No"}${condition.reason ? ` (${condition.reason})` : ""}` : "unknown";
+  const table = h("table", {},
+    h("caption", { text: `Connections in ${chosen}` }),
+    h("thead", {}, h("tr", {}, ["Connection", "Type", "Ready", "Verified", "Last probe"].map((name) => h("th", { scope: "col", text: name })))),
+    h("tbody", {}, result.connections.map((connection) => h("tr", {},
+      h("td", { text: connection.name }),
+      h("td", { text: connection.type }),
+      h("td", { text: state(connection.ready), title: connection.ready ? connection.ready.message || "" : "" }),
+      h("td", { text: connection.probed ? state(connection.verified) : "not probed", title: connection.verified ? connection.verified.message || "" : "" }),
+      h("td", { text: connection.lastProbe ? time(connection.lastProbe) : "" })))));
+  page("Connections", form, table);
+}
+
 // ---- schedules ----
 
 async function showSchedules(params) {
@@ -569,6 +588,7 @@ async function route() {
     else if (parts[0] === "workflows" && parts.length === 4 && parts[3] === "run") await showRunNow(parts[1], parts[2]);
     else if (parts[0] === "workflows") await showWorkflows(params);
     else if (parts[0] === "schedules") await showSchedules(params);
+    else if (parts[0] === "connections") await showConnections(params);
     else await showRuns(params);
   } catch (failure) {
     if (failure.status === 401) return;
