@@ -16,6 +16,7 @@
 //! - [`schedules`]: the schedules page's data (cron in words, next fires).
 //! - [`stats`]: per-workflow success rate and p50 duration (7 days).
 //! - [`connections`]: Connections and their conditions, as the user (no secret values).
+//! - [`audit`]: the audit trail of the readable namespaces, paginated.
 //! - [`live`]: Server-Sent Events when a run changes.
 //! - [`assets`]: the embedded pages (HTML, CSS, a JavaScript module).
 //!
@@ -23,6 +24,7 @@
 
 pub mod actions;
 pub mod assets;
+pub mod audit;
 pub mod connections;
 pub mod cookie;
 pub mod identity;

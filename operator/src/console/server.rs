@@ -11,6 +11,7 @@
 //!   (see [`super::reads`])
 //! - workflows, schedules and actions as the user: see [`super::actions`]
 //! - `GET /api/connections?namespace=`: see [`super::connections`]
+//! - `GET /api/audit?cursor=`: see [`super::audit`]
 //! - `GET /api/events`: live updates of a run (see [`super::live`])
 //! - `GET /`, `GET /assets/{name}`: the pages (see [`super::assets`])
 
@@ -67,6 +68,7 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
             post(super::actions::run_now),
         )
         .route("/api/events", get(super::live::events))
+        .route("/api/audit", get(super::audit::list))
         .route(
             "/api/connections",
             get(super::connections::list_connections),

@@ -547,6 +547,23 @@ async function showConnections(params) {
   page("Connections", form, table);
 }
 
+// ---- audit trail ----
+
+async function showAudit(params) {
+  const result = await api("GET", `/api/audit${query({ cursor: params.cursor })}`);
+  const table = h("table", {},
+    h("caption", { text: "Audit trail of the namespaces you may read" }),
+    h("thead", {}, h("tr", {}, ["When", "Namespace", "Who", "Action", "Resource"].map((name) => h("th", { scope: "col", text: name })))),
+    h("tbody", {}, result.entries.map((entry) => h("tr", {},
+      h("td", { text: time(entry.createdAt) }),
+      h("td", { text: entry.namespace }),
+      h("td", { text: entry.user || "" }),
+      h("td", { text: entry.action }),
+      h("td", { text: [entry.resourceType, entry.resourceId].filter(Boolean).join(" ") })))));
+  const next = result.nextCursor ? h("a", { href: `#/audit${query({ cursor: result.nextCursor })}` }, "Older entries") : null;
+  page("Audit trail", table, next);
+}
+
 // ---- schedules ----
 
 async function showSchedules(params) {
@@ -589,6 +606,7 @@ async function route() {
     else if (parts[0] === "workflows") await showWorkflows(params);
     else if (parts[0] === "schedules") await showSchedules(params);
     else if (parts[0] === "connections") await showConnections(params);
+    else if (parts[0] === "audit") await showAudit(params);
     else await showRuns(params);
   } catch (failure) {
     if (failure.status === 401) return;
