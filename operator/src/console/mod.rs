@@ -17,6 +17,7 @@
 //! - [`stats`]: per-workflow success rate and p50 duration (7 days).
 //! - [`connections`]: Connections and their conditions, as the user (no secret values).
 //! - [`audit`]: the audit trail of the readable namespaces, paginated.
+//! - [`revisions`]: workflow revisions and a line diff between two.
 //! - [`live`]: Server-Sent Events when a run changes.
 //! - [`assets`]: the embedded pages (HTML, CSS, a JavaScript module).
 //!
@@ -30,6 +31,7 @@ pub mod cookie;
 pub mod identity;
 pub mod live;
 pub mod reads;
+pub mod revisions;
 pub mod runs;
 pub mod schedules;
 pub mod server;

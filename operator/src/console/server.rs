@@ -70,6 +70,10 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .route("/api/events", get(super::live::events))
         .route("/api/audit", get(super::audit::list))
         .route(
+            "/api/workflows/{namespace}/{name}/revisions",
+            get(super::revisions::revisions),
+        )
+        .route(
             "/api/connections",
             get(super::connections::list_connections),
         )

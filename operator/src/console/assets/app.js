@@ -460,7 +460,8 @@ async function showWorkflows(params) {
       h("td", { text: workflow.runs ? Object.entries(workflow.runs).map(([key, value]) => `${key} ${value}`).join(", ") : "" }),
       h("td", { text: !workflow.stats7d ? "" : workflow.stats7d.successRate === null ? `no finished runs (${workflow.stats7d.runs} runs)` : `${Math.round(workflow.stats7d.successRate * 100)}% of ${workflow.stats7d.succeeded + workflow.stats7d.failed}` }),
       h("td", { text: workflow.stats7d && workflow.stats7d.p50DurationMs !== null ? `${(workflow.stats7d.p50DurationMs / 1000).toFixed(1)} s` : "" }),
-      h("td", {}, h("a", { href: `#/workflows/${encodeURIComponent(chosen)}/${encodeURIComponent(workflow.name)}/run`, "aria-label": `Run ${workflow.name} now` }, "Run now"))))));
+      h("td", {}, h("a", { href: `#/workflows/${encodeURIComponent(chosen)}/${encodeURIComponent(workflow.name)}/run`, "aria-label": `Run ${workflow.name} now` }, "Run now"), " ",
+        h("a", { href: `#/workflows/${encodeURIComponent(chosen)}/${encodeURIComponent(workflow.name)}/revisions`, "aria-label": `Revisions of ${workflow.name}` }, "Revisions"))))));
   page("Workflows", form, table);
 }
 
@@ -564,6 +565,25 @@ async function showAudit(params) {
   page("Audit trail", table, next);
 }
 
+// ---- workflow revisions ----
+
+async function showRevisions(namespace, name, params) {
+  const base = `/api/workflows/${encodeURIComponent(namespace)}/${encodeURIComponent(name)}/revisions`;
+  const result = await api("GET", `${base}${query({ from: params.from, to: params.to })}`);
+  const numbers = result.revisions.map((revision) => String(revision.revision));
+  const form = h("form.filters", {
+    "aria-label": "Compare two revisions",
+    onsubmit: (event) => { event.preventDefault(); location.hash = `#/workflows/${encodeURIComponent(namespace)}/${encodeURIComponent(name)}/revisions${query({ from: form.elements.from.value, to: form.elements.to.value })}`; },
+  }, ...select("from", "From", numbers, params.from || numbers[1] || ""), ...select("to", "To", numbers, params.to || numbers[0] || ""), h("button", { type: "submit" }, "Compare"));
+  const list = h("table", {},
+    h("caption", { text: `Revisions of ${name}` }),
+    h("thead", {}, h("tr", {}, ["Revision", "When", "By"].map((column) => h("th", { scope: "col", text: column })))),
+    h("tbody", {}, result.revisions.map((revision) => h("tr", {},
+      h("td", { text: String(revision.revision) }), h("td", { text: revision.createdAt ? time(revision.createdAt) : "" }), h("td", { text: revision.createdBy || "" })))));
+  const diff = result.diff ? h("pre.diff", {}, result.diff.map((entry) => h(entry.op === "+" ? "ins" : entry.op === "-" ? "del" : "span", { text: `${entry.op} ${entry.line}\n` }))) : null;
+  page(`Revisions of ${name}`, form, diff, list);
+}
+
 // ---- schedules ----
 
 async function showSchedules(params) {
@@ -603,6 +623,7 @@ async function route() {
   try {
     if (parts[0] === "runs" && parts.length === 3) await showRun(parts[1], parts[2], params);
     else if (parts[0] === "workflows" && parts.length === 4 && parts[3] === "run") await showRunNow(parts[1], parts[2]);
+    else if (parts[0] === "workflows" && parts.length === 4 && parts[3] === "revisions") await showRevisions(parts[1], parts[2], params);
     else if (parts[0] === "workflows") await showWorkflows(params);
     else if (parts[0] === "schedules") await showSchedules(params);
     else if (parts[0] === "connections") await showConnections(params);
