@@ -153,20 +153,28 @@ pub fn build_workflow_view(workflow: &Value) -> Value {
     })
 }
 
+/// The items of `plural` in `namespace`, listed as the signed-in user.
+pub(super) async fn list_as(
+    state: &ConsoleState,
+    signed_in: &SignedIn,
+    namespace: &str,
+    plural: &str,
+) -> Result<Vec<Value>, ConsoleError> {
+    check_name("namespace", namespace)?;
+    let path = build_path(namespace, plural, None);
+    let mut list = send_as(state, signed_in, Method::GET, &path, None).await?;
+    Ok(match list["items"].take() {
+        Value::Array(items) => items,
+        _ => Vec::new(),
+    })
+}
+
 pub async fn list_workflows(
     State(state): State<Arc<ConsoleState>>,
     signed_in: SignedIn,
     Query(query): Query<NamespaceQuery>,
 ) -> Result<Json<Value>, ConsoleError> {
-    check_name("namespace", &query.namespace)?;
-    let list = send_as(
-        &state,
-        &signed_in,
-        Method::GET,
-        &build_path(&query.namespace, "workflows", None),
-        None,
-    )
-    .await?;
+    let items = list_as(&state, &signed_in, &query.namespace, "workflows").await?;
     // Run statistics come from the history database: only for a user who
     // may list the namespace's runs.
     let access = super::identity::Access {
@@ -184,32 +192,27 @@ pub async fn list_workflows(
     } else {
         None
     };
-    let workflows: Vec<Value> = list["items"]
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|item| {
-                    let mut view = build_workflow_view(item);
-                    if let Some(stats) = &stats {
-                        let name = view["name"].as_str().unwrap_or_default();
-                        // No run in the window: zero runs, no rate, no p50.
-                        view["stats7d"] = serde_json::to_value(stats.get(name).cloned().unwrap_or(
-                            super::stats::WorkflowStats {
-                                runs: 0,
-                                succeeded: 0,
-                                failed: 0,
-                                success_rate: None,
-                                p50_duration_ms: None,
-                            },
-                        ))
-                        .unwrap_or(Value::Null);
-                    }
-                    view
-                })
-                .collect()
+    let workflows: Vec<Value> = items
+        .iter()
+        .map(|item| {
+            let mut view = build_workflow_view(item);
+            if let Some(stats) = &stats {
+                let name = view["name"].as_str().unwrap_or_default();
+                // No run in the window: zero runs, no rate, no p50.
+                view["stats7d"] = serde_json::to_value(stats.get(name).cloned().unwrap_or(
+                    super::stats::WorkflowStats {
+                        runs: 0,
+                        succeeded: 0,
+                        failed: 0,
+                        success_rate: None,
+                        p50_duration_ms: None,
+                    },
+                ))
+                .unwrap_or(Value::Null);
+            }
+            view
         })
-        .unwrap_or_default();
+        .collect();
     Ok(Json(json!({ "workflows": workflows })))
 }
 
@@ -349,15 +352,7 @@ pub async fn list_schedules(
     signed_in: SignedIn,
     Query(query): Query<NamespaceQuery>,
 ) -> Result<Json<Value>, ConsoleError> {
-    check_name("namespace", &query.namespace)?;
-    let list = send_as(
-        &state,
-        &signed_in,
-        Method::GET,
-        &build_path(&query.namespace, "schedules", None),
-        None,
-    )
-    .await?;
+    let items = list_as(&state, &signed_in, &query.namespace, "schedules").await?;
     // Recent fires are the schedules' runs; a user who may not list runs
     // still sees the schedules, without them.
     let runs = send_as(
@@ -375,17 +370,10 @@ pub async fn list_schedules(
     .ok()
     .map(|list| list["items"].as_array().cloned().unwrap_or_default());
     let now = chrono::Utc::now();
-    let schedules: Vec<Value> = list["items"]
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|schedule| {
-                    super::schedules::build_schedule_view(schedule, runs.as_deref(), now)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let schedules: Vec<Value> = items
+        .iter()
+        .map(|schedule| super::schedules::build_schedule_view(schedule, runs.as_deref(), now))
+        .collect();
     Ok(Json(json!({ "schedules": schedules })))
 }
 

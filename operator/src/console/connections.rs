@@ -5,11 +5,10 @@
 //! `spec.config` values (only their keys), so nothing secret can reach the
 //! page even from a misfiled setting.
 
-use super::actions::{NamespaceQuery, build_path, check_name, send_as};
+use super::actions::{NamespaceQuery, list_as};
 use super::server::{ConsoleError, ConsoleState, SignedIn};
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::Method;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -57,19 +56,8 @@ pub async fn list_connections(
     signed_in: SignedIn,
     Query(query): Query<NamespaceQuery>,
 ) -> Result<Json<Value>, ConsoleError> {
-    check_name("namespace", &query.namespace)?;
-    let list = send_as(
-        &state,
-        &signed_in,
-        Method::GET,
-        &build_path(&query.namespace, "connections", None),
-        None,
-    )
-    .await?;
-    let connections: Vec<Value> = list["items"]
-        .as_array()
-        .map(|items| items.iter().map(build_connection_view).collect())
-        .unwrap_or_default();
+    let items = list_as(&state, &signed_in, &query.namespace, "connections").await?;
+    let connections: Vec<Value> = items.iter().map(build_connection_view).collect();
     Ok(Json(json!({ "connections": connections })))
 }
 
