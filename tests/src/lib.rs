@@ -14,6 +14,8 @@
 //! - [`binaries`]: where `sluice-runner` and `sluice-operator` are built.
 //! - [`operator`]: builds the binaries, creates a fresh PostgreSQL database
 //!   per test and runs the real operator against a [`cluster::TestCluster`].
+//! - [`oauth2_server`]: a local OAuth2 authorization server and protected
+//!   API for the OAuth2 Connection tests (also used by the operator's).
 //! - [`reach`]: how runner pods reach that operator (loopback, or in
 //!   cluster mode every address plus one advertised to pods).
 //!
@@ -63,5 +65,6 @@ pub mod apiserver;
 pub mod binaries;
 pub mod cluster;
 pub mod kubelet;
+pub mod oauth2_server;
 pub mod operator;
 pub mod reach;
