@@ -8,8 +8,9 @@
 //! same way for `sluice-runner run`.
 
 use crate::common::{Condition, Duration, LocalObjectReference, conditions_schema};
+use crate::oauth2::{OAuth2Spec, OAuth2Status};
 use chrono::{DateTime, Utc};
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -22,7 +23,7 @@ pub const CONNECTIONS_DIR: &str = "/var/run/sluice/connections";
 pub const CONNECTIONS_DIR_ENV: &str = "SLUICE_CONNECTIONS_DIR";
 
 /// Desired state of a Connection: the service type, its settings and the Secret with its credentials.
-#[derive(CustomResource, JsonSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(CustomResource, KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "sluice.dev",
     version = "v1alpha1",
@@ -35,7 +36,17 @@ pub const CONNECTIONS_DIR_ENV: &str = "SLUICE_CONNECTIONS_DIR";
     printcolumn = r#"{"name": "Type", "type": "string", "jsonPath": ".spec.type"}"#,
     printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name": "Verified", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Verified\")].status"}"#,
+    printcolumn = r#"{"name": "Authorized", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Authorized\")].status", "priority": 1}"#,
+    printcolumn = r#"{"name": "Token Expires", "type": "date", "jsonPath": ".status.oauth2.expiresAt", "priority": 1}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+)]
+#[x_kube(
+    validation = Rule::new("!has(self.oauth2) || self.type == 'http'")
+        .message("oauth2 only applies to connections of type http: set type to http or remove oauth2")
+        .field_path(".oauth2"),
+    validation = Rule::new("!has(self.oauth2) || has(self.secretRef)")
+        .message("oauth2 needs a Secret with the client credentials (clientId, clientSecret): set secretRef.name")
+        .field_path(".secretRef")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionSpec {
@@ -64,6 +75,14 @@ pub struct ConnectionSpec {
     /// Probe the connection and report the result as the `Verified` condition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifySpec>,
+    /// OAuth2 kept by the operator (type http): it obtains the access
+    /// token with the grant chosen here, renews it before it expires and
+    /// keeps it in a Secret it manages (`status.oauth2.tokenSecret`), which
+    /// runner pods mount; nodes send it as a bearer token. The Secret of
+    /// `secretRef` holds `clientId`, `clientSecret` and, for the
+    /// RefreshToken grant, the first `refreshToken`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth2: Option<OAuth2Spec>,
 }
 
 /// Kind of service a Connection reaches.
@@ -97,6 +116,9 @@ impl ConnectionSpec {
     /// Secret keys this connection cannot work without, given its type and
     /// `config.auth`.
     pub fn required_secret_keys(&self) -> &'static [&'static str] {
+        if let Some(oauth2) = &self.oauth2 {
+            return oauth2.required_secret_keys();
+        }
         match self.type_ {
             ConnectionType::Http => match self.config.get("auth").map(String::as_str) {
                 Some("bearer") => &["token"],
@@ -134,14 +156,18 @@ pub struct ConnectionStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready` (the Secret exists with the keys the type needs) and
-    /// `Verified` (the last probe succeeded).
+    /// `Ready` (the Secret exists with the keys the type needs),
+    /// `Verified` (the last probe succeeded) and, with `spec.oauth2`,
+    /// `Authorized` (the operator holds a current access token).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
     /// When the last probe ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_verified_time: Option<DateTime<Utc>>,
+    /// The OAuth2 token the operator keeps (times and scopes; never a token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth2: Option<OAuth2Status>,
 }
 
 #[cfg(test)]

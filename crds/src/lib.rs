@@ -9,6 +9,7 @@ pub mod common;
 pub mod connection;
 pub mod generate;
 pub mod nodes;
+pub mod oauth2;
 pub mod run_api;
 pub mod schedule;
 pub mod workflow;

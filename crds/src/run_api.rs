@@ -14,6 +14,12 @@
 //!   it and `DELETE` cancels it. Only children of the run named in the path
 //!   are visible.
 //!
+//! - `POST /api/v1/runs/{namespace}/{name}/connections/{connection}/token`
+//!   with a [`TokenRefreshRequest`] → [`TokenRefreshAnswer`]: an `http`
+//!   node whose OAuth2 access token was refused (401) asks the operator
+//!   for a fresh one, once; only connections the run's snapshot names
+//!   are served.
+//!
 //! Every request carries `Authorization: Bearer <token>`, the credential the
 //! operator created for that run only.
 
@@ -207,6 +213,36 @@ pub struct ChildRun {
     /// First node that failed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_node: Option<String>,
+}
+
+/// What a runner sends when the access token it used was refused.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRefreshRequest {
+    /// Hex SHA-256 of the access token the API refused: the operator
+    /// renews only when that token is still the current one, so many
+    /// nodes refused at once cause one renewal.
+    pub rejected_token_sha256: String,
+}
+
+/// The operator's answer: the current access token of the connection.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRefreshAnswer {
+    /// The access token. Never logged: `Debug` hides it.
+    pub access_token: String,
+    /// When it expires, when the provider said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for TokenRefreshAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRefreshAnswer")
+            .field("access_token", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 #[cfg(test)]

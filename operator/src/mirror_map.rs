@@ -486,6 +486,32 @@ pub fn connection_record(
             .creation_timestamp
             .as_ref()
             .and_then(jiff_to_chrono),
+        oauth2: connection.spec.oauth2.as_ref().map(|spec| {
+            let authorized = find_condition(&status.conditions, sluice_crds::oauth2::AUTHORIZED);
+            let kept = status.oauth2.clone().unwrap_or_default();
+            crate::mirror::OAuth2Record {
+                provider: spec.provider_name().to_owned(),
+                grant: spec.grant.as_str().to_owned(),
+                status: match authorized {
+                    Some(condition) if condition.status == ConditionStatus::True => "authorized",
+                    Some(condition) => match condition.reason.as_str() {
+                        "RefreshFailed" => "refresh_failed",
+                        "AuthorizationRequired" => "authorization_required",
+                        "NotReady" => "not_ready",
+                        _ => "unknown",
+                    },
+                    None => "unknown",
+                }
+                .to_owned(),
+                expires_at: kept.expires_at,
+                scopes: if kept.scopes.is_empty() {
+                    spec.scopes.clone()
+                } else {
+                    kept.scopes
+                },
+                last_refreshed_at: kept.last_refresh_time,
+            }
+        }),
     })
 }
 

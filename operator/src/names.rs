@@ -1,5 +1,6 @@
 //! Names the operator derives from other names: the Job of a run, the run
-//! of a schedule slot, the credential Secret of a run.
+//! of a schedule slot, the credential Secret of a run, the OAuth2 token
+//! Secret of a Connection.
 //!
 //! Each derivation is one pure function, so every component (and every
 //! operator replica) computes the same name and creating it twice yields
@@ -27,6 +28,12 @@ pub fn job_name(run_name: &str) -> String {
 /// Name of the Secret holding the run API credential of `run_name`'s runner.
 pub fn run_credential_secret_name(run_name: &str) -> String {
     fit_label(&format!("{run_name}-runner-token"))
+}
+
+/// Name of the operator-managed Secret holding the OAuth2 access token of
+/// the Connection named `connection`.
+pub fn oauth2_token_secret_name(connection: &str) -> String {
+    fit_label(&format!("{connection}-oauth2-token"))
 }
 
 /// Name of the WorkflowRun a schedule creates for the slot whose nominal

@@ -241,6 +241,7 @@ async fn serve_console(
         pool,
         authority: crate::console::identity::KubeAuthority::new(client.clone()),
         session_lifetime: config.console.console_session_ttl,
+        oauth2_redirect_url: config.console.oauth2_redirect_url.clone(),
     });
     crate::console::server::serve(address, state, stopping).await
 }

@@ -198,6 +198,7 @@ async fn measure(pool: &PgPool) {
         pool: pool.clone(),
         authority: KubeAuthority::new(client),
         session_lifetime: Duration::from_secs(3600),
+        oauth2_redirect_url: None,
     });
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await

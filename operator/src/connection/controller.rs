@@ -8,9 +8,14 @@
 //! rotating a Secret re-reconciles its Connections at once. Secret values
 //! stay in this function's locals: they are never logged, stored in status
 //! or handed to the mirror (which only gets a fingerprint).
+//!
+//! With `spec.oauth2`, each reconcile of a Ready Connection runs the token
+//! keeper ([`super::keeper::keep`]) and requeues no later than the token's
+//! renewal time.
 
 use super::plan::{
-    ProbeKey, SecretObservation, plan_connection, plan_probe_start, probe_due, secret_fingerprint,
+    ProbeKey, SecretObservation, fold_token, plan_connection, plan_probe_start, probe_due,
+    secret_fingerprint,
 };
 use crate::context::{Context, Error};
 use futures::StreamExt;
@@ -137,9 +142,30 @@ pub async fn reconcile(
     } else {
         None
     };
+    let token = match &connection.spec.oauth2 {
+        None => None,
+        Some(_) if !ready => Some(super::token_plan::TokenOutcome {
+            authorized: false,
+            reason: super::token_plan::reason::NOT_READY,
+            message: "no token: the connection is not Ready (see the Ready condition)".to_owned(),
+            status: Default::default(),
+            requeue_after: super::plan::NOT_READY_RECHECK,
+        }),
+        Some(_) => Some(
+            super::keeper::keep(
+                &context.client,
+                &namespace,
+                &connection,
+                data.as_ref().unwrap_or(&BTreeMap::new()),
+                now,
+            )
+            .await,
+        ),
+    };
     drop(data);
 
     let plan = plan_connection(&connection, &namespace, &observation, outcome.as_ref(), now);
+    let plan = fold_token(plan, &connection, token.as_ref(), now);
     if plan.status_changed {
         let api: Api<Connection> = Api::namespaced(context.client.clone(), &namespace);
         let patch = serde_json::json!({"status": plan.status});

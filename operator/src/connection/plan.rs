@@ -20,9 +20,11 @@
 //! Nothing here may put a secret value into a message: the plan only sees
 //! key names and a fingerprint.
 
+use super::token_plan::{TokenOutcome, reason as token_reason};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use sluice_crds::common::{Progress, condition_type, find_condition, set_condition, set_progress};
+use sluice_crds::oauth2::AUTHORIZED;
 use sluice_crds::{Condition, ConditionStatus, Connection, ConnectionStatus, ConnectionType};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -212,6 +214,9 @@ fn literal_flags(keys: &[&str]) -> String {
 
 fn describe_type(connection: &Connection) -> String {
     let type_name = connection.spec.type_.as_str();
+    if let Some(oauth2) = &connection.spec.oauth2 {
+        return format!("type {type_name}, oauth2 grant {}", oauth2.grant.as_str());
+    }
     match connection.spec.config.get("auth") {
         Some(auth) if connection.spec.type_ == ConnectionType::Http => {
             format!("type {type_name}, auth {auth}")
@@ -368,6 +373,58 @@ pub fn plan_probe_start(
     (status != current).then_some(status)
 }
 
+/// Folds the token keeper's outcome into `plan`: the `Authorized`
+/// condition (with an Event on a transition), `status.oauth2`, kstatus
+/// (Reconciling while not authorized) and the requeue (no later than the
+/// renewal time). `None` (no `spec.oauth2`) removes both.
+pub fn fold_token(
+    mut plan: ConnectionPlan,
+    connection: &Connection,
+    token: Option<&TokenOutcome>,
+    now: DateTime<Utc>,
+) -> ConnectionPlan {
+    let current = connection.status.clone().unwrap_or_default();
+    let generation = connection.metadata.generation;
+    match token {
+        None => {
+            plan.status.conditions.retain(|c| c.type_ != AUTHORIZED);
+            plan.status.oauth2 = None;
+        }
+        Some(token) => {
+            let status = if token.authorized {
+                ConditionStatus::True
+            } else if token.reason == token_reason::NOT_READY {
+                ConditionStatus::Unknown
+            } else {
+                ConditionStatus::False
+            };
+            let condition = Condition::new(
+                AUTHORIZED,
+                status,
+                token.reason,
+                token.message.clone(),
+                generation,
+                now,
+            );
+            plan_transition(&current.conditions, &condition, &mut plan.events);
+            set_condition(&mut plan.status.conditions, condition);
+            plan.status.oauth2 = Some(token.status.clone());
+            plan.requeue_after = plan.requeue_after.min(token.requeue_after);
+            let settled = progress(connection, &plan.status) == Progress::Settled;
+            if settled && status == ConditionStatus::False {
+                set_progress(
+                    &mut plan.status.conditions,
+                    &Progress::reconciling(token.reason, format!("waiting: {}", token.message)),
+                    generation,
+                    now,
+                );
+            }
+        }
+    }
+    plan.status_changed = plan.status != current;
+    plan
+}
+
 /// kstatus of the planned `status`.
 fn progress(connection: &Connection, status: &ConnectionStatus) -> Progress {
     if let Some(ready) = find_condition(&status.conditions, condition_type::READY)
@@ -484,6 +541,10 @@ fn static_reason(text: &str) -> &'static str {
         reason::AUTHENTICATION_FAILED,
         reason::UNEXPECTED_RESPONSE,
         reason::INVALID_CONFIG,
+        token_reason::TOKEN_ISSUED,
+        token_reason::REFRESH_FAILED,
+        token_reason::AUTHORIZATION_REQUIRED,
+        token_reason::INVALID_CONFIG,
     ]
     .into_iter()
     .find(|known| *known == text)

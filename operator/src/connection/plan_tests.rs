@@ -26,6 +26,7 @@ fn bearer(verify: bool) -> Connection {
                 url: Some("/health".to_owned()),
                 interval: Some(sluice_crds::Duration::parse("5m").unwrap()),
             }),
+            oauth2: None,
         },
     );
     connection.metadata.namespace = Some("team".to_owned());
@@ -469,4 +470,111 @@ fn connections_in_another_namespace_are_refused() {
             .contains("\"other-team/crm\" names another namespace")
     );
     assert_eq!(issues[1].path, "spec.nodes[1].postgres.connection");
+}
+
+fn oauth2_connection() -> Connection {
+    let mut connection = bearer(false);
+    connection.spec.oauth2 = Some(sluice_crds::oauth2::OAuth2Spec {
+        grant: sluice_crds::oauth2::OAuth2Grant::RefreshToken,
+        token_url: Some("http://127.0.0.1:1/token".into()),
+        ..Default::default()
+    });
+    connection
+}
+
+fn token_outcome(authorized: bool, reason: &'static str, message: &str) -> TokenOutcome {
+    TokenOutcome {
+        authorized,
+        reason,
+        message: message.to_owned(),
+        status: sluice_crds::oauth2::OAuth2Status {
+            expires_at: Some(at(30)),
+            ..Default::default()
+        },
+        requeue_after: Duration::from_secs(90),
+    }
+}
+
+#[test]
+fn a_failed_refresh_shows_on_authorized_with_a_warning_once() {
+    let connection = oauth2_connection();
+    let keys = present(&["clientId", "clientSecret", "refreshToken"]);
+    let plan = plan_connection(&connection, "team", &keys, None, at(0));
+    let issued = token_outcome(true, token_reason::TOKEN_ISSUED, "holds a token");
+    let plan = fold_token(plan, &connection, Some(&issued), at(0));
+    let authorized = condition(&plan, AUTHORIZED);
+    assert_eq!(authorized.status, ConditionStatus::True);
+    assert_eq!(
+        plan.status.oauth2.as_ref().unwrap().expires_at,
+        Some(at(30))
+    );
+    assert_eq!(
+        plan.requeue_after,
+        Duration::from_secs(90),
+        "requeued at the renewal"
+    );
+    assert!(
+        plan.events
+            .iter()
+            .any(|e| !e.warning && e.reason == token_reason::TOKEN_ISSUED)
+    );
+
+    let mut stored = connection.clone();
+    stored.status = Some(plan.status.clone());
+    let failed = token_outcome(
+        false,
+        token_reason::REFRESH_FAILED,
+        "failed to obtain an access token for connection crm: invalid_grant: refresh token [REDACTED] was revoked",
+    );
+    let plan = plan_connection(&stored, "team", &keys, None, at(5));
+    let plan = fold_token(plan, &stored, Some(&failed), at(5));
+    let authorized = condition(&plan, AUTHORIZED);
+    assert_eq!(
+        (authorized.status, authorized.reason.as_str()),
+        (ConditionStatus::False, token_reason::REFRESH_FAILED)
+    );
+    assert!(authorized.message.contains("invalid_grant"));
+    assert!(plan.status_changed);
+    let warnings: Vec<_> = plan.events.iter().filter(|e| e.warning).collect();
+    assert_eq!(warnings.len(), 1, "{:?}", plan.events);
+    assert_eq!(warnings[0].reason, token_reason::REFRESH_FAILED);
+    let reconciling = condition(&plan, condition_type::RECONCILING);
+    assert_eq!(reconciling.reason, token_reason::REFRESH_FAILED);
+
+    // The same failure again: no new Event.
+    let mut stored = connection.clone();
+    stored.status = Some(plan.status.clone());
+    let plan = plan_connection(&stored, "team", &keys, None, at(6));
+    let plan = fold_token(plan, &stored, Some(&failed), at(6));
+    assert!(plan.events.is_empty(), "{:?}", plan.events);
+}
+
+#[test]
+fn without_oauth2_the_authorized_condition_and_token_status_go() {
+    let connection = oauth2_connection();
+    let keys = present(&["clientId", "clientSecret", "refreshToken"]);
+    let plan = plan_connection(&connection, "team", &keys, None, at(0));
+    let issued = token_outcome(true, token_reason::TOKEN_ISSUED, "holds a token");
+    let plan = fold_token(plan, &connection, Some(&issued), at(0));
+    let mut plain = bearer(false);
+    plain.status = Some(plan.status.clone());
+    let plan = plan_connection(&plain, "team", &present(&["token"]), None, at(1));
+    let plan = fold_token(plan, &plain, None, at(1));
+    assert!(find_condition(&plan.status.conditions, AUTHORIZED).is_none());
+    assert!(plan.status.oauth2.is_none());
+}
+
+#[test]
+fn an_oauth2_connection_needs_the_grants_secret_keys() {
+    let connection = oauth2_connection();
+    let plan = plan_connection(
+        &connection,
+        "team",
+        &present(&["clientId", "clientSecret"]),
+        None,
+        at(0),
+    );
+    let ready = condition(&plan, condition_type::READY);
+    assert_eq!(ready.status, ConditionStatus::False);
+    assert!(ready.message.contains("refreshToken"), "{}", ready.message);
 }

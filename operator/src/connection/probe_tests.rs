@@ -128,6 +128,7 @@ fn http(base: &str, auth: &str, path: &str, extra: &[(&str, &str)]) -> Connectio
             url: Some(path.to_owned()),
             interval: None,
         }),
+        oauth2: None,
     }
 }
 
@@ -266,6 +267,7 @@ fn postgres(user: &str, port: &str) -> ConnectionSpec {
         ]),
         secret_ref: None,
         verify: Some(VerifySpec::default()),
+        oauth2: None,
     }
 }
 
@@ -322,6 +324,7 @@ fn smtp(port: u16) -> ConnectionSpec {
         ]),
         secret_ref: None,
         verify: Some(VerifySpec::default()),
+        oauth2: None,
     }
 }
 

@@ -47,6 +47,13 @@ pub fn build_connection_view(connection: &Value) -> Value {
         "ready": condition(connection, "Ready"),
         "verified": condition(connection, "Verified"),
         "lastProbe": connection.pointer("/status/lastVerifiedTime"),
+        "oauth2": connection.pointer("/spec/oauth2").map(|spec| json!({
+            "grant": spec.get("grant").cloned().unwrap_or(json!("ClientCredentials")),
+            "provider": spec.get("provider").cloned().unwrap_or(json!("custom")),
+            "authorized": condition(connection, "Authorized"),
+            "expiresAt": connection.pointer("/status/oauth2/expiresAt"),
+            "lastRefreshTime": connection.pointer("/status/oauth2/lastRefreshTime"),
+        })),
     })
 }
 
@@ -89,5 +96,27 @@ mod tests {
         assert_eq!(view["secretName"], "crm-token");
         let text = view.to_string();
         assert!(!text.contains("canary"), "{text}");
+        assert_eq!(view["oauth2"], Value::Null);
+    }
+
+    #[test]
+    fn an_oauth2_connection_view_has_its_grant_and_token_times() {
+        let connection = json!({
+            "metadata": {"name": "crm"},
+            "spec": {"type": "http", "secretRef": {"name": "crm-client"},
+                     "oauth2": {"provider": "hubspot", "grant": "AuthorizationCode"}},
+            "status": {
+                "conditions": [{"type": "Authorized", "status": "False", "reason": "AuthorizationRequired", "message": "click Connect"}],
+                "oauth2": {"expiresAt": "2026-03-01T10:00:00Z", "lastRefreshTime": "2026-03-01T09:00:00Z"},
+            },
+        });
+        let view = build_connection_view(&connection);
+        assert_eq!(view["oauth2"]["grant"], "AuthorizationCode");
+        assert_eq!(view["oauth2"]["provider"], "hubspot");
+        assert_eq!(
+            view["oauth2"]["authorized"]["reason"],
+            "AuthorizationRequired"
+        );
+        assert_eq!(view["oauth2"]["expiresAt"], "2026-03-01T10:00:00Z");
     }
 }

@@ -16,6 +16,8 @@
 //! - [`schedules`]: the schedules page's data (cron in words, next fires).
 //! - [`stats`]: per-workflow success rate and p50 duration (7 days).
 //! - [`connections`]: Connections and their conditions, as the user (no secret values).
+//! - [`oauth2`]: Connect for OAuth2 Connections (AuthorizationCode grant)
+//!   and the callback the provider sends the browser back to.
 //! - [`audit`]: the audit trail of the readable namespaces, paginated.
 //! - [`revisions`]: workflow revisions and a line diff between two.
 //! - [`live`]: Server-Sent Events when a run changes.
@@ -30,6 +32,7 @@ pub mod connections;
 pub mod cookie;
 pub mod identity;
 pub mod live;
+pub mod oauth2;
 pub mod reads;
 pub mod revisions;
 pub mod runs;
@@ -53,4 +56,11 @@ pub struct ConsoleConfig {
     #[arg(long, env = "SLUICE_CONSOLE_SESSION_TTL", default_value = "8h",
           value_parser = crate::config::parse_duration)]
     pub console_session_ttl: Duration,
+
+    /// The OAuth2 redirect URI registered with providers for the
+    /// AuthorizationCode grant, e.g. https://sluice.example.com/oauth2/callback
+    /// (the console serves /oauth2/callback). Unset: built from the
+    /// request's Host and X-Forwarded-Proto headers.
+    #[arg(long, env = "SLUICE_OAUTH2_REDIRECT_URL")]
+    pub oauth2_redirect_url: Option<String>,
 }

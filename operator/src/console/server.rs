@@ -11,6 +11,9 @@
 //!   (see [`super::reads`])
 //! - workflows, schedules and actions as the user: see [`super::actions`]
 //! - `GET /api/connections?namespace=`: see [`super::connections`]
+//! - `POST /api/connections/{namespace}/{name}/connect` and
+//!   `GET /oauth2/callback`: OAuth2 Connect (see [`super::oauth2`]; the
+//!   callback needs no session, its `state` is checked instead)
 //! - `GET /api/audit?cursor=`: see [`super::audit`]
 //! - `GET /api/events`: live updates of a run (see [`super::live`])
 //! - `GET /`, `GET /assets/{name}`: the pages (see [`super::assets`])
@@ -39,6 +42,8 @@ pub struct ConsoleState {
     pub pool: PgPool,
     pub authority: KubeAuthority,
     pub session_lifetime: Duration,
+    /// The OAuth2 redirect URI (`--oauth2-redirect-url`), when set.
+    pub oauth2_redirect_url: Option<String>,
 }
 
 /// The console's routes (serve them with `ConnectInfo<SocketAddr>`).
@@ -76,6 +81,14 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .route(
             "/api/connections",
             get(super::connections::list_connections),
+        )
+        .route(
+            "/api/connections/{namespace}/{name}/connect",
+            post(super::oauth2::connect),
+        )
+        .route(
+            crate::connection::authorize::CALLBACK_PATH,
+            get(super::oauth2::callback),
         )
         .route("/api/schedules", get(super::actions::list_schedules))
         .route(

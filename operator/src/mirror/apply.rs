@@ -234,6 +234,7 @@ mod tests {
                 verification: Verification::Verified,
                 last_verified_at: Some(at(8, 30)),
                 created_at: Some(at(8, 0)),
+                oauth2: None,
             }),
             MirrorEvent::NodeDefinition(NodeDefinitionRecord {
                 name: "http".into(),

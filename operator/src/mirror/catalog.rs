@@ -70,9 +70,52 @@ pub async fn upsert_connection(
     .bind(connection.ready)
     .bind(ids::SYSTEM_USER_ID)
     .bind(connection.created_at)
-    .execute(conn)
+    .execute(&mut *conn)
     .await
     .map_err(failed("connection"))?;
+    upsert_oauth_connection(conn, connection).await
+}
+
+/// The `oauth_connections` row of `connection`, keyed by its uid (id and
+/// connection_id): written when it has `spec.oauth2`, removed when not.
+/// The token columns are never written (a constraint keeps them empty).
+async fn upsert_oauth_connection(
+    conn: &mut PgConnection,
+    connection: &ConnectionRecord,
+) -> Result<(), WriteError> {
+    let Some(oauth2) = &connection.oauth2 else {
+        sqlx::query("DELETE FROM oauth_connections WHERE connection_id = $1")
+            .bind(connection.uid)
+            .execute(conn)
+            .await
+            .map_err(failed("oauth connection"))?;
+        return Ok(());
+    };
+    let scopes: Vec<String> = oauth2
+        .scopes
+        .iter()
+        .take(64)
+        .map(|scope| sanitize::varchar(scope, 512))
+        .collect();
+    sqlx::query(
+        "INSERT INTO oauth_connections (id, connection_id, provider, grant_type, status, token_expires_at,
+                                        scopes, last_refreshed_at)
+         VALUES ($1, $1, $2, $3, $4, $5, $6::jsonb, $7)
+         ON CONFLICT (connection_id) DO UPDATE SET
+             provider = EXCLUDED.provider, grant_type = EXCLUDED.grant_type, status = EXCLUDED.status,
+             token_expires_at = EXCLUDED.token_expires_at, scopes = EXCLUDED.scopes,
+             last_refreshed_at = EXCLUDED.last_refreshed_at, updated_at = CURRENT_TIMESTAMP",
+    )
+    .bind(connection.uid)
+    .bind(sanitize::varchar(&oauth2.provider, 50))
+    .bind(sanitize::varchar(&oauth2.grant, 30))
+    .bind(sanitize::varchar(&oauth2.status, 30))
+    .bind(oauth2.expires_at)
+    .bind(serde_json::Value::from(scopes).to_string())
+    .bind(oauth2.last_refreshed_at)
+    .execute(conn)
+    .await
+    .map_err(failed("oauth connection"))?;
     Ok(())
 }
 
@@ -150,6 +193,7 @@ mod tests {
             verification: Verification::Failed,
             last_verified_at: Some(at(8, 0)),
             created_at: None,
+            oauth2: None,
         }
     }
 
@@ -192,6 +236,94 @@ mod tests {
         )
         .await;
         assert!(dump(&pool, "connections").await.is_empty());
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn oauth2_connections_are_mirrored_by_uid_without_tokens(pool: PgPool) {
+        let mut oauth = connection();
+        oauth.connection_type = "http".into();
+        oauth.oauth2 = Some(OAuth2Record {
+            provider: "hubspot".into(),
+            grant: "RefreshToken".into(),
+            status: "authorized".into(),
+            expires_at: Some(at(9, 0)),
+            scopes: vec!["crm.objects.read".into()],
+            last_refreshed_at: Some(at(8, 0)),
+        });
+        // Twice: the upsert is idempotent.
+        write(&pool, &[MirrorEvent::Connection(oauth.clone())]).await;
+        write(&pool, &[MirrorEvent::Connection(oauth.clone())]).await;
+        let rows: Vec<(uuid::Uuid, uuid::Uuid, String, String, Value, Option<String>)> = sqlx::query_as(
+            "SELECT id, connection_id, provider, status, scopes, access_token FROM oauth_connections",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(rows.len(), 1);
+        let (id, connection_id, provider, status, scopes, token) = &rows[0];
+        assert_eq!((*id, *connection_id), (uid(30), uid(30)));
+        assert_eq!(
+            (provider.as_str(), status.as_str()),
+            ("hubspot", "authorized")
+        );
+        assert_eq!(scopes, &json!(["crm.objects.read"]));
+        assert_eq!(token, &None);
+
+        oauth.oauth2.as_mut().unwrap().status = "refresh_failed".into();
+        write(&pool, &[MirrorEvent::Connection(oauth.clone())]).await;
+        let status: String = sqlx::query_scalar("SELECT status FROM oauth_connections")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(status, "refresh_failed");
+
+        // The database itself refuses a token.
+        let smuggled = sqlx::query("UPDATE oauth_connections SET access_token = 'at-1'")
+            .execute(&pool)
+            .await;
+        assert!(smuggled.is_err(), "a token was stored");
+
+        // spec.oauth2 removed: the row goes.
+        oauth.oauth2 = None;
+        write(&pool, &[MirrorEvent::Connection(oauth)]).await;
+        assert!(dump(&pool, "oauth_connections").await.is_empty());
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn the_provider_presets_rows_agree_with_the_operators(pool: PgPool) {
+        use sluice_crds::oauth2::{ClientAuth, OAuth2Provider};
+        let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
+            "SELECT provider, display_name, token_url, authorization_url, client_auth
+             FROM oauth_providers WHERE is_preset ORDER BY provider",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let mut expected: Vec<(String, String, String, String, String)> = OAuth2Provider::ALL
+            .iter()
+            .map(|provider| {
+                let preset = provider.preset();
+                (
+                    preset.name.to_owned(),
+                    preset.display_name.to_owned(),
+                    preset.token_url.to_owned(),
+                    preset.authorization_url.to_owned(),
+                    match preset.client_auth {
+                        ClientAuth::Basic => "basic".to_owned(),
+                        ClientAuth::Body => "body".to_owned(),
+                    },
+                )
+            })
+            .collect();
+        expected.sort();
+        assert_eq!(rows, expected);
+        // A team extends the list with its own provider.
+        sqlx::query(
+            "INSERT INTO oauth_providers (provider, display_name, token_url) VALUES ('acme', 'Acme', 'https://acme.example/token')",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
     }
 
     #[sqlx::test(migrations = "../migrations")]

@@ -19,6 +19,7 @@
 //! | `environment_variables` | [`workflows::sync_environment_variables`] | v5(workspace, workflow, name) |
 //! | `workflow_schedules` | [`workflows::upsert_schedule`] | Schedule uid |
 //! | `connections` | [`catalog::upsert_connection`] | Connection uid |
+//! | `oauth_connections` (status, expiry, scopes, last refresh; never a token) | [`catalog::upsert_connection`] | Connection uid (`id` = `connection_id`) |
 //! | `node_definitions` | [`catalog::upsert_node_definition`] | (name, version) |
 //! | `workflow_executions` | [`executions::upsert_execution`] | WorkflowRun uid |
 //! | `execution_queue` | [`executions::upsert_queue_entry`] | run uid |

@@ -183,6 +183,23 @@ pub struct ConnectionRecord {
     pub verification: Verification,
     pub last_verified_at: Option<DateTime<Utc>>,
     pub created_at: Option<DateTime<Utc>>,
+    /// With `spec.oauth2`: what is known of the token the operator keeps.
+    pub oauth2: Option<OAuth2Record>,
+}
+
+/// The `oauth_connections` row of an OAuth2 Connection: status, expiry,
+/// scopes and last refresh. There is no field for a token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OAuth2Record {
+    /// Preset name or `custom`.
+    pub provider: String,
+    /// `ClientCredentials`, `RefreshToken` or `AuthorizationCode`.
+    pub grant: String,
+    /// `authorized`, `refresh_failed`, `authorization_required`, `not_ready` or `unknown`.
+    pub status: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub scopes: Vec<String>,
+    pub last_refreshed_at: Option<DateTime<Utc>>,
 }
 
 /// WorkflowRun phase.

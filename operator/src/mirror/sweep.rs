@@ -195,6 +195,7 @@ mod tests {
                 verification: Verification::Unverified,
                 last_verified_at: None,
                 created_at: Some(at(8, 0)),
+                oauth2: None,
             }),
         ];
         events.push(MirrorEvent::Execution(execution(1, RunPhase::Queued)));

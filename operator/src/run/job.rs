@@ -8,12 +8,13 @@
 //! engine) and the workflow's `activeDeadlineSeconds`. The runner gets the
 //! run API address, its own credential (a Secret mounted as a file) and the
 //! Secrets of exactly the connections its nodes name, each read-only under
-//! `CONNECTIONS_DIR/<connection>/`.
+//! `CONNECTIONS_DIR/<connection>/` (for an OAuth2 Connection: only the
+//! `accessToken` key of its operator-managed token Secret).
 
 use crate::names;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, PodSecurityContext, PodSpec,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, KeyToPath, PodSecurityContext, PodSpec,
     PodTemplateSpec, ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext,
     Volume, VolumeMount,
 };
@@ -59,6 +60,12 @@ pub struct MountedConnection {
     pub connection: String,
     /// Name of its Secret.
     pub secret: String,
+    /// The keys mounted (empty: all). An OAuth2 Connection mounts only the
+    /// access token of its operator-managed Secret, never the refresh token.
+    pub keys: Vec<String>,
+    /// The pod starts without the Secret (an OAuth2 token not obtained yet:
+    /// the node then fails saying so, instead of the pod hanging).
+    pub optional: bool,
 }
 
 /// Builds the Job for `run` of `workflow`. The run must have a uid (it was
@@ -115,7 +122,18 @@ pub fn build_job(
             secret: Some(SecretVolumeSource {
                 secret_name: Some(mounted.secret.clone()),
                 default_mode: Some(0o400),
-                ..SecretVolumeSource::default()
+                optional: mounted.optional.then_some(true),
+                items: (!mounted.keys.is_empty()).then(|| {
+                    mounted
+                        .keys
+                        .iter()
+                        .map(|key| KeyToPath {
+                            key: key.clone(),
+                            path: key.clone(),
+                            mode: None,
+                        })
+                        .collect()
+                }),
             }),
             ..Volume::default()
         });
@@ -370,6 +388,8 @@ mod tests {
         let connections = [MountedConnection {
             connection: "crm-api".to_owned(),
             secret: "crm-api-token".to_owned(),
+            keys: vec![],
+            optional: false,
         }];
         let job = build_job(
             &run(),

@@ -51,10 +51,20 @@ pub(super) async fn start(
     let mut mounted = vec![];
     for name in referenced_connections(workflow) {
         if let Some(connection) = connection_api.get_opt(&name).await? {
-            if let Some(secret) = &connection.spec.secret_ref {
+            if connection.spec.oauth2.is_some() {
+                // The runner reads the token the operator keeps, like any secret file.
+                mounted.push(MountedConnection {
+                    connection: name.clone(),
+                    secret: names::oauth2_token_secret_name(&name),
+                    keys: vec![sluice_crds::oauth2::ACCESS_TOKEN_KEY.to_owned()],
+                    optional: true,
+                });
+            } else if let Some(secret) = &connection.spec.secret_ref {
                 mounted.push(MountedConnection {
                     connection: name.clone(),
                     secret: secret.name.clone(),
+                    keys: vec![],
+                    optional: false,
                 });
             }
             connections.insert(name, connection.spec);

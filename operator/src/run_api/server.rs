@@ -42,6 +42,10 @@ pub fn router(context: Arc<Context>) -> Router {
             post(events),
         )
         .route(
+            &format!("{RUN_API_PREFIX}/{{namespace}}/{{name}}/connections/{{connection}}/token"),
+            post(super::tokens::refresh),
+        )
+        .route(
             &format!("{RUN_API_PREFIX}/{{namespace}}/{{name}}/children/{{child}}"),
             put(children::start)
                 .get(children::read)
@@ -104,9 +108,18 @@ async fn snapshot(
     headers: HeaderMap,
 ) -> Result<Json<RunSnapshot>, Refusal> {
     authorised_run(&context, &headers, &namespace, &name).await?;
-    let config_maps: Api<ConfigMap> = Api::namespaced(context.client.clone(), &namespace);
+    Ok(Json(read_snapshot(&context, &namespace, &name).await?))
+}
+
+/// The frozen snapshot of run `namespace/name`.
+pub(super) async fn read_snapshot(
+    context: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<RunSnapshot, Refusal> {
+    let config_maps: Api<ConfigMap> = Api::namespaced(context.client.clone(), namespace);
     let snapshot = config_maps
-        .get_opt(&snapshot_name(&name))
+        .get_opt(&snapshot_name(name))
         .await?
         .and_then(|map| map.data?.remove(SNAPSHOT_KEY))
         .ok_or_else(|| {
@@ -115,13 +128,12 @@ async fn snapshot(
                 format!("run {namespace}/{name} has no snapshot yet"),
             )
         })?;
-    let snapshot: RunSnapshot = serde_json::from_str(&snapshot).map_err(|e| {
+    serde_json::from_str(&snapshot).map_err(|e| {
         Refusal(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("failed to read the run's snapshot: {e}"),
         )
-    })?;
-    Ok(Json(snapshot))
+    })
 }
 
 async fn events(

@@ -98,7 +98,7 @@ async fn execute(
     let what = format!("{method} {display_url}");
     let response = auth
         .send(
-            &context.http,
+            context,
             || {
                 let request = client
                     .request(method.clone(), url.clone())

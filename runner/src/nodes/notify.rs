@@ -147,7 +147,7 @@ async fn send_webhook(
     let what = format!("webhook of connection {:?}", connection.name);
     let response = auth
         .send(
-            &context.http,
+            context,
             || context.http.post(url.clone()).json(&payload),
             &mut redactor,
         )

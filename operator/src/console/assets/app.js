@@ -538,14 +538,41 @@ async function showConnections(params) {
   const state = (condition) => condition ? `${condition.status === "True" ? "Yes" : "No"}${condition.reason ? ` (${condition.reason})` : ""}` : "unknown";
   const table = h("table", {},
     h("caption", { text: `Connections in ${chosen}` }),
-    h("thead", {}, h("tr", {}, ["Connection", "Type", "Ready", "Verified", "Last probe"].map((name) => h("th", { scope: "col", text: name })))),
+    h("thead", {}, h("tr", {}, ["Connection", "Type", "Ready", "Verified", "Last probe", "OAuth2"].map((name) => h("th", { scope: "col", text: name })))),
     h("tbody", {}, result.connections.map((connection) => h("tr", {},
       h("td", { text: connection.name }),
       h("td", { text: connection.type }),
       h("td", { text: state(connection.ready), title: connection.ready ? connection.ready.message || "" : "" }),
       h("td", { text: connection.probed ? state(connection.verified) : "not probed", title: connection.verified ? connection.verified.message || "" : "" }),
-      h("td", { text: connection.lastProbe ? time(connection.lastProbe) : "" })))));
+      h("td", { text: connection.lastProbe ? time(connection.lastProbe) : "" }),
+      h("td", {}, oauth2Cell(chosen, connection))))));
   page("Connections", form, table);
+}
+
+// The OAuth2 state of a connection, and Connect for the AuthorizationCode grant.
+function oauth2Cell(namespace, connection) {
+  const oauth2 = connection.oauth2;
+  if (!oauth2) return h("span", { text: "" });
+  const authorized = oauth2.authorized ? `${oauth2.authorized.status === "True" ? "authorized" : "not authorized"}${oauth2.authorized.reason ? ` (${oauth2.authorized.reason})` : ""}` : "unknown";
+  const parts = [h("span", {
+    text: `${oauth2.provider}, ${authorized}${oauth2.expiresAt ? `, token until ${time(oauth2.expiresAt)}` : ""}`,
+    title: oauth2.authorized ? oauth2.authorized.message || "" : "",
+  })];
+  if (oauth2.grant === "AuthorizationCode") {
+    const error = h("p.error", { role: "alert" });
+    parts.push(h("button.connect", {
+      type: "button",
+      onclick: async () => {
+        try {
+          const answer = await api("POST", `/api/connections/${encodeURIComponent(namespace)}/${encodeURIComponent(connection.name)}/connect`);
+          location.assign(answer.authorizationUrl);
+        } catch (failure) {
+          error.textContent = failure.message;
+        }
+      },
+    }, "Connect"), error);
+  }
+  return h("span", {}, ...parts);
 }
 
 // ---- audit trail ----

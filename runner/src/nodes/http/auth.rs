@@ -1,6 +1,9 @@
 //! Authentication of HTTP requests through an `http` Connection, shared by
 //! the `http` node and `notify` webhooks: bearer, basic, API key (header or
-//! query) and OAuth2 client credentials with a process-wide token cache.
+//! query), OAuth2 client credentials with a process-wide token cache
+//! (`config.auth: oauth2`), and OAuth2 kept by the operator
+//! (`spec.oauth2`): the access token is the mounted file `accessToken`, and
+//! a 401 asks the run API for a fresh one once, then retries once.
 //!
 //! Credentials only ever go into the outgoing request; they are added to
 //! the caller's [`Redactor`] so no error or output can echo them, and no
@@ -8,8 +11,11 @@
 
 use super::{transport_error, url_for_display};
 use crate::connections::{Redactor, ResolvedConnection, percent_encode};
-use crate::node::NodeError;
+use crate::node::{NodeContext, NodeError, RunApiAccess};
 use reqwest::header::{HeaderName, HeaderValue};
+use sha2::{Digest, Sha256};
+use sluice_crds::oauth2::ACCESS_TOKEN_KEY;
+use sluice_crds::run_api::{RUN_API_PREFIX, TokenRefreshAnswer, TokenRefreshRequest};
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -28,6 +34,8 @@ pub(crate) enum Auth {
     ApiKey { key: String, place: ApiKeyPlace },
     /// OAuth2 client credentials: a bearer token from `token_url`.
     OAuth2(OAuth2),
+    /// OAuth2 kept by the operator: the mounted access token of `connection`.
+    Managed { connection: String, token: String },
 }
 
 /// Where an API key goes.
@@ -54,6 +62,7 @@ impl fmt::Debug for Auth {
             Auth::Basic { .. } => "basic",
             Auth::ApiKey { .. } => "apiKey",
             Auth::OAuth2(_) => "oauth2",
+            Auth::Managed { .. } => "oauth2 (kept by the operator)",
         };
         f.debug_tuple("Auth").field(&scheme).finish()
     }
@@ -67,6 +76,18 @@ impl Auth {
         redactor: &mut Redactor,
     ) -> Result<Auth, NodeError> {
         let name = connection.name;
+        if connection.spec.oauth2.is_some() {
+            let token = connection.optional_secret(ACCESS_TOKEN_KEY).filter(|token| !token.is_empty()).ok_or_else(|| {
+                NodeError::retryable(format!(
+                    "connection {name:?} has no OAuth2 access token yet: see its Authorized condition (kubectl describe connection {name})"
+                ))
+            })?;
+            redactor.add(&token);
+            return Ok(Auth::Managed {
+                connection: name.to_owned(),
+                token,
+            });
+        }
         let auth = match connection.config("auth").unwrap_or("none") {
             "none" | "" => Auth::None,
             "bearer" => Auth::Bearer(connection.secret("token")?),
@@ -130,7 +151,7 @@ impl Auth {
             }
         };
         match &auth {
-            Auth::None => {}
+            Auth::None | Auth::Managed { .. } => {}
             Auth::Bearer(token) => redactor.add(token),
             Auth::Basic { username, password } => redactor.add_basic(username, password),
             Auth::ApiKey { key, .. } => redactor.add(key),
@@ -157,13 +178,16 @@ impl Auth {
     }
 
     /// Sends the request `build` makes, authenticated. With OAuth2, a token
-    /// the server rejects (401) is refreshed once and the request repeated.
+    /// the server rejects (401) is refreshed once and the request repeated
+    /// (for a token kept by the operator: through the run API, when there
+    /// is one).
     pub(crate) async fn send(
         &self,
-        token_client: &reqwest::Client,
+        context: &NodeContext,
         build: impl Fn() -> reqwest::RequestBuilder,
         redactor: &mut Redactor,
     ) -> Result<reqwest::Response, NodeError> {
+        let token_client = &context.http;
         let request = build();
         let request = match self {
             Auth::None => request,
@@ -187,9 +211,71 @@ impl Auth {
                 let token = oauth.token(token_client, true, redactor).await?;
                 build().header(reqwest::header::AUTHORIZATION, bearer(&token.value)?)
             }
+            Auth::Managed { connection, token } => {
+                let response = send_request(
+                    request.header(reqwest::header::AUTHORIZATION, bearer(token)?),
+                    redactor,
+                )
+                .await?;
+                if response.status() != reqwest::StatusCode::UNAUTHORIZED {
+                    return Ok(response);
+                }
+                let Some(access) = &context.run_api else {
+                    return Ok(response);
+                };
+                let fresh = refresh_managed(context, access, connection, token).await?;
+                redactor.add(&fresh);
+                build().header(reqwest::header::AUTHORIZATION, bearer(&fresh)?)
+            }
         };
         send_request(request, redactor).await
     }
+}
+
+/// Asks the operator's run API for a fresh access token of `connection`,
+/// saying which one was refused.
+async fn refresh_managed(
+    context: &NodeContext,
+    access: &RunApiAccess,
+    connection: &str,
+    rejected: &str,
+) -> Result<String, NodeError> {
+    let url = format!(
+        "{}{RUN_API_PREFIX}/{}/{}/connections/{connection}/token",
+        access.base_url, context.run.namespace, context.run.name
+    );
+    let digest = Sha256::digest(rejected.as_bytes());
+    let request = TokenRefreshRequest {
+        rejected_token_sha256: digest.iter().map(|byte| format!("{byte:02x}")).collect(),
+    };
+    let failed = |detail: String| {
+        NodeError::retryable(format!(
+            "the access token of connection {connection:?} was refused (401) and failed to renew it through the operator's run API: {detail}"
+        ))
+    };
+    let response = context
+        .http
+        .post(&url)
+        .bearer_auth(&access.token)
+        .json(&request)
+        .send()
+        .await
+        .map_err(|error| failed(error.without_url().to_string()))?;
+    let status = response.status();
+    if !status.is_success() {
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let reason = body
+            .get("error")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        return Err(failed(format!("{status} {reason}")));
+    }
+    let answer: TokenRefreshAnswer = response
+        .json()
+        .await
+        .map_err(|error| failed(error.without_url().to_string()))?;
+    Ok(answer.access_token)
 }
 
 async fn send_request(

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 /// Connections for a test, with their secrets in a temporary pod-layout folder.
 pub(crate) struct TestConnections {
-    _dir: tempfile::TempDir,
+    pub(crate) _dir: tempfile::TempDir,
     pub(crate) store: Arc<ConnectionStore>,
 }
 
@@ -39,6 +39,7 @@ pub(crate) fn connections(
                 name: format!("{name}-secret"),
             }),
             verify: None,
+            oauth2: None,
         };
         specs.insert((*name).to_owned(), spec);
     }

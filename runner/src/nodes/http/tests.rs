@@ -560,3 +560,178 @@ async fn parameter_and_connection_mistakes_are_permanent() {
         );
     }
 }
+
+/// What the stand-in run API saw: (path, run credential, rejected hash).
+type RefreshCalls = Arc<Mutex<Vec<(String, String, String)>>>;
+
+#[tokio::test]
+async fn an_operator_kept_token_refused_with_401_is_renewed_through_the_run_api_once() {
+    use crate::connections::ConnectionStore;
+    use crate::node::RunApiAccess;
+    use sha2::Digest;
+    use sluice_crds::oauth2::OAuth2Spec;
+    use std::collections::BTreeMap;
+
+    // The API accepts only the fresh token; the run API hands it out.
+    let api = serve(Router::new().route(
+        "/data",
+        get(|headers: HeaderMap| async move {
+            match headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+            {
+                Some("Bearer fresh-TOKEN-2") => (StatusCode::OK, "data".to_owned()),
+                Some(other) => (StatusCode::UNAUTHORIZED, format!("token {other} expired")),
+                None => (StatusCode::UNAUTHORIZED, "no token".to_owned()),
+            }
+        }),
+    ))
+    .await;
+    let calls = RefreshCalls::default();
+    let run_api = serve(
+        Router::new()
+            .route(
+                "/api/v1/runs/{namespace}/{name}/connections/{connection}/token",
+                post(
+                    |State(calls): State<RefreshCalls>,
+                     axum::extract::Path((namespace, name, connection)): axum::extract::Path<(
+                        String,
+                        String,
+                        String,
+                    )>,
+                     headers: HeaderMap,
+                     axum::Json(body): axum::Json<Value>| async move {
+                        let credential = headers
+                            .get(header::AUTHORIZATION)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned();
+                        calls.lock().unwrap().push((
+                            format!("{namespace}/{name}/{connection}"),
+                            credential,
+                            body["rejectedTokenSha256"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_owned(),
+                        ));
+                        axum::Json(json!({"accessToken": "fresh-TOKEN-2"}))
+                    },
+                ),
+            )
+            .with_state(calls.clone()),
+    )
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("crm")).unwrap();
+    std::fs::write(dir.path().join("crm/accessToken"), "stale-TOKEN-1").unwrap();
+    let spec = sluice_crds::ConnectionSpec {
+        type_: ConnectionType::Http,
+        config: BTreeMap::from([("baseUrl".to_owned(), api.clone())]),
+        oauth2: Some(OAuth2Spec::default()),
+        ..sluice_crds::ConnectionSpec::default()
+    };
+    let store = ConnectionStore::from_dir(dir.path(), BTreeMap::from([("crm".to_owned(), spec)]));
+    let connections = TestConnections {
+        _dir: tempfile::tempdir().unwrap(),
+        store: Arc::new(store),
+    };
+    let logs = Arc::new(RecordedLogs::default());
+    let mut context = context(&connections, logs.clone());
+    context.run.namespace = "team".into();
+    context.run.name = "run-1".into();
+
+    // Without a run API (a local run) the 401 stands, and names the fix.
+    let error = run(&context, json!({"url": "/data", "connection": "crm"}))
+        .await
+        .unwrap_err();
+    assert!(error.message.contains("401"), "{}", error.message);
+    assert!(
+        !error.message.contains("stale-TOKEN-1"),
+        "{}",
+        error.message
+    );
+    assert!(calls.lock().unwrap().is_empty());
+
+    context.run_api = Some(RunApiAccess {
+        base_url: run_api,
+        token: "run-credential".into(),
+    });
+    let output = run(&context, json!({"url": "/data", "connection": "crm"}))
+        .await
+        .unwrap();
+    assert_eq!(output["body"], "data");
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 1, "one refresh: {calls:?}");
+    let (path, credential, rejected) = &calls[0];
+    assert_eq!(path, "team/run-1/crm");
+    assert_eq!(credential, "Bearer run-credential");
+    let expected: String = sha2::Sha256::digest(b"stale-TOKEN-1")
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    assert_eq!(rejected, &expected);
+    for line in logs.0.lock().unwrap().iter() {
+        assert!(!line.contains("TOKEN"), "a token in a log line: {line}");
+    }
+}
+
+#[tokio::test]
+async fn an_operator_kept_token_is_retried_once_only() {
+    use crate::connections::ConnectionStore;
+    use crate::node::RunApiAccess;
+    use sluice_crds::oauth2::OAuth2Spec;
+    use std::collections::BTreeMap;
+
+    let hits = Arc::new(AtomicUsize::new(0));
+    let api = serve(
+        Router::new()
+            .route(
+                "/data",
+                get(|State(hits): State<Arc<AtomicUsize>>| async move {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    StatusCode::UNAUTHORIZED
+                }),
+            )
+            .with_state(hits.clone()),
+    )
+    .await;
+    let refreshes = Arc::new(AtomicUsize::new(0));
+    let run_api = serve(
+        Router::new()
+            .route(
+                "/api/v1/runs/{namespace}/{name}/connections/{connection}/token",
+                post(|State(refreshes): State<Arc<AtomicUsize>>| async move {
+                    refreshes.fetch_add(1, Ordering::SeqCst);
+                    axum::Json(json!({"accessToken": "still-refused"}))
+                }),
+            )
+            .with_state(refreshes.clone()),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("crm")).unwrap();
+    std::fs::write(dir.path().join("crm/accessToken"), "token-1\n").unwrap();
+    let spec = sluice_crds::ConnectionSpec {
+        type_: ConnectionType::Http,
+        config: BTreeMap::from([("baseUrl".to_owned(), api)]),
+        oauth2: Some(OAuth2Spec::default()),
+        ..sluice_crds::ConnectionSpec::default()
+    };
+    let store = ConnectionStore::from_dir(dir.path(), BTreeMap::from([("crm".to_owned(), spec)]));
+    let connections = TestConnections {
+        _dir: tempfile::tempdir().unwrap(),
+        store: Arc::new(store),
+    };
+    let mut context = context(&connections, Arc::default());
+    context.run_api = Some(RunApiAccess {
+        base_url: run_api,
+        token: "run-credential".into(),
+    });
+    let error = run(&context, json!({"url": "/data", "connection": "crm"}))
+        .await
+        .unwrap_err();
+    assert!(error.message.contains("401"), "{}", error.message);
+    assert_eq!(hits.load(Ordering::SeqCst), 2, "the request and one retry");
+    assert_eq!(refreshes.load(Ordering::SeqCst), 1, "one refresh");
+}
