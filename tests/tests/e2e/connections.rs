@@ -4,7 +4,13 @@
 //!   bearer token is a unique random string; the server echoes the
 //!   Authorization header back (in a 200 and in a retried 500). The token
 //!   must then appear nowhere the platform writes: object statuses, Events,
-//!   the operator's log, the runner's output, `/metrics`, PostgreSQL.
+//!   the operator's log, the runner's output, `/metrics`, PostgreSQL. The
+//!   same run calls an API behind the local OAuth2 authorization server
+//!   through an OAuth2 Connection (RefreshToken grant, rotation, the access
+//!   token revoked so the node's 401 renews it through the run API), and
+//!   the refresh token is then revoked so the provider's refusal, which
+//!   quotes it, reaches the Connection's conditions: the client secret and
+//!   every access and refresh token issued must appear nowhere either.
 //! - Webhook triggers: HMAC (GitHub format) accepted, refused (401), too
 //!   large (413), rate limited (429), and answered synchronously; Slack's
 //!   format (a stale timestamp refused) and a bearer token; the endpoint's
@@ -26,6 +32,7 @@ use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
 use sluice_crds::workflow_run::TriggerType;
 use sluice_crds::{ConditionStatus, Connection, RunPhase};
+use sluice_e2e::oauth2_server::{AuthServer, AuthServerOptions};
 use sluice_e2e::operator::{Operator, OperatorOptions, TestDatabase, cluster, eventually};
 use sluice_operator::webhook::auth::sign_hex;
 
@@ -188,6 +195,44 @@ async fn a_connection_secret_appears_nowhere_the_platform_writes() {
     let canary = format!("canary-{}", uuid::Uuid::new_v4().simple());
     let seen = Seen::default();
     let base_url = serve_echo(seen.clone(), None).await;
+    let provider = AuthServer::start(AuthServerOptions::default())
+        .await
+        .expect("failed to start the authorization server");
+    let (client_id, client_secret) = provider.client();
+    let first_refresh = provider.seed_refresh_token(&client_id);
+    bed.apply(secret(
+        "oauth-client",
+        json!({"clientId": client_id, "clientSecret": client_secret, "refreshToken": first_refresh}),
+    ))
+    .await;
+    bed.apply(json!({
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": "Connection",
+        "metadata": {"name": "oauth-api"},
+        "spec": {
+            "type": "http",
+            "config": {"baseUrl": provider.base_url},
+            "secretRef": {"name": "oauth-client"},
+            "oauth2": {"tokenUrl": provider.token_url(), "grant": "RefreshToken"},
+        },
+    }))
+    .await;
+    eventually("the OAuth2 connection authorized", || {
+        let connections: Api<Connection> =
+            Api::namespaced(bed.cluster.client(), bed.cluster.namespace());
+        async move {
+            let connection = connections.get_opt("oauth-api").await.ok()??;
+            connection
+                .status?
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Authorized" && c.status == ConditionStatus::True)
+                .then_some(())
+        }
+    })
+    .await;
+    // Revoked early: the node's first call is refused and renewed through the run API.
+    provider.revoke_access_tokens();
 
     bed.apply(secret("echo-token", json!({"token": canary})))
         .await;
@@ -202,6 +247,7 @@ async fn a_connection_secret_appears_nowhere_the_platform_writes() {
                  "retry": {"limit": 2, "backoff": {"initial": "100ms", "max": "200ms"}},
                  "continueOnError": true},
                 {"name": "after", "needs": ["echo", "fail"], "transform": {"jq": "{echoed: .nodes.echo.output, failed: .nodes.fail.phase}"}},
+                {"name": "oauth", "http": {"url": "/resource", "connection": "oauth-api"}, "continueOnError": true},
             ],
             "output": "{echo: .nodes.echo.output, fail: .nodes.fail, after: .nodes.after.output}",
         }),
@@ -210,6 +256,41 @@ async fn a_connection_secret_appears_nowhere_the_platform_writes() {
     bed.create_run("canary-1", "canary", json!({})).await;
     let run = bed.wait_terminal("canary-1", RunPhase::Succeeded).await;
     let uid = run.metadata.uid.clone().expect("a uid");
+    let oauth_calls = provider.resource_calls();
+    assert_eq!(
+        oauth_calls
+            .iter()
+            .map(|(status, _)| *status)
+            .collect::<Vec<_>>(),
+        [401, 200],
+        "the OAuth2 node was refused once and renewed: {oauth_calls:?}"
+    );
+
+    // The provider revokes the refresh token; a renewal is refused with a
+    // text quoting it, which reaches the Connection's conditions (stripped).
+    provider.revoke_all_refresh_tokens();
+    provider.revoke_access_tokens();
+    bed.create_run("canary-2", "canary", json!({})).await;
+    let second = bed.wait_terminal("canary-2", RunPhase::Succeeded).await;
+    let second_nodes = second.status.clone().unwrap_or_default().nodes;
+    assert!(
+        format!("{second_nodes:?}").contains("oauth"),
+        "the second run reports its oauth node: {second_nodes:?}"
+    );
+    eventually("the refused renewal on the Connection's conditions", || {
+        let connections: Api<Connection> =
+            Api::namespaced(bed.cluster.client(), bed.cluster.namespace());
+        async move {
+            let connection = connections.get_opt("oauth-api").await.ok()??;
+            connection
+                .status?
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Authorized" && c.reason == "RefreshFailed")
+                .then_some(())
+        }
+    })
+    .await;
 
     // Not vacuous: the token really went out, on the 200 and on every try of the 500.
     let bearer = format!("Bearer {canary}");
@@ -258,16 +339,27 @@ async fn a_connection_secret_appears_nowhere_the_platform_writes() {
     })
     .await;
 
+    // Every secret value: the bearer canary, the OAuth2 client secret and
+    // every access and refresh token the provider issued.
+    let mut secrets = vec![canary.clone(), client_secret.clone()];
+    secrets.extend(provider.issued_access_tokens());
+    secrets.extend(provider.issued_refresh_tokens());
+    assert!(
+        provider.issued_access_tokens().len() >= 2 && provider.issued_refresh_tokens().len() >= 2,
+        "tokens were issued and rotated"
+    );
     let mut leaks: Vec<String> = Vec::new();
     let mut check = |place: String, text: &str| {
-        if text.contains(&canary) {
-            let at = text.find(&canary).unwrap_or_default();
+        for secret in &secrets {
+            let Some(at) = text.find(secret.as_str()) else {
+                continue;
+            };
             let start = text[..at]
                 .char_indices()
                 .rev()
                 .nth(120)
                 .map_or(0, |(index, _)| index);
-            let end = (at + canary.len() + 80).min(text.len());
+            let end = (at + secret.len() + 80).min(text.len());
             let end = (end..=text.len())
                 .find(|index| text.is_char_boundary(*index))
                 .unwrap_or(text.len());
@@ -327,19 +419,21 @@ async fn a_connection_secret_appears_nowhere_the_platform_writes() {
     for (table,) in &tables {
         // Table names come from the catalogue, quoted as identifiers.
         let quoted = format!("\"{}\"", table.replace('"', "\"\""));
-        let (count,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM {quoted} t WHERE t::text LIKE '%' || $1 || '%'"
-        )))
-        .bind(&canary)
-        .fetch_one(pool)
-        .await
-        .unwrap_or_else(|error| panic!("failed to search {table}: {error}"));
-        if count > 0 {
-            leaks.push(format!("PostgreSQL table {table}: {count} row(s)"));
+        for secret in &secrets {
+            let (count,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM {quoted} t WHERE t::text LIKE '%' || $1 || '%'"
+            )))
+            .bind(secret)
+            .fetch_one(pool)
+            .await
+            .unwrap_or_else(|error| panic!("failed to search {table}: {error}"));
+            if count > 0 {
+                leaks.push(format!("PostgreSQL table {table}: {count} row(s)"));
+            }
         }
     }
 
-    assert!(leaks.is_empty(), "the token leaked:\n{}", leaks.join("\n"));
+    assert!(leaks.is_empty(), "a secret leaked:\n{}", leaks.join("\n"));
 
     // Controls: the same searches find what is meant to be there, so the
     // absence above is not an artefact of searching the wrong text.
@@ -370,6 +464,25 @@ async fn a_connection_secret_appears_nowhere_the_platform_writes() {
         runner_text.contains("fail"),
         "the runner's output names its nodes"
     );
+    // The OAuth2 Connection's refusal and its mirror row were among what was searched.
+    assert!(
+        objects
+            .iter()
+            .any(|(name, text)| name == "Connection oauth-api"
+                && text.contains("RefreshFailed")
+                && text.contains("[REDACTED]")),
+        "the refused renewal, its token stripped, is in the Connection's status"
+    );
+    eventually("the OAuth2 Connection's refusal in oauth_connections", || async move {
+        let (rows,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM oauth_connections WHERE provider = 'custom' AND status = 'refresh_failed'",
+        )
+        .fetch_one(pool)
+        .await
+        .ok()?;
+        (rows == 1).then_some(())
+    })
+    .await;
 
     // What the server echoed back was kept, with the token redacted.
     let output = bed

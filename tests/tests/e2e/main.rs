@@ -19,6 +19,7 @@ mod kubelet;
 mod liveness;
 mod membership;
 mod namespaces;
+mod oauth2;
 mod operator;
 mod operator_limits;
 mod operator_resilience;
