@@ -98,6 +98,25 @@ async fn wait_authorized(
     .await
 }
 
+/// Waits until the Workflow `name` is Ready (a run of a workflow that still
+/// says its Connection is not Ready fails at once).
+async fn wait_workflow_ready(bed: &Bed, name: &str) {
+    let workflows = bed.workflows();
+    eventually(&format!("workflow {name} Ready"), || {
+        let workflows = workflows.clone();
+        async move {
+            let workflow = workflows.get_opt(name).await.ok()??;
+            workflow
+                .status?
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == ConditionStatus::True)
+                .then_some(())
+        }
+    })
+    .await;
+}
+
 fn is_true(condition: &sluice_crds::Condition) -> bool {
     condition.status == ConditionStatus::True
 }
@@ -130,6 +149,7 @@ async fn a_workflow_keeps_calling_an_oauth2_api_across_three_token_expiries() {
     .await;
     bed.apply_workflow("calls", resource_workflow("crm")).await;
     wait_authorized(&bed, "crm", "Authorized", is_true).await;
+    wait_workflow_ready(&bed, "calls").await;
 
     let mut used = Vec::new();
     for round in 0..4 {
@@ -205,6 +225,7 @@ async fn a_node_refused_with_401_gets_a_renewed_token_through_the_run_api() {
         .await;
     bed.apply_workflow("calls", resource_workflow("crm")).await;
     wait_authorized(&bed, "crm", "Authorized", is_true).await;
+    wait_workflow_ready(&bed, "calls").await;
     let first = server.issued_access_tokens();
     assert_eq!(first.len(), 1);
 
