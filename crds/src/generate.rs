@@ -4,7 +4,7 @@
 //! a test fails while the checked-in files differ from what the types
 //! generate.
 
-use crate::{Connection, Schedule, Workflow, WorkflowRun};
+use crate::{Connection, Plan, Schedule, Workflow, WorkflowRun};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 use std::path::{Path, PathBuf};
@@ -16,6 +16,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         WorkflowRun::crd(),
         Schedule::crd(),
         Connection::crd(),
+        Plan::crd(),
     ]
 }
 

@@ -1,5 +1,5 @@
 //! Sluice's API (`sluice.dev/v1alpha1`): the Workflow, WorkflowRun, Schedule
-//! and Connection resources as Rust types, their defaults and condition
+//! and Connection resources and the cluster-scoped Plan as Rust types, their defaults and condition
 //! constants, and the generator of the CRD YAML in `charts/sluice/files/crds/`.
 //!
 //! This crate holds data shapes only. It never talks to a server; the
@@ -10,6 +10,7 @@ pub mod connection;
 pub mod generate;
 pub mod nodes;
 pub mod oauth2;
+pub mod plan;
 pub mod run_api;
 pub mod schedule;
 pub mod workflow;
@@ -18,6 +19,7 @@ pub mod workflow_run;
 pub use common::{Condition, ConditionStatus, Duration, LocalObjectReference, SecretKeyReference};
 pub use connection::{Connection, ConnectionSpec, ConnectionStatus, ConnectionType};
 pub use nodes::NodeType;
+pub use plan::{Plan, PlanLimits, PlanSpec};
 pub use schedule::{OverlapPolicy, Schedule, ScheduleSpec, ScheduleStatus};
 pub use workflow::{NodeSpec, Workflow, WorkflowSpec, WorkflowStatus};
 pub use workflow_run::{NodePhase, RunPhase, WorkflowRun, WorkflowRunSpec, WorkflowRunStatus};

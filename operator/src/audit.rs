@@ -6,8 +6,8 @@
 //! (`kubectl-client-side-apply`, `argocd-controller`, …). A delete also
 //! tells the mirror the object is gone: a Workflow is archived, a
 //! Schedule's or Connection's row removed, a run's queue entry closed.
-//! Namespaces are followed alongside ([`crate::workspaces`]): a deleted
-//! one's workspace becomes inactive; and RoleBindings
+//! Namespaces are followed by [`crate::quota`] ([`crate::workspaces`]): a
+//! deleted one's workspace becomes inactive; RoleBindings are followed here
 //! ([`crate::membership`]): workspace members and their roles.
 //!
 //! A create names its user (`audit_logs.user_id`): the creator the
@@ -154,12 +154,11 @@ pub async fn run(context: Arc<Context>, shutdown: impl std::future::Future<Outpu
         return;
     };
     let follow_all = futures::future::join(
-        futures::future::join5(
+        futures::future::join4(
             follow::<Workflow>(&context, mirror, ResourceKind::Workflow),
             follow::<WorkflowRun>(&context, mirror, ResourceKind::WorkflowRun),
             follow::<Schedule>(&context, mirror, ResourceKind::Schedule),
             follow::<Connection>(&context, mirror, ResourceKind::Connection),
-            crate::workspaces::follow(&context, mirror),
         ),
         crate::membership::follow(&context, mirror),
     );

@@ -116,6 +116,12 @@ pub struct Config {
     #[arg(long, env = "SLUICE_METRICS_RETENTION", default_value = "720h", value_parser = parse_duration)]
     pub metrics_retention: Duration,
 
+    /// Plan (a cluster-scoped `sluice.dev` Plan) of every namespace without
+    /// a `sluice.dev/plan` label. Default: none, such namespaces have no
+    /// limits.
+    #[arg(long, env = "SLUICE_DEFAULT_PLAN")]
+    pub default_plan: Option<String>,
+
     /// Name of this replica for leader election (the pod name).
     #[arg(long, env = "POD_NAME", default_value = "sluice-operator")]
     pub identity: String,
@@ -168,6 +174,35 @@ pub enum Command {
         #[arg(long)]
         to: Option<NaiveDate>,
     },
+    /// Print usage per namespace and workflow over a range of UTC days:
+    /// runs by outcome, node-seconds (runner pod time), data bytes (run
+    /// input and output) and the namespace's plan limits, read from
+    /// PostgreSQL. Needs --database-url (or DATABASE_URL).
+    Usage {
+        /// First day, e.g. 2026-11-01.
+        #[arg(long)]
+        from: NaiveDate,
+        /// Last day, inclusive.
+        #[arg(long)]
+        to: NaiveDate,
+        /// Only this namespace.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// table (default), csv or json.
+        #[arg(long, value_enum, default_value_t = UsageFormat::Table)]
+        output: UsageFormat,
+    },
+}
+
+/// How `usage` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum UsageFormat {
+    /// Aligned columns for people.
+    Table,
+    /// RFC 4180 CSV with a header line.
+    Csv,
+    /// One JSON array of rows.
+    Json,
 }
 
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -291,6 +326,70 @@ mod tests {
         assert!(
             Config::try_parse_from(["sluice-operator", "recompute-metrics", "--from", "November"])
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn usage_takes_a_range_a_namespace_and_an_output() {
+        let config = Config::try_parse_from([
+            "sluice-operator",
+            "usage",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-30",
+            "--namespace",
+            "growth",
+            "--output",
+            "csv",
+        ])
+        .unwrap();
+        let day = |d| NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+        assert_eq!(
+            config.command,
+            Some(Command::Usage {
+                from: day(1),
+                to: day(30),
+                namespace: Some("growth".into()),
+                output: UsageFormat::Csv,
+            })
+        );
+        let bare = Config::try_parse_from([
+            "sluice-operator",
+            "usage",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-02",
+        ])
+        .unwrap();
+        assert!(matches!(
+            bare.command,
+            Some(Command::Usage {
+                namespace: None,
+                output: UsageFormat::Table,
+                ..
+            })
+        ));
+        assert!(
+            Config::try_parse_from([
+                "sluice-operator",
+                "usage",
+                "--from",
+                "2026-11-01",
+                "--to",
+                "2026-11-02",
+                "--output",
+                "xml"
+            ])
+            .is_err()
+        );
+        assert_eq!(
+            Config::try_parse_from(["sluice-operator", "--default-plan", "free"])
+                .unwrap()
+                .default_plan
+                .as_deref(),
+            Some("free")
         );
     }
 }

@@ -45,6 +45,11 @@ pub struct Context {
     /// drops its entry ([`crate::workspaces::follow`]), so a namespace made
     /// again under the same name is read afresh.
     pub namespace_uids: crate::recent::Recent<uuid::Uuid>,
+    /// Runs triggered and not yet picked up by a reconcile (the run
+    /// controller's queue depth, sampled into `system_metrics`).
+    pub reconcile_queue: crate::reconcile_queue::ReconcileQueue,
+    /// Plans and each namespace's plan label, as the leader watches them.
+    pub quotas: crate::quota::Quotas,
     events: crate::events::Publisher,
     admission_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     failures: Mutex<HashMap<String, (u32, Instant)>>,
@@ -102,6 +107,8 @@ impl Context {
             mirror,
             metrics,
             namespace_uids: crate::recent::Recent::new(NAMESPACE_TTL),
+            reconcile_queue: crate::reconcile_queue::ReconcileQueue::default(),
+            quotas: crate::quota::Quotas::default(),
             events,
             admission_locks: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
@@ -212,6 +219,13 @@ impl Context {
                 .await;
         });
         Action::requeue(delay)
+    }
+
+    /// The lock serialising the quota decisions of one namespace's runs;
+    /// taken before any of its workflows' locks.
+    pub fn namespace_admission_lock(&self, namespace: &str) -> Arc<tokio::sync::Mutex<()>> {
+        // A workflow's key always has a name after the slash.
+        self.admission_lock(namespace, "")
     }
 
     /// The lock serialising admission decisions of one workflow.

@@ -5,7 +5,7 @@
 //! Map: [`admission`] (validating and mutating webhooks), [`workflow`] (validation, revisions), [`run`] (admission, Jobs,
 //! lifecycle), [`run_index`] (runs grouped from a watch), [`run_api`] (runner ⇄ operator), [`mirror`] and
 //! [`mirror_map`], [`audit`], [`workspaces`] and [`membership`] (PostgreSQL; RoleBindings → members), [`names`] (derived names), [`leader`]
-//! (Lease), [`telemetry`] (metrics, health), [`sampler`] (`system_metrics` rows), [`config`], [`context`],
+//! (Lease), [`telemetry`] (metrics, health), [`sampler`] (`system_metrics` rows), [`reconcile_queue`] (queue depth), [`quota`] (Plans, subscriptions, limits at admission), [`usage`] (showback), [`config`], [`context`],
 //! [`events`] (Kubernetes Events), [`watch`] (lean controller caches), [`scope`] (the watched
 //! namespaces).
 
@@ -22,7 +22,9 @@ pub mod mirror;
 pub mod mirror_map;
 pub mod names;
 pub mod process;
+pub mod quota;
 pub mod recent;
+pub mod reconcile_queue;
 pub mod run;
 pub mod run_api;
 pub mod run_index;
@@ -30,6 +32,7 @@ pub mod sampler;
 pub mod schedule;
 pub mod scope;
 pub mod telemetry;
+pub mod usage;
 pub mod watch;
 pub mod webhook;
 pub mod workflow;

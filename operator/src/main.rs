@@ -21,6 +21,14 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::RecomputeMetrics { from, to }) => {
             sluice_operator::process::recompute_metrics(&config, from, to).await
         }
+        Some(Command::Usage {
+            from,
+            to,
+            namespace,
+            output,
+        }) => {
+            sluice_operator::process::usage(&config, from, to, namespace.as_deref(), output).await
+        }
         None => sluice_operator::process::run(config).await,
     }
 }

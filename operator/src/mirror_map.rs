@@ -546,19 +546,60 @@ pub fn node_definition_records() -> Vec<MirrorEvent> {
 pub struct ClusterResync {
     client: kube::Client,
     scope: WatchScope,
+    default_plan: Option<String>,
 }
 
 impl ClusterResync {
     /// A resync over the namespaces of `scope`.
     pub fn new(client: kube::Client, scope: WatchScope) -> Self {
-        Self { client, scope }
+        Self {
+            client,
+            scope,
+            default_plan: None,
+        }
+    }
+
+    /// Namespaces without a `sluice.dev/plan` label are on `plan`.
+    pub fn with_default_plan(mut self, plan: Option<String>) -> Self {
+        self.default_plan = plan;
+        self
+    }
+
+    /// Plans, and the subscription of each live namespace in scope (Plans
+    /// are cluster-scoped: an older chart's RBAC may not let the operator
+    /// read them, and the rest of the resync still counts).
+    async fn read_quotas(&self, namespaces: &[Namespace]) -> Vec<MirrorEvent> {
+        let mut events = Vec::new();
+        match Api::<sluice_crds::Plan>::all(self.client.clone())
+            .list(&kube::api::ListParams::default())
+            .await
+        {
+            Ok(plans) => events.extend(
+                plans
+                    .items
+                    .iter()
+                    .filter_map(|plan| crate::quota::build_plan_record(plan, false))
+                    .map(MirrorEvent::Plan),
+            ),
+            Err(error) => tracing::warn!(%error, "failed to list plans; plans not resynced"),
+        }
+        let now = Utc::now();
+        events.extend(namespaces.iter().filter_map(|namespace| {
+            crate::workspaces::plan_namespace(
+                &kube::runtime::watcher::Event::InitApply(namespace.metadata.clone()),
+                self.default_plan.as_deref(),
+                now,
+            )
+            .filter(|event| matches!(event, MirrorEvent::Subscription(_)))
+        }));
+        events
     }
 
     async fn read(&self) -> Result<Vec<MirrorEvent>, kube::Error> {
         let workflows: Vec<Workflow> = self.scope.list(&self.client).await?;
         let runs: Vec<WorkflowRun> = self.scope.list(&self.client).await?;
         let connections: Vec<Connection> = self.scope.list(&self.client).await?;
-        let (workspace_uids, live_namespaces) = self.namespaces().await?;
+        let (workspace_uids, live_namespaces, listed_namespaces) = self.namespaces().await?;
         let mut events: Vec<MirrorEvent> = Vec::new();
         for workflow in &workflows {
             let Some(workspace) = workspace_uids.get(&workflow.namespace().unwrap_or_default())
@@ -632,6 +673,7 @@ impl ClusterResync {
                 tracing::warn!(%error, "failed to list rolebindings; membership not resynced")
             }
         }
+        events.extend(self.read_quotas(&listed_namespaces).await);
         // Runs last, each with its parents: parents are written before
         // their children, and a run whose Workflow is gone still finds
         // (or creates) its workflow row.
@@ -671,9 +713,17 @@ impl ClusterResync {
     /// The namespaces in scope: every one's uid by name, and the uids of
     /// those not being deleted (a terminating namespace's workspace is
     /// inactive already).
+    #[allow(clippy::type_complexity)]
     async fn namespaces(
         &self,
-    ) -> Result<(std::collections::BTreeMap<String, Uuid>, Vec<Uuid>), kube::Error> {
+    ) -> Result<
+        (
+            std::collections::BTreeMap<String, Uuid>,
+            Vec<Uuid>,
+            Vec<Namespace>,
+        ),
+        kube::Error,
+    > {
         let api: Api<Namespace> = Api::all(self.client.clone());
         let namespaces = match self.scope.namespaces() {
             Some(names) => {
@@ -696,7 +746,7 @@ impl ClusterResync {
                 live.push(uid);
             }
         }
-        Ok((by_name, live))
+        Ok((by_name, live, namespaces))
     }
 }
 
@@ -840,7 +890,16 @@ mod tests {
                     "NamespaceList",
                     json!([{
                         "apiVersion": "v1", "kind": "Namespace",
-                        "metadata": {"name": "team", "uid": "00000000-0000-4000-8000-000000000007"},
+                        "metadata": {"name": "team", "uid": "00000000-0000-4000-8000-000000000007",
+                                     "labels": {"sluice.dev/plan": "small"}},
+                    }]),
+                ),
+                "/apis/sluice.dev/v1alpha1/plans" => list(
+                    "PlanList",
+                    json!([{
+                        "apiVersion": "sluice.dev/v1alpha1", "kind": "Plan",
+                        "metadata": {"name": "small", "uid": "00000000-0000-4000-8000-000000000009"},
+                        "spec": {"limits": {"runsPerDay": 10}},
                     }]),
                 ),
                 "/apis/rbac.authorization.k8s.io/v1/rolebindings" => list(
@@ -878,11 +937,27 @@ mod tests {
         let [
             MirrorEvent::Connection(connection),
             MirrorEvent::Membership(membership),
+            MirrorEvent::Plan(plan),
+            MirrorEvent::Subscription(subscription),
             MirrorEvent::Inventory(inventory),
         ] = events.as_slice()
         else {
-            panic!("expected one connection, the membership and the inventory, got {events:?}");
+            panic!(
+                "expected one connection, the membership, the plan, the subscription and the inventory, got {events:?}"
+            );
         };
+        assert_eq!(
+            (plan.name.as_str(), &plan.limits, plan.deleted),
+            ("small", &json!({"runsPerDay": 10}), false)
+        );
+        assert_eq!(
+            (
+                subscription.namespace.as_str(),
+                subscription.plan.as_deref()
+            ),
+            ("team", Some("small")),
+            "a resync carries each namespace's plan"
+        );
         assert_eq!(
             membership,
             &crate::mirror::MembershipRecord {

@@ -52,6 +52,33 @@ pub async fn recompute_metrics(
     Ok(())
 }
 
+/// Prints usage per namespace and workflow for `from..=to` (UTC days).
+/// Only reads: it applies no migration, so it can run against a replica.
+pub async fn usage(
+    config: &Config,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+    namespace: Option<&str>,
+    output: crate::config::UsageFormat,
+) -> anyhow::Result<()> {
+    let url = config
+        .database_url
+        .as_deref()
+        .context("usage needs the database: pass --database-url or set DATABASE_URL")?;
+    anyhow::ensure!(from <= to, "--from {from} is after --to {to}: swap them");
+    let options = PgConnectOptions::from_str(url).context("failed to parse the database URL")?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .context("failed to connect to the database")?;
+    let rows = crate::usage::read_usage(&pool, from, to, namespace)
+        .await
+        .context("failed to read usage")?;
+    print!("{}", crate::usage::render(&rows, output));
+    Ok(())
+}
+
 /// Runs the operator until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let lease_settings = config.lease_settings()?;
@@ -61,7 +88,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let mirror = match &config.database_url {
         Some(url) => {
-            let resync = crate::mirror_map::ClusterResync::new(client.clone(), config.scope());
+            let resync = crate::mirror_map::ClusterResync::new(client.clone(), config.scope())
+                .with_default_plan(config.default_plan.clone());
             Some(start_mirror(url, metrics.clone(), Arc::new(resync))?)
         }
         None => {
@@ -117,6 +145,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             client.clone(),
             config.lease_namespace.clone(),
             config.admission.clone(),
+            config.default_plan.clone(),
             stopping.clone(),
         )
         .await
@@ -173,9 +202,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     crate::connection::controller::run(context.clone(), until_stop(stopping.clone())),
                     crate::schedule::controller::run(context.clone(), until_stop(stopping.clone())),
                     async {
-                        futures::future::join(
+                        futures::future::join3(
                             crate::audit::run(context.clone(), until_stop(stopping.clone())),
                             crate::sampler::run(context.clone(), until_stop(stopping.clone())),
+                            crate::quota::run(context.clone(), until_stop(stopping.clone())),
                         )
                         .await
                     },

@@ -14,7 +14,8 @@
 //! report from its pod).
 //!
 //! Rows, each tagged `{"source": "sluice-operator", "replica": <pod>}`:
-//! `mirror_backlog` (count), `operator_memory_rss` (bytes, VmRSS of
+//! `mirror_backlog` (count), `reconcile_queue_depth` (count of runs waiting
+//! for a reconcile, tagged `"controller": "run"`), `operator_memory_rss` (bytes, VmRSS of
 //! /proc/self/status) and `operator_cpu` (percentage of one core over the
 //! interval, from utime + stime of /proc/self/stat; from the second sample
 //! on). The /proc readings are Linux only; elsewhere those rows are left out.
@@ -46,6 +47,9 @@ pub struct Snapshot {
     pub at: DateTime<Utc>,
     /// Mirror events not yet in PostgreSQL.
     pub mirror_backlog: u64,
+    /// Runs triggered and not yet picked up by a reconcile of the run
+    /// controller ([`crate::reconcile_queue`]).
+    pub reconcile_queue: u64,
     /// Resident memory of the process, in bytes (Linux only).
     pub resident_bytes: Option<u64>,
     /// CPU time the process used since it started, user plus system, in
@@ -185,11 +189,16 @@ pub fn rows(
         tags: tags.clone(),
         recorded_at: current.at,
     };
-    let mut rows = vec![row(
-        "mirror_backlog",
-        current.mirror_backlog as f64,
-        "count",
-    )];
+    let mut rows = vec![
+        row("mirror_backlog", current.mirror_backlog as f64, "count"),
+        SystemMetricRecord {
+            metric_type: "reconcile_queue_depth".to_owned(),
+            value: current.reconcile_queue as f64,
+            unit: Some("count".to_owned()),
+            tags: json!({"source": "sluice-operator", "replica": replica, "controller": "run"}),
+            recorded_at: current.at,
+        },
+    ];
     if let Some(bytes) = current.resident_bytes {
         rows.push(row("operator_memory_rss", bytes as f64, "bytes"));
     }
@@ -245,6 +254,7 @@ fn take(context: &Context) -> Snapshot {
     Snapshot {
         at: Utc::now(),
         mirror_backlog,
+        reconcile_queue: context.reconcile_queue.depth() as u64,
         resident_bytes: std::fs::read_to_string("/proc/self/status")
             .ok()
             .and_then(|text| parse_resident_bytes(&text)),
@@ -338,6 +348,7 @@ mod tests {
         Snapshot {
             at: at(9, 0) + chrono::Duration::seconds(second),
             mirror_backlog: 7,
+            reconcile_queue: 4,
             resident_bytes: Some(50 * 1024 * 1024),
             cpu_seconds: cpu,
         }
@@ -361,6 +372,7 @@ mod tests {
             types(&rows(None, &first, "op-0")),
             [
                 ("mirror_backlog".into(), 7.0, "count".into()),
+                ("reconcile_queue_depth".into(), 4.0, "count".into()),
                 ("operator_memory_rss".into(), 52_428_800.0, "bytes".into()),
             ]
         );
@@ -368,7 +380,7 @@ mod tests {
         let second = snapshot(60, Some(25.0));
         let later = rows(Some(&first), &second, "op-0");
         assert_eq!(
-            types(&later)[2],
+            types(&later)[3],
             ("operator_cpu".into(), 25.0, "percentage".into())
         );
         assert!(later.iter().all(|row| row.recorded_at == second.at));
@@ -376,13 +388,17 @@ mod tests {
             later[0].tags,
             json!({"source": "sluice-operator", "replica": "op-0"})
         );
-        // Without /proc (not Linux) only the backlog is left.
+        assert_eq!(
+            later[1].tags,
+            json!({"source": "sluice-operator", "replica": "op-0", "controller": "run"})
+        );
+        // Without /proc (not Linux) only the backlog and the queue are left.
         let bare = Snapshot {
             resident_bytes: None,
             cpu_seconds: None,
             ..second.clone()
         };
-        assert_eq!(rows(Some(&first), &bare, "op-0").len(), 1);
+        assert_eq!(rows(Some(&first), &bare, "op-0").len(), 2);
     }
 
     #[test]
@@ -545,13 +561,15 @@ mod tests {
             [
                 op("mirror_backlog", 7.0, "count"),
                 op("operator_memory_rss", 52_428_800.0, "bytes"),
+                op("reconcile_queue_depth", 4.0, "count"),
                 op("mirror_backlog", 7.0, "count"),
                 op("operator_cpu", 25.0, "percentage"),
                 op("operator_memory_rss", 52_428_800.0, "bytes"),
+                op("reconcile_queue_depth", 4.0, "count"),
             ]
         );
 
-        // 25 old rows and the 5 above; batches of 10 take three statements.
+        // 25 old rows and the 7 above; batches of 10 take three statements.
         sqlx::query(
             "INSERT INTO system_metrics (metric_type, metric_value, unit, tags, recorded_at)
              SELECT 'mirror_backlog', n, 'count', '{}'::jsonb, $1 - n * interval '1 minute'
@@ -567,7 +585,7 @@ mod tests {
             .fetch_one(&pool)
             .await
             .unwrap();
-        assert_eq!(left, 5);
+        assert_eq!(left, 7);
         assert_eq!(delete_older_than(&pool, cutoff, 10).await.unwrap(), 0);
     }
 }

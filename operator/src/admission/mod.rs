@@ -40,6 +40,7 @@ pub async fn serve(
     client: kube::Client,
     namespace: String,
     settings: AdmissionConfig,
+    default_plan: Option<String>,
     stopping: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
     let address = settings.admission_addr;
@@ -54,7 +55,10 @@ pub async fn serve(
     let operator = Some(settings.admission_operator_username.clone());
     let keeper = keeper::Keeper::new(client.clone(), namespace, settings, cert);
     tokio::spawn(keeper.run(stopping.clone()));
-    let router = server::router(Arc::new(lookup::KubeLookup::new(client)), operator);
+    let router = server::router(
+        Arc::new(lookup::KubeLookup::new(client, default_plan)),
+        operator,
+    );
     let mut stopping = stopping;
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {

@@ -89,6 +89,15 @@ pub struct Needs {
     pub connections: bool,
     /// Whether the Secret of this name exists in the object's namespace.
     pub secret: Option<String>,
+    /// The namespace's plan and runs (a WorkflowRun being created).
+    pub quota: bool,
+}
+
+/// A namespace's plan, and its runs when a refusing limit counts them.
+#[derive(Clone, Debug, Default)]
+pub struct Quota {
+    pub subscribed: Option<crate::quota::plan::Subscribed>,
+    pub runs: Vec<crate::run::admission::RunView>,
 }
 
 /// What the shell found.
@@ -100,6 +109,10 @@ pub struct Observed {
     pub connections: Vec<String>,
     /// Whether the Secret asked for exists.
     pub secret_exists: bool,
+    /// The namespace's plan and runs, when asked for and on a plan.
+    pub quota: Option<Quota>,
+    /// When the lookups were made (the quota periods).
+    pub now: chrono::DateTime<chrono::Utc>,
 }
 
 /// The lookups judging `object` of `kind` needs. Nothing for an object
@@ -116,7 +129,12 @@ pub fn needs(kind: Kind, object: &Value) -> Needs {
             connections: true,
             ..Needs::default()
         },
-        Kind::WorkflowRun | Kind::Schedule => Needs {
+        Kind::WorkflowRun => Needs {
+            workflow: workflow_ref(),
+            quota: true,
+            ..Needs::default()
+        },
+        Kind::Schedule => Needs {
             workflow: workflow_ref(),
             ..Needs::default()
         },
@@ -245,6 +263,7 @@ fn judge_run(object: &Value, old: Option<&Value>, observed: &Observed, verdict: 
         }
         return;
     }
+    judge_quota(&run, observed, verdict);
     let workflow_name = &run.spec.workflow_ref.name;
     let Some(workflow) = &observed.workflow else {
         verdict.warnings.push(format!(
@@ -261,6 +280,48 @@ fn judge_run(object: &Value, old: Option<&Value>, observed: &Observed, verdict: 
         verdict.refuse(
             "spec.input",
             sluice_runner::input::mismatch_message(workflow_name, &errors),
+        );
+    }
+}
+
+/// The refusing limits of the namespace's plan: the input's size, and the
+/// runs per day or month and node-seconds as far as the runs in the
+/// cluster already use them (the controller adds the runs only PostgreSQL
+/// still holds, and decides exactly under its lock). The concurrent limit
+/// only makes a run wait, so it is not judged here.
+fn judge_quota(run: &WorkflowRun, observed: &Observed, verdict: &mut Verdict) {
+    use crate::quota::plan::{Departed, QuotaDecision, build_usage, plan_quota};
+    let Some(Quota {
+        subscribed: Some(subscribed),
+        runs,
+    }) = &observed.quota
+    else {
+        return;
+    };
+    let name = run.metadata.name.clone().unwrap_or_default();
+    let input_bytes = run
+        .spec
+        .input
+        .as_ref()
+        .and_then(|input| serde_json::to_vec(input).ok())
+        .map_or(4, |bytes| bytes.len() as u64);
+    let candidate = crate::run::admission::RunView::of(run);
+    let usage = build_usage(runs, &name, Departed::default(), observed.now);
+    if let QuotaDecision::Refuse { limit, message } = plan_quota(
+        subscribed,
+        &usage,
+        &candidate,
+        runs,
+        input_bytes,
+        observed.now,
+    ) {
+        let field = match limit {
+            "spec.limits.maxInputBytes" => "spec.input",
+            _ => "metadata.namespace",
+        };
+        verdict.refuse(
+            field,
+            format!("{}: {message}", sluice_crds::plan::QUOTA_EXCEEDED),
         );
     }
 }

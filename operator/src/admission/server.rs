@@ -69,6 +69,15 @@ pub trait Lookup: Send + Sync {
         namespace: &'a str,
         name: &'a str,
     ) -> BoxFuture<'a, Result<bool, LookupError>>;
+
+    /// The plan `namespace` is on, with the namespace's runs when a limit
+    /// counts them; None without a plan (the default: no quotas).
+    fn quota<'a>(
+        &'a self,
+        _namespace: &'a str,
+    ) -> BoxFuture<'a, Result<Option<rules::Quota>, LookupError>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// What the handlers share.
@@ -170,13 +179,10 @@ pub async fn review(lookup: &dyn Lookup, request: &Request) -> AdmissionResponse
         .filter(|_| request.operation == Operation::Update);
     let namespace = request.namespace.clone().unwrap_or_default();
     let mut lookup_warnings = Vec::new();
-    let observed = observe(
-        lookup,
-        &namespace,
-        &rules::needs(kind, object),
-        &mut lookup_warnings,
-    )
-    .await;
+    let mut needs = rules::needs(kind, object);
+    // Quotas judge a run once, when it is created.
+    needs.quota &= old.is_none();
+    let observed = observe(lookup, &namespace, &needs, &mut lookup_warnings).await;
     let mut verdict = rules::judge(kind, object, old, &observed);
     verdict.warnings.extend(lookup_warnings);
     let mut response = response;
@@ -255,6 +261,14 @@ async fn observe(
     if needs.connections {
         match lookup.connection_names(namespace).await {
             Ok(names) => observed.connections = names,
+            Err(error) => failed(error),
+        }
+    }
+    if needs.quota {
+        observed.now = chrono::Utc::now();
+        match lookup.quota(namespace).await {
+            Ok(quota) => observed.quota = quota,
+            // The controller counts again at admission: nothing slips by.
             Err(error) => failed(error),
         }
     }

@@ -19,6 +19,7 @@ struct Cluster {
     connections: Vec<String>,
     secrets: Vec<String>,
     down: bool,
+    quota: Option<super::rules::Quota>,
 }
 
 impl Cluster {
@@ -63,6 +64,16 @@ impl Lookup for Cluster {
         Box::pin(async move {
             self.check("read the secret")?;
             Ok(self.secrets.iter().any(|secret| secret == name))
+        })
+    }
+
+    fn quota<'a>(
+        &'a self,
+        _namespace: &'a str,
+    ) -> BoxFuture<'a, Result<Option<super::rules::Quota>, LookupError>> {
+        Box::pin(async move {
+            self.check("read the plan")?;
+            Ok(self.quota.clone())
         })
     }
 }
@@ -795,4 +806,83 @@ async fn the_https_port_serves_reviews_and_swaps_in_a_renewed_certificate() {
         .unwrap()
         .status();
     assert_eq!(status, 200);
+}
+
+/// A namespace on plan "small": 2 runs a day, inputs up to 64 bytes, and
+/// `started_today` runs started today.
+fn on_small_plan(started_today: usize) -> Cluster {
+    use crate::quota::plan::Subscribed;
+    use crate::run::admission::RunView;
+    let now = chrono::Utc::now();
+    let runs = (0..started_today)
+        .map(|index| RunView {
+            name: format!("earlier-{index}"),
+            phase: Some(sluice_crds::RunPhase::Succeeded),
+            priority: 0,
+            created: now,
+            cancelling: false,
+            started: Some(now),
+            ended: Some(now),
+        })
+        .collect();
+    Cluster {
+        quota: Some(super::rules::Quota {
+            subscribed: Some(Subscribed {
+                plan: "small".into(),
+                limits: sluice_crds::PlanLimits {
+                    runs_per_day: Some(2),
+                    max_input_bytes: Some(64),
+                    ..Default::default()
+                },
+            }),
+            runs,
+        }),
+        ..Cluster::default()
+    }
+}
+
+fn new_run(input: Value) -> Value {
+    json!({
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": "WorkflowRun",
+        "metadata": {"name": "next", "namespace": "growth"},
+        "spec": {"workflowRef": {"name": "triage"}, "input": input},
+    })
+}
+
+#[tokio::test]
+async fn a_run_over_its_plans_daily_limit_is_refused_with_the_reset_time() {
+    let response = validate(on_small_plan(2), "CREATE", new_run(json!({})), None).await;
+    let causes = causes(&response);
+    assert_eq!(causes.len(), 1, "{causes:?}");
+    assert_eq!(causes[0].0, "metadata.namespace");
+    let tomorrow = (chrono::Utc::now().date_naive() + chrono::Duration::days(1))
+        .format("%Y-%m-%dT00:00:00Z")
+        .to_string();
+    assert_eq!(
+        causes[0].1,
+        format!(
+            "QuotaExceeded: plan \"small\" allows 2 runs per day (spec.limits.runsPerDay) and this namespace has started 2 today (UTC); the limit resets at {tomorrow}"
+        )
+    );
+    let under = validate(on_small_plan(1), "CREATE", new_run(json!({})), None).await;
+    assert_eq!(under["allowed"], true, "{under}");
+}
+
+#[tokio::test]
+async fn a_run_input_larger_than_the_plan_allows_is_refused_at_spec_input() {
+    let big = json!({"text": "x".repeat(100)});
+    let response = validate(on_small_plan(0), "CREATE", new_run(big.clone()), None).await;
+    let causes = causes(&response);
+    assert_eq!(causes[0].0, "spec.input");
+    assert!(causes[0].1.contains("allows at most 64"), "{causes:?}");
+    // An update of an existing run is not judged again.
+    let update = validate(
+        on_small_plan(5),
+        "UPDATE",
+        new_run(big.clone()),
+        Some(new_run(big)),
+    )
+    .await;
+    assert_eq!(update["allowed"], true, "{update}");
 }

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::records::{DeletedRecord, LogRecord, MirrorEvent, NodeExecutionRecord, ResourceKind};
 use super::sanitize::Limits;
 use super::{
-    WriteError, audit, catalog, executions, failed, membership, metrics, sweep, workflows,
+    WriteError, audit, catalog, executions, failed, membership, metrics, quotas, sweep, workflows,
 };
 
 /// What a batch left unwritten.
@@ -54,6 +54,10 @@ async fn apply_object(
         MirrorEvent::Deleted(deleted) => apply_deleted(conn, *deleted).await,
         MirrorEvent::Inventory(inventory) => sweep::sweep_gone(conn, inventory).await,
         MirrorEvent::Membership(record) => membership::sync_membership(conn, record).await,
+        MirrorEvent::Plan(plan) => quotas::upsert_plan(conn, plan).await,
+        MirrorEvent::Subscription(subscription) => {
+            quotas::sync_subscription(conn, subscription).await
+        }
         MirrorEvent::NodeExecution(_) | MirrorEvent::Log(_) => Ok(()),
     }
 }
@@ -175,6 +179,8 @@ mod tests {
         "workspace_members",
         "user_roles",
         "user_role_assignments",
+        "billing_plans",
+        "subscriptions",
     ];
 
     async fn dump_all(pool: &PgPool) -> Vec<(String, Vec<String>)> {
@@ -274,6 +280,20 @@ mod tests {
                 metadata: None,
                 user: None,
                 observed_at: at(8, 10),
+            }),
+            MirrorEvent::Plan(PlanRecord {
+                uid: uid(40),
+                name: "team".into(),
+                description: None,
+                limits: json!({"concurrentRuns": 3}),
+                created_at: Some(at(7, 0)),
+                deleted: false,
+            }),
+            MirrorEvent::Subscription(SubscriptionRecord {
+                workspace_uid: uid(1),
+                namespace: "growth".into(),
+                plan: Some("team".into()),
+                at: at(7, 30),
             }),
             MirrorEvent::SystemMetric(SystemMetricRecord {
                 metric_type: "mirror_backlog".into(),

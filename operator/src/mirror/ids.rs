@@ -107,6 +107,16 @@ pub fn system_metric_id(metric_type: &str, tags: &str, recorded_at_micros: i64) 
     ])
 }
 
+/// One subscription: a workspace on a plan from an instant.
+pub fn subscription_id(workspace_uid: Uuid, plan: &str, started_at_micros: i64) -> Uuid {
+    derive(&[
+        "subscription",
+        &workspace_uid.to_string(),
+        plan,
+        &started_at_micros.to_string(),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

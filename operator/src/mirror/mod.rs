@@ -31,6 +31,8 @@
 //! | `api_keys` | [`users::sync_api_keys`] (bearer-token webhook triggers: a fingerprint) | v5(workflow, trigger) |
 //! | `workspace_members`, `user_roles`, `user_role_assignments` | [`membership::sync_membership`] | (workspace, user); role name; (user, role) |
 //! | `system_metrics` | [`audit::insert_system_metric`] | v5(type, tags, time) |
+//! | `billing_plans` | [`quotas::upsert_plan`] | Plan uid |
+//! | `subscriptions` | [`quotas::sync_subscription`] (a namespace's `sluice.dev/plan` label or the default plan) | v5(workspace, plan, start) |
 //! | rows of objects gone while no operator watched | [`sweep::sweep_gone`] | what a resync did not list |
 //!
 //! Decisions where the design is silent:
@@ -73,6 +75,7 @@ pub mod membership;
 pub mod metrics;
 pub mod migrate;
 pub mod queue;
+pub mod quotas;
 pub mod records;
 pub mod sanitize;
 pub mod sweep;

@@ -599,6 +599,8 @@ fn event_kind(event: &MirrorEvent) -> &'static str {
         MirrorEvent::NodeDefinition(_) => "node_definition",
         MirrorEvent::Audit(_) => "audit",
         MirrorEvent::SystemMetric(_) => "system_metric",
+        MirrorEvent::Plan(_) => "plan",
+        MirrorEvent::Subscription(_) => "subscription",
         MirrorEvent::Deleted(_) => "deleted",
         MirrorEvent::Inventory(_) => "inventory",
         MirrorEvent::Membership(_) => "membership",

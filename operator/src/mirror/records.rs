@@ -523,6 +523,34 @@ pub struct MembershipRecord {
     pub assignments: Vec<(String, MemberRole)>,
 }
 
+/// A Plan (cluster-scoped): `billing_plans`, keyed by its UID.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanRecord {
+    pub uid: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    /// `spec.limits` as JSON (camelCase keys, limits left out are absent).
+    pub limits: Value,
+    pub created_at: Option<DateTime<Utc>>,
+    /// The Plan is deleted: its row stays, inactive.
+    pub deleted: bool,
+}
+
+/// The plan a namespace is on from `at`: its label `sluice.dev/plan`, or
+/// the operator's default plan, or none.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscriptionRecord {
+    pub workspace_uid: Uuid,
+    /// The namespace's name, for its workspace row when it has none yet.
+    pub namespace: String,
+    /// The Plan's name (`subscriptions.plan_id`); `None` ends the current
+    /// subscription.
+    pub plan: Option<String>,
+    /// When the change was seen: the new subscription's start and the
+    /// previous one's end.
+    pub at: DateTime<Utc>,
+}
+
 /// Everything the mirror writes, one event at a time.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MirrorEvent {
@@ -545,4 +573,8 @@ pub enum MirrorEvent {
     /// Only from a resync, after everything it lists: the sweep of rows
     /// whose objects are gone.
     Inventory(InventoryRecord),
+    /// `billing_plans`.
+    Plan(PlanRecord),
+    /// `subscriptions`: the current one ends, the new one starts.
+    Subscription(SubscriptionRecord),
 }

@@ -11,8 +11,9 @@
 //! shell serialises admissions per workflow.
 
 use chrono::{DateTime, Utc};
-use sluice_crds::RunPhase;
+use kube::ResourceExt;
 use sluice_crds::workflow::{ConcurrencyPolicy, ConcurrencySpec};
+use sluice_crds::{RunPhase, WorkflowRun};
 use std::cmp::Ordering;
 
 /// What admission needs to know about a run.
@@ -28,14 +29,39 @@ pub struct RunView {
     pub created: DateTime<Utc>,
     /// Whether `spec.cancel` is set or the run is being deleted.
     pub cancelling: bool,
+    /// `status.startTime`: when admission started it.
+    pub started: Option<DateTime<Utc>>,
+    /// `status.completionTime`.
+    pub ended: Option<DateTime<Utc>>,
 }
 
 impl RunView {
-    fn is_active(&self) -> bool {
+    /// What admission needs of `run`.
+    pub fn of(run: &WorkflowRun) -> Self {
+        let status = run.status.as_ref();
+        RunView {
+            name: run.name_any(),
+            phase: status.and_then(|status| status.phase),
+            priority: run.spec.priority.unwrap_or(0),
+            created: run
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0))
+                .unwrap_or_default(),
+            cancelling: run.spec.cancel == Some(true) || run.metadata.deletion_timestamp.is_some(),
+            started: status.and_then(|status| status.start_time),
+            ended: status.and_then(|status| status.completion_time),
+        }
+    }
+
+    /// Admitted and not being cancelled: it holds a slot.
+    pub fn is_active(&self) -> bool {
         self.phase == Some(RunPhase::Running) && !self.cancelling
     }
 
-    fn is_waiting(&self) -> bool {
+    /// Not admitted yet, and not withdrawn.
+    pub fn is_waiting(&self) -> bool {
         matches!(
             self.phase,
             None | Some(RunPhase::Pending) | Some(RunPhase::Queued)
@@ -43,7 +69,7 @@ impl RunView {
     }
 
     /// Start order among waiting runs: higher priority first, then older.
-    fn start_order(&self, other: &Self) -> Ordering {
+    pub fn start_order(&self, other: &Self) -> Ordering {
         other
             .priority
             .cmp(&self.priority)
@@ -144,6 +170,8 @@ mod tests {
             priority,
             created: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, second).unwrap(),
             cancelling: false,
+            started: None,
+            ended: None,
         }
     }
 

@@ -4,7 +4,9 @@
 //! in [`super::plan`]'s docs. Steps:
 //!
 //! - waiting (no phase, Pending, Queued): check the workflow, claim the run
-//!   (owner and finalizer in one patch), check the input, then admit under the workflow's concurrency ([`super::admission`]) and
+//!   (owner and finalizer in one patch), check the input, then admit under
+//!   the namespace's plan ([`crate::quota`]) and the workflow's concurrency
+//!   ([`super::admission`]), each under its lock (namespace first), and
 //!   start ([`super::start`]);
 //! - Running: cancel on `spec.cancel`, or end the run from what the Job and
 //!   Pod say ([`super::outcome`]) when the runner cannot report;
@@ -34,6 +36,8 @@ use super::shared::{
 use super::start::start;
 use crate::context::{Context, Error};
 use crate::names;
+use crate::quota::plan::{Departed, QuotaDecision, build_usage, plan_quota, refuse_input};
+use crate::quota::{Subscription, observe_departed};
 use crate::workflow::last_run::Summaries;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
@@ -45,6 +49,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Resource, ResourceExt};
 use sluice_crds::common::{condition_type, find_condition};
+use sluice_crds::plan::QUOTA_EXCEEDED;
 use sluice_crds::{ConditionStatus, RunPhase, Workflow, WorkflowRun};
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,10 +91,18 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let runs = context.watch::<WorkflowRun>(watcher::Config::default());
+    let job_queue = context.clone();
     let jobs = context
         .watch::<PartialObjectMeta<Job>>(watcher::Config::default().labels(MANAGED))
         .default_backoff()
-        .touched_objects();
+        .touched_objects()
+        .inspect_ok(move |job| {
+            if let (Some(namespace), Some(owner)) =
+                (job.namespace(), run_of(job.owner_references()))
+            {
+                job_queue.reconcile_queue.enter(&namespace, owner);
+            }
+        });
     let pods = context
         .watch::<Pod>(watcher::Config::default().labels(MANAGED))
         .default_backoff()
@@ -105,25 +118,63 @@ pub async fn run(
     tokio::spawn(summaries.clone().write_loop());
     // The index is updated before the event reaches the controller.
     let (reader, writer) = reflector::store();
+    let queue = context.clone();
     let events = runs
         .default_backoff()
-        .inspect_ok(move |event| summaries.touch(index.apply(event)))
+        .inspect_ok(move |event| {
+            summaries.touch(index.apply(event));
+            count_trigger(&queue.reconcile_queue, event);
+        })
         .map_ok(metadata_event);
     let stream = reflector(writer, events).applied_objects();
+    let pod_queue = context.clone();
     Controller::for_stream(stream, reader)
         .with_config(
             kube::runtime::controller::Config::default()
                 .concurrency(context.config.reconcile_concurrency),
         )
         .owns_stream(jobs)
-        .watches_stream(pods, |pod: Pod| {
+        .watches_stream(pods, move |pod: Pod| {
             let name = pod.annotations().get(RUN_NAME_ANNOTATION)?.clone();
-            Some(ObjectRef::new(&name).within(&pod.namespace()?))
+            let namespace = pod.namespace()?;
+            pod_queue.reconcile_queue.enter(&namespace, &name);
+            Some(ObjectRef::new(&name).within(&namespace))
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, state)
         .for_each(|_| async {})
         .await;
+}
+
+/// Counts a run's watch event in the reconcile queue: a change waits for a
+/// reconcile, a deletion takes the run out (no reconcile will come).
+fn count_trigger(
+    queue: &crate::reconcile_queue::ReconcileQueue,
+    event: &watcher::Event<WorkflowRun>,
+) {
+    match event {
+        watcher::Event::Apply(run) | watcher::Event::InitApply(run) => {
+            if let Some(namespace) = run.namespace() {
+                queue.enter(&namespace, &run.name_any());
+            }
+        }
+        watcher::Event::Delete(run) => {
+            if let Some(namespace) = run.namespace() {
+                queue.leave(&namespace, &run.name_any());
+            }
+        }
+        watcher::Event::Init | watcher::Event::InitDone => {}
+    }
+}
+
+/// The run owning a Job (its controller owner of kind WorkflowRun).
+fn run_of(
+    owners: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference],
+) -> Option<&str> {
+    owners
+        .iter()
+        .find(|owner| owner.kind == "WorkflowRun" && owner.controller == Some(true))
+        .map(|owner| owner.name.as_str())
 }
 
 /// Moves one run one step forward.
@@ -136,6 +187,9 @@ pub async fn reconcile(
     let namespace = cached
         .namespace()
         .ok_or_else(|| Error::MissingField(cached.name_any(), "metadata.namespace"))?;
+    context
+        .reconcile_queue
+        .leave(&namespace, &cached.name_any());
     let has_finalizer = cached.finalizers().iter().any(|f| f == FINALIZER);
     let entry = state.index.entry(&namespace, &cached.name_any());
     let deleted = cached.meta().deletion_timestamp.as_ref();
@@ -259,56 +313,181 @@ async fn admit(run: &WorkflowRun, context: &Context, namespace: &str) -> Result<
         }
     };
 
-    // Without a concurrency limit every run starts: no siblings to read, and
-    // no reason to admit this workflow's runs one at a time.
-    if workflow.spec.concurrency.is_none() {
-        return start(run, &workflow, input, resume.as_ref(), context, namespace).await;
+    let subscribed = match context
+        .quotas
+        .subscription(namespace, context.config.default_plan.as_deref())
+    {
+        // The plans and namespaces are not listed yet (a new leader).
+        Subscription::Unknown => return Ok(Action::requeue(Duration::from_millis(500))),
+        Subscription::Free => None,
+        Subscription::On(subscribed) => Some(subscribed),
+    };
+    let counted = subscribed
+        .as_ref()
+        .filter(|subscribed| subscribed.limits.counts_runs());
+    // Without a limit to count every run starts: no siblings to read, and
+    // no reason to admit this namespace's or workflow's runs one at a time.
+    if counted.is_none() && workflow.spec.concurrency.is_none() {
+        if let Some(QuotaDecision::Refuse { message, .. }) = subscribed
+            .as_ref()
+            .and_then(|subscribed| refuse_input(subscribed, input_bytes(&input)))
+        {
+            return end(run, context, RunPhase::Failed, QUOTA_EXCEEDED, message).await;
+        }
+        return start(
+            run,
+            &workflow,
+            input,
+            resume.as_ref(),
+            subscribed.as_ref(),
+            context,
+            namespace,
+        )
+        .await;
     }
-    let lock = context.admission_lock(namespace, workflow_name);
-    let _admitting = lock.lock().await;
+    // The namespace's lock first, then the workflow's: always in this
+    // order, so two admissions never wait on each other.
+    let namespace_lock = counted.map(|_| context.namespace_admission_lock(namespace));
+    let _counting = match &namespace_lock {
+        Some(lock) => Some(lock.lock().await),
+        None => None,
+    };
+    let workflow_lock = workflow
+        .spec
+        .concurrency
+        .as_ref()
+        .map(|_| context.admission_lock(namespace, workflow_name));
+    let _admitting = match &workflow_lock {
+        Some(lock) => Some(lock.lock().await),
+        None => None,
+    };
     let runs: Api<WorkflowRun> = Api::namespaced(context.client.clone(), namespace);
-    let siblings: Vec<RunView> = runs
-        .list(&ListParams::default())
-        .await?
-        .items
+    let listed = runs.list(&ListParams::default()).await?.items;
+    let candidate = RunView::of(run);
+    if let Some(subscribed) = &subscribed {
+        let now = chrono::Utc::now();
+        let namespace_runs: Vec<RunView> = listed.iter().map(RunView::of).collect();
+        let departed = match counted {
+            Some(_) => {
+                let uids: Vec<uuid::Uuid> = listed
+                    .iter()
+                    .filter_map(|listed| {
+                        listed
+                            .uid()
+                            .and_then(|uid| uuid::Uuid::parse_str(&uid).ok())
+                    })
+                    .collect();
+                observe_departed(context, namespace, &uids, now).await
+            }
+            None => Departed::default(),
+        };
+        let usage = build_usage(&namespace_runs, &candidate.name, departed, now);
+        match plan_quota(
+            subscribed,
+            &usage,
+            &candidate,
+            &namespace_runs,
+            input_bytes(&input),
+            now,
+        ) {
+            QuotaDecision::Admit => {}
+            QuotaDecision::Refuse { message, .. } => {
+                return end(run, context, RunPhase::Failed, QUOTA_EXCEEDED, message).await;
+            }
+            QuotaDecision::Hold { position, message } => {
+                return hold(run, context, position, QUOTA_EXCEEDED, message).await;
+            }
+        }
+    }
+    let Some(concurrency) = workflow.spec.concurrency.as_ref() else {
+        return start(
+            run,
+            &workflow,
+            input,
+            resume.as_ref(),
+            subscribed.as_ref(),
+            context,
+            namespace,
+        )
+        .await;
+    };
+    let siblings: Vec<RunView> = listed
         .iter()
         .filter(|other| other.spec.workflow_ref.name == *workflow_name)
-        .map(run_view)
+        .map(RunView::of)
         .collect();
-    match plan_admission(
-        workflow.spec.concurrency.as_ref(),
-        &run_view(run),
-        &siblings,
-    ) {
-        Admission::Start => start(run, &workflow, input, resume.as_ref(), context, namespace).await,
+    match plan_admission(Some(concurrency), &candidate, &siblings) {
+        Admission::Start => {
+            start(
+                run,
+                &workflow,
+                input,
+                resume.as_ref(),
+                subscribed.as_ref(),
+                context,
+                namespace,
+            )
+            .await
+        }
         Admission::StartReplacing { cancel } => {
             for victim in cancel {
                 let patch = serde_json::json!({"spec": {"cancel": true}});
                 runs.patch(&victim, &PatchParams::default(), &Patch::Merge(&patch))
                     .await?;
             }
-            start(run, &workflow, input, resume.as_ref(), context, namespace).await
+            start(
+                run,
+                &workflow,
+                input,
+                resume.as_ref(),
+                subscribed.as_ref(),
+                context,
+                namespace,
+            )
+            .await
         }
         Admission::Queue { position } => {
-            let mut status = run.status.clone().unwrap_or_default();
-            let changed = status.phase != Some(RunPhase::Queued)
-                || status.queue_position != Some(position as i32);
-            if changed {
-                status.phase = Some(RunPhase::Queued);
-                status.queue_position = Some(position as i32);
-                status.reason = Some("ConcurrencyLimit".to_owned());
-                status.message = Some(format!(
-                    "waiting for a concurrency slot: position {position} in the queue"
-                ));
-                write_status(run, context, status).await?;
-                crate::mirror_map::offer_run(context, run);
-            }
-            Ok(Action::requeue(Duration::from_secs(2)))
+            let message =
+                format!("waiting for a concurrency slot: position {position} in the queue");
+            hold(run, context, position, "ConcurrencyLimit", message).await
         }
         Admission::Refuse { message } => {
             end(run, context, RunPhase::Failed, "ConcurrencyLimit", message).await
         }
     }
+}
+
+/// Bytes of a run's input as JSON (what a plan's `maxInputBytes` limits).
+fn input_bytes(input: &serde_json::Value) -> u64 {
+    serde_json::to_vec(input).map_or(0, |bytes| bytes.len() as u64)
+}
+
+/// Keeps a run waiting in Queued at `position`, for `reason`; the status
+/// is written, and an Event published, only when they change.
+async fn hold(
+    run: &WorkflowRun,
+    context: &Context,
+    position: usize,
+    reason: &str,
+    message: String,
+) -> Result<Action, Error> {
+    let mut status = run.status.clone().unwrap_or_default();
+    let reason_changed = status.reason.as_deref() != Some(reason);
+    let changed = status.phase != Some(RunPhase::Queued)
+        || status.queue_position != Some(position as i32)
+        || reason_changed;
+    if changed {
+        status.phase = Some(RunPhase::Queued);
+        status.queue_position = Some(position as i32);
+        status.reason = Some(reason.to_owned());
+        status.message = Some(message.clone());
+        write_status(run, context, status).await?;
+        crate::mirror_map::offer_run(context, run);
+        if reason_changed && reason == QUOTA_EXCEEDED {
+            context.publish(run, true, reason, "Admit", message).await;
+        }
+    }
+    Ok(Action::requeue(Duration::from_secs(2)))
 }
 
 /// Claims a waiting run for admission in one patch (nothing when both are
@@ -362,21 +541,6 @@ async fn claim(
         )
         .await?;
     Ok(Some(claimed))
-}
-
-fn run_view(run: &WorkflowRun) -> RunView {
-    RunView {
-        name: run.name_any(),
-        phase: run.status.as_ref().and_then(|s| s.phase),
-        priority: run.spec.priority.unwrap_or(0),
-        created: run
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .and_then(|t| chrono::DateTime::from_timestamp(t.0.as_second(), 0))
-            .unwrap_or_default(),
-        cancelling: run.spec.cancel == Some(true) || run.metadata.deletion_timestamp.is_some(),
-    }
 }
 
 async fn supervise(run: &WorkflowRun, context: &Context, namespace: &str) -> Result<Action, Error> {

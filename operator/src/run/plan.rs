@@ -5,7 +5,9 @@
 //! Two lanes, so that nothing about old runs ever delays a new one:
 //! - the **admission lane** (the controller's reconciles): admit, start,
 //!   supervise, record a run's end. Each step does a bounded number of API
-//!   calls and never waits on PostgreSQL.
+//!   calls and never waits on PostgreSQL, but for one bounded read (at most
+//!   2 s, then the last count) when a namespace's plan counts runs that
+//!   history limits deleted ([`crate::quota::observe_departed`]).
 //! - the **keeping lane** ([`super::keeper`]): hand a finished or deleted
 //!   run's final state to the mirror and, once it is committed, remove the
 //!   `sluice.dev/mirror` finalizer. A reconcile only hands a run over

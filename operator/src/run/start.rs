@@ -1,7 +1,8 @@
 //! Starting an admitted run: its frozen snapshot (a ConfigMap), its runner
 //! credential (a Secret) and its Job ([`super::job`]), all owned by the run
 //! and each created at most once (a retry finds them AlreadyExists), then
-//! the Running status, the Started Event and the mirror.
+//! the Running status, the Started Event and the mirror. The Job's deadline
+//! is cut to the namespace plan's longest run duration.
 
 use super::job::{
     MountedConnection, RUN_LABEL, TOKEN_KEY, build_job, controller_reference,
@@ -12,6 +13,7 @@ use super::resume::{RESUME_INVALID, ResumeSource, plan_resume};
 use super::shared::{RUN_NAME_ANNOTATION, SNAPSHOT_KEY, create_once, snapshot_name, write_status};
 use crate::context::{Context, Error};
 use crate::names;
+use crate::quota::plan::{Subscribed, capped_deadline};
 use chrono::Utc;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -29,6 +31,7 @@ pub(super) async fn start(
     workflow: &Workflow,
     input: serde_json::Value,
     resume: Option<&ResumeSource>,
+    plan: Option<&Subscribed>,
     context: &Context,
     namespace: &str,
 ) -> Result<Action, Error> {
@@ -133,6 +136,11 @@ pub(super) async fn start(
     )?;
 
     let mut job = build_job(run, workflow, &context.runner_defaults, &mounted);
+    // A plan's longest run duration cuts the workflow's own deadline.
+    if let Some(spec) = job.spec.as_mut() {
+        spec.active_deadline_seconds =
+            capped_deadline(spec.active_deadline_seconds, plan.map(|plan| &plan.limits));
+    }
     if let Some(template) = job.spec.as_mut().map(|spec| &mut spec.template) {
         template
             .metadata
