@@ -568,7 +568,13 @@ impl ClusterResync {
     /// Plans, and the subscription of each live namespace in scope (Plans
     /// are cluster-scoped: an older chart's RBAC may not let the operator
     /// read them, and the rest of the resync still counts).
-    async fn read_quotas(&self, namespaces: &[Namespace]) -> Vec<MirrorEvent> {
+    /// `listed_at` is taken before the namespaces were listed: a label
+    /// change the list missed is seen by the watch later than that.
+    async fn read_quotas(
+        &self,
+        namespaces: &[Namespace],
+        listed_at: DateTime<Utc>,
+    ) -> Vec<MirrorEvent> {
         let mut events = Vec::new();
         match Api::<sluice_crds::Plan>::all(self.client.clone())
             .list(&kube::api::ListParams::default())
@@ -583,12 +589,11 @@ impl ClusterResync {
             ),
             Err(error) => tracing::warn!(%error, "failed to list plans; plans not resynced"),
         }
-        let now = Utc::now();
         events.extend(namespaces.iter().filter_map(|namespace| {
             crate::workspaces::plan_namespace(
                 &kube::runtime::watcher::Event::InitApply(namespace.metadata.clone()),
                 self.default_plan.as_deref(),
-                now,
+                listed_at,
             )
             .filter(|event| matches!(event, MirrorEvent::Subscription(_)))
         }));
@@ -599,6 +604,7 @@ impl ClusterResync {
         let workflows: Vec<Workflow> = self.scope.list(&self.client).await?;
         let runs: Vec<WorkflowRun> = self.scope.list(&self.client).await?;
         let connections: Vec<Connection> = self.scope.list(&self.client).await?;
+        let listed_at = Utc::now();
         let (workspace_uids, live_namespaces, listed_namespaces) = self.namespaces().await?;
         let mut events: Vec<MirrorEvent> = Vec::new();
         for workflow in &workflows {
@@ -673,7 +679,7 @@ impl ClusterResync {
                 tracing::warn!(%error, "failed to list rolebindings; membership not resynced")
             }
         }
-        events.extend(self.read_quotas(&listed_namespaces).await);
+        events.extend(self.read_quotas(&listed_namespaces, listed_at).await);
         // Runs last, each with its parents: parents are written before
         // their children, and a run whose Workflow is gone still finds
         // (or creates) its workflow row.

@@ -10,6 +10,7 @@
 //! cargo bench -p sluice-e2e --bench operator -- webhooks    # issue 8
 //! cargo bench -p sluice-e2e --bench operator -- stuck       # issue 12
 //! cargo bench -p sluice-e2e --bench operator -- catchup     # issue 20
+//! cargo bench -p sluice-e2e --bench operator -- quotas      # issue 19
 //! ```
 //!
 //! `stuck` and `catchup` are described in [`liveness`]; `stuck` uses a
@@ -20,6 +21,9 @@
 //!   one-`transform`-node workflow without a concurrency limit; latency =
 //!   the moment a Job watcher in this process sees the run's Job − the
 //!   moment the run's create call answered.
+//! - `quotas`: `admission` twice, the second time with the namespace on a
+//!   Plan whose counting limits are checked for every run and never
+//!   reached; prints both p99s and their difference.
 //! - `memory`: the operator's VmRSS/VmHWM once `SLUICE_BENCH_WORKFLOWS`
 //!   (default 10,000) Workflows all have `status.observedGeneration`.
 //! - `schedules`: `SLUICE_BENCH_SCHEDULES` (default 10,000) Schedules
@@ -100,6 +104,9 @@ fn main() {
     runtime.block_on(async {
         if selected("admission") {
             admission().await;
+        }
+        if selected("quotas") {
+            quotas().await;
         }
         if selected("memory") {
             memory().await;
@@ -259,10 +266,98 @@ fn summary(samples: &mut [f64]) -> String {
 
 /// Issue 6a: run creation → Job creation at a steady rate.
 async fn admission() {
+    admission_at("bench-admission", None).await;
+}
+
+/// Issue 19: the same load twice, without a plan and with the namespace on
+/// a plan whose counting limits (concurrent runs, runs per day and month,
+/// node-seconds) are checked for every run but never reached; prints the
+/// p99 of each and the difference (target: within 5 ms).
+async fn quotas() {
+    let without = admission_at("bench-quota-off", None).await;
+    let limits = json!({
+        "concurrentRuns": 1_000_000,
+        "runsPerDay": 1_000_000,
+        "runsPerMonth": 1_000_000,
+        "nodeSecondsPerMonth": 1_000_000_000u64,
+        "maxInputBytes": 1_000,
+    });
+    let with = admission_at("bench-quota-on", Some(limits)).await;
+    println!(
+        "quotas: run created → Job seen p99 without a plan {:.1} ms, with every counting limit {:.1} ms: {:+.1} ms",
+        without,
+        with,
+        with - without
+    );
+}
+
+/// Puts the bench's namespace on a new plan with `limits` and waits until
+/// the operator enforces it: a probe run with too large an input is refused.
+async fn subscribe(bench: &Bench, limits: Value) {
+    let plan = format!("{}-plan", bench.cluster.namespace());
+    bench
+        .cluster
+        .apply_value(
+            json!({
+                "apiVersion": "sluice.dev/v1alpha1",
+                "kind": "Plan",
+                "metadata": {"name": plan},
+                "spec": {"limits": limits},
+            }),
+            std::path::Path::new("<bench>"),
+        )
+        .await
+        .expect("failed to create the plan");
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(bench.cluster.client());
+    namespaces
+        .patch(
+            bench.cluster.namespace(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"labels": {"sluice.dev/plan": plan}}})),
+        )
+        .await
+        .expect("failed to label the namespace");
+    let probe: WorkflowRun = serde_json::from_value(json!({
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": "WorkflowRun",
+        "metadata": {"name": "probe"},
+        "spec": {"workflowRef": {"name": "trivial"}, "input": {"pad": "x".repeat(2_000)}},
+    }))
+    .expect("a valid WorkflowRun");
+    let runs = bench.api::<WorkflowRun>();
+    runs.create(&PostParams::default(), &probe)
+        .await
+        .expect("failed to create the probe run");
+    let started = Instant::now();
+    loop {
+        let reason = runs
+            .get("probe")
+            .await
+            .expect("failed to read the probe run")
+            .status
+            .and_then(|status| status.reason);
+        if reason.as_deref() == Some("QuotaExceeded") {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the operator did not enforce the plan within 60 s (probe: {reason:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Creates runs open-loop and prints their latencies; returns the p99 of
+/// run created → Job seen, in milliseconds.
+async fn admission_at(name: &str, plan: Option<Value>) -> f64 {
     let rate = env_number("SLUICE_BENCH_RATE", 100);
     let seconds = env_number("SLUICE_BENCH_SECONDS", 10);
-    let bench = Bench::start("bench-admission").await;
+    let bench = Bench::start(name).await;
     bench.apply_workflow("trivial").await;
+    let on_plan = plan.is_some();
+    if let Some(limits) = plan {
+        subscribe(&bench, limits).await;
+    }
 
     // First sighting of each Job, by name.
     let (seen, watch) = watch_sightings(bench.api::<Job>());
@@ -331,7 +426,8 @@ async fn admission() {
         }
     }
     println!(
-        "admission: {total} runs offered at {rate}/s over {:.2} s (no database, no kubelet)",
+        "admission{}: {total} runs offered at {rate}/s over {:.2} s (no database, no kubelet)",
+        if on_plan { " on a plan" } else { "" },
         offered.as_secs_f64()
     );
     println!(
@@ -348,6 +444,16 @@ async fn admission() {
     );
     println!("admission: operator {}", bench.memory());
     bench.finish().await;
+    p99(&mut from_created)
+}
+
+/// The 99th percentile of `samples` (milliseconds), as [`summary`] counts it.
+fn p99(samples: &mut [f64]) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    samples.sort_by(f64::total_cmp);
+    samples[((samples.len() as f64 * 0.99).ceil() as usize).clamp(1, samples.len()) - 1]
 }
 
 /// Issue 6b: operator memory with many Workflows.

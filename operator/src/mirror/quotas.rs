@@ -7,11 +7,14 @@
 //! the active one ends at the change (`status = 'cancelled'`,
 //! `current_period_end` and `cancelled_at` set) and a new one starts
 //! (`status = 'active'`, `current_period_start`, no end). Replaying a change
-//! therefore leaves the rows as they are. `plan_id` is the Plan's name, as
+//! therefore leaves the rows as they are, and a change older than the last
+//! one written (an event queued before a resync wrote a newer state) is
+//! ignored, so rows never go back in time. `plan_id` is the Plan's name, as
 //! the namespace label names it (a label may name a Plan not created yet);
 //! `billing_plans.name` joins it. Subscriptions belong to the operator's
 //! own user row: a namespace has no owner in Kubernetes.
 
+use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use super::records::{PlanRecord, SubscriptionRecord};
@@ -45,6 +48,19 @@ pub async fn sync_subscription(
     conn: &mut PgConnection,
     subscription: &SubscriptionRecord,
 ) -> Result<(), WriteError> {
+    // A change seen before the last one written is stale (an event queued
+    // before a resync that already wrote a newer state): never go back.
+    let last: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT max(GREATEST(current_period_start, COALESCE(current_period_end, current_period_start)))
+         FROM subscriptions WHERE workspace_id = $1",
+    )
+    .bind(subscription.workspace_uid)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(failed("subscriptions"))?;
+    if last.is_some_and(|last| subscription.at < last) {
+        return Ok(());
+    }
     let plan = subscription
         .plan
         .as_deref()
@@ -203,6 +219,11 @@ mod tests {
                 ),
             ]
         );
+        // A stale change (seen before the last one) writes nothing.
+        sync_subscription(&mut conn, &moved(Some("small"), 9))
+            .await
+            .unwrap();
+        assert_eq!(subscriptions(&pool).await.len(), 2);
         let workspaces: i64 = sqlx::query_scalar("SELECT count(*) FROM workspaces")
             .fetch_one(&pool)
             .await

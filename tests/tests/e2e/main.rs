@@ -24,6 +24,7 @@ mod operator;
 mod operator_limits;
 mod operator_resilience;
 mod operator_support;
+mod quotas;
 mod resume;
 mod schedules;
 mod standin;

@@ -630,3 +630,33 @@ fn mirrored_roles_match_the_charts_cluster_roles() {
         assert_eq!(role_granted(&reference(built_in)), highest, "{built_in}");
     }
 }
+
+#[test]
+fn the_operator_reads_plans_in_either_scope_and_gets_the_default_plan() {
+    let reads_plans = |rendered: &[Value]| {
+        let role = find(rendered, "ClusterRole", "demo-operator-plans").expect("the plans role");
+        assert_eq!(
+            role["rules"],
+            serde_json::json!([{"apiGroups": ["sluice.dev"], "resources": ["plans"], "verbs": ["get", "list", "watch"]}])
+        );
+        let binding =
+            find(rendered, "ClusterRoleBinding", "demo-operator-plans").expect("its binding");
+        assert_eq!(binding["roleRef"]["name"], "demo-operator-plans");
+        assert_eq!(binding["subjects"][0]["name"], "demo-operator");
+    };
+    reads_plans(&objects(&render(DEFAULTS)));
+    reads_plans(&objects(&render(NAMESPACE_SCOPED)));
+    let default_plan = |values: &str| {
+        let rendered = objects(&render(values));
+        let deployment = find(&rendered, "Deployment", "demo-operator").expect("deployment");
+        env_of(deployment)
+            .into_iter()
+            .find(|(name, _)| name == "SLUICE_DEFAULT_PLAN")
+            .map(|(_, value)| value["value"].clone())
+    };
+    assert_eq!(default_plan(DEFAULTS), None);
+    assert_eq!(
+        default_plan("quotas: {defaultPlan: free}\n"),
+        Some(serde_json::json!("free"))
+    );
+}
