@@ -114,7 +114,8 @@ pub enum ClientAuth {
     Body,
 }
 
-/// A provider preset.
+/// A provider preset: its token URL, authorization URL and client
+/// authentication are used where spec.oauth2 does not set its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OAuth2Provider {
