@@ -13,7 +13,9 @@ mod template;
 pub use convert::{json_to_val, val_to_json};
 pub use template::{FieldKind, Segment, Template, TemplateError, TemplateErrorKind};
 
-use jaq_core::load::{Arena, File, Loader};
+use jaq_core::load::parse::{BinaryOp, Def, Term};
+use jaq_core::load::{self, Arena, File, Loader};
+use jaq_core::ops::Cmp;
 use jaq_core::{Compiler, Ctx, Vars, data};
 use jaq_json::Val;
 use std::fmt;
@@ -47,40 +49,66 @@ enum Code {
 }
 
 /// Many programs compiled in one jaq compilation, so the standard library
-/// is parsed and compiled once per workflow rather than once per
-/// expression. [`ProgramSet::add`] checks syntax (with positions) at once;
-/// [`ProgramSet::link`] compiles them all together.
+/// is compiled once per workflow rather than once per expression.
+///
+/// Three modes:
+/// - [`ProgramSet::batch`] only stores the sources; [`ProgramSet::link`]
+///   parses each one once and compiles them all together. The fast path
+///   for a workflow that is valid; when linking fails, validate again
+///   with a [`ProgramSet::checked`] set to learn what is wrong where.
+/// - [`ProgramSet::checked`] also checks each program's syntax (with its
+///   position) when it is added.
+/// - [`ProgramSet::immediate`] compiles each program on its own at once:
+///   slower, but every error (including undefined filters) is attributed
+///   to its program.
 pub struct ProgramSet {
-    batch: bool,
+    mode: Mode,
     sources: Vec<Arc<str>>,
     filter: Arc<OnceLock<Filter>>,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Batch,
+    Checked,
+    Immediate,
+}
+
 impl ProgramSet {
-    /// A set compiled together by [`ProgramSet::link`].
+    /// A set compiled together by [`ProgramSet::link`], checked only then.
     pub fn batch() -> Self {
         Self {
-            batch: true,
+            mode: Mode::Batch,
             sources: Vec::new(),
             filter: Arc::default(),
         }
     }
 
-    /// A "set" compiling each program on its own at once: slower, but every
-    /// error (including undefined filters) is attributed to its program.
-    pub fn immediate() -> Self {
+    /// A set compiled together by [`ProgramSet::link`], whose programs'
+    /// syntax is checked as they are added.
+    pub fn checked() -> Self {
         Self {
-            batch: false,
+            mode: Mode::Checked,
             ..Self::batch()
         }
     }
 
-    /// Adds a program; reports its syntax errors (immediate sets: every error).
-    pub fn add(&mut self, source: &str) -> Result<Program, CompileError> {
-        if !self.batch {
-            return Program::compile(source);
+    /// A "set" compiling each program on its own at once.
+    pub fn immediate() -> Self {
+        Self {
+            mode: Mode::Immediate,
+            ..Self::batch()
         }
-        check_syntax(source)?;
+    }
+
+    /// Adds a program; reports its syntax errors in checked sets and every
+    /// error in immediate ones.
+    pub fn add(&mut self, source: &str) -> Result<Program, CompileError> {
+        match self.mode {
+            Mode::Immediate => return Program::compile(source),
+            Mode::Checked => check_syntax(source)?,
+            Mode::Batch => {}
+        }
         self.sources.push(source.into());
         Ok(Program {
             source: source.into(),
@@ -91,32 +119,72 @@ impl ProgramSet {
         })
     }
 
-    /// Compiles every added program together. Fails when any program uses
-    /// an undefined filter or variable; compile the workflow again with an
-    /// [`ProgramSet::immediate`] set to find which.
+    /// Compiles every added program together. Fails when any program does
+    /// not parse or uses an undefined filter or variable.
+    ///
+    /// Each program is parsed once, on its own, and becomes a branch of
+    /// `if $selector < middle then … else … end`, a balanced tree built
+    /// as syntax rather than text: no program's text can reach into
+    /// another's, and nothing is parsed twice.
     pub fn link(self) -> Result<(), CompileError> {
-        if !self.batch || self.sources.is_empty() {
+        if self.mode == Mode::Immediate || self.sources.is_empty() {
             return Ok(());
         }
-        let combined = dispatch(&self.sources, 0, self.sources.len());
-        let filter = compile_filter(&combined, &[SELECTOR])?;
+        let mut terms = Vec::with_capacity(self.sources.len());
+        for source in &self.sources {
+            match load::parse(source, |parser| parser.term()) {
+                Some(term) => terms.push(term),
+                None => {
+                    return Err(check_syntax(source).err().unwrap_or_else(|| {
+                        error_at(source, "", "expected an expression".to_owned())
+                    }));
+                }
+            }
+        }
+        let bounds: Vec<String> = (0..terms.len()).map(|index| index.to_string()).collect();
+        let mut terms: Vec<Option<Term<&str>>> = terms.into_iter().map(Some).collect();
+        let body = dispatch(&mut terms, &bounds, 0);
+        let program = Def {
+            name: DISPATCH,
+            args: Vec::new(),
+            body,
+        };
+        let sources: Vec<&str> = self.sources.iter().map(|source| &**source).collect();
+        let filter = compile_with_prelude([program], DISPATCH, &[SELECTOR], &sources)?;
         let _ = self.filter.set(filter);
         Ok(())
     }
 }
 
-/// `if $selector < mid then … else … end`, a balanced tree over the programs.
-fn dispatch(sources: &[Arc<str>], low: usize, high: usize) -> String {
-    if high - low == 1 {
-        // Newlines keep a trailing `# comment` from swallowing the parenthesis.
-        return format!("(\n{}\n)", sources[low]);
+/// Name of the definition holding a linked set's programs.
+const DISPATCH: &str = "__sluice_programs";
+
+/// `if $selector < middle then … else … end` over `terms`, whose first
+/// element has selector `offset`: a balanced tree of depth log2(n).
+fn dispatch<'s>(
+    terms: &mut [Option<Term<&'s str>>],
+    bounds: &'s [String],
+    offset: usize,
+) -> Term<&'s str> {
+    if terms.len() == 1 {
+        return terms[0].take().unwrap_or_default();
     }
-    let middle = low + (high - low) / 2;
-    format!(
-        "if {SELECTOR} < {middle} then {} else {} end",
-        dispatch(sources, low, middle),
-        dispatch(sources, middle, high)
-    )
+    let middle = terms.len() / 2;
+    let (low, high) = terms.split_at_mut(middle);
+    let condition = Term::BinOp(
+        Box::new(Term::Var(SELECTOR)),
+        BinaryOp::Cmp(Cmp::Lt),
+        Box::new(Term::Num(bounds[offset + middle].as_str())),
+    );
+    let then = dispatch(low, bounds, offset);
+    let otherwise = dispatch(high, bounds, offset + middle);
+    Term::IfThenElse(vec![(condition, then)], Some(Box::new(otherwise)))
+}
+
+/// Whether `part` is a slice of `whole`.
+fn contains(whole: &str, part: &str) -> bool {
+    let (start, at) = (whole.as_ptr() as usize, part.as_ptr() as usize);
+    at >= start && at + part.len() <= start + whole.len()
 }
 
 fn check_syntax(source: &str) -> Result<(), CompileError> {
@@ -132,23 +200,39 @@ fn check_syntax(source: &str) -> Result<(), CompileError> {
         .map_err(|errors| load_error(source, errors))
 }
 
-fn compile_filter(source: &str, globals: &[&'static str]) -> Result<Filter, CompileError> {
-    let defs = jaq_core::defs()
-        .chain(jaq_std::defs())
-        .chain(jaq_json::defs());
+/// The definitions of jq's standard library, parsed once per process.
+fn standard_definitions() -> &'static [Def<&'static str>] {
+    static DEFINITIONS: OnceLock<Vec<Def<&'static str>>> = OnceLock::new();
+    DEFINITIONS.get_or_init(|| {
+        jaq_core::defs()
+            .chain(jaq_std::defs())
+            .chain(jaq_json::defs())
+            .collect()
+    })
+}
+
+/// Compiles `main` with the standard library and `definitions` in scope.
+/// An error is positioned in whichever of `sources` (or `main`) holds the
+/// part it is about.
+fn compile_with_prelude<'s>(
+    definitions: impl IntoIterator<Item = Def<&'s str>>,
+    main: &'s str,
+    globals: &[&'static str],
+    sources: &[&str],
+) -> Result<Filter, CompileError> {
     let funs = jaq_core::funs::<Data>()
         .chain(jaq_std::funs::<Data>())
         .chain(jaq_json::funs::<Data>())
         .filter(|(name, _, _)| !FORBIDDEN.contains(name));
-    let loader = Loader::new(defs);
+    let loader = Loader::new(standard_definitions().iter().cloned().chain(definitions));
     let arena = Arena::default();
     let file = File {
-        code: source,
+        code: main,
         path: (),
     };
     let modules = loader
         .load(&arena, file)
-        .map_err(|errors| load_error(source, errors))?;
+        .map_err(|errors| load_error(main, errors))?;
     Compiler::default()
         .with_funs(funs)
         .with_global_vars(globals.iter().copied())
@@ -160,6 +244,11 @@ fn compile_filter(source: &str, globals: &[&'static str]) -> Result<Filter, Comp
                 .next()
                 .map(|(part, undefined)| (part, undefined.as_str()))
                 .unwrap_or(("", "symbol"));
+            let source = sources
+                .iter()
+                .copied()
+                .find(|source| contains(source, part))
+                .unwrap_or(main);
             error_at(source, part, format!("undefined {undefined} `{part}`"))
         })
 }
@@ -197,7 +286,7 @@ impl Program {
     pub fn compile(source: &str) -> Result<Self, CompileError> {
         Ok(Self {
             source: source.into(),
-            code: Code::Alone(Arc::new(compile_filter(source, &[])?)),
+            code: Code::Alone(Arc::new(compile_with_prelude([], source, &[], &[source])?)),
         })
     }
 
@@ -427,7 +516,6 @@ mod tests {
         let programs: Vec<Program> = (0..7)
             .map(|n| set.add(&format!(".x + {n} # comment")).unwrap())
             .collect();
-        assert!(set.add(".x |").is_err(), "syntax is checked at once");
         set.link().unwrap();
         for (n, program) in programs.iter().enumerate() {
             assert_eq!(
@@ -435,15 +523,42 @@ mod tests {
                 json!(10 + n)
             );
         }
+        let mut checked = ProgramSet::checked();
+        assert!(
+            checked.add(".x |").is_err(),
+            "checked sets check syntax at once"
+        );
+        let mut late = ProgramSet::batch();
+        late.add(".x").unwrap();
+        late.add(".x |").unwrap();
+        let error = late.link().unwrap_err();
+        assert_eq!((error.line, error.column), (1, 5), "{error}");
         let mut undefined = ProgramSet::batch();
         undefined.add("nosuchfilter").unwrap();
-        assert!(
-            undefined
-                .link()
-                .unwrap_err()
-                .message
-                .contains("nosuchfilter")
-        );
+        undefined.add(".a | .b").unwrap();
+        undefined.add(".a | alsomissing").unwrap();
+        let error = undefined.link().unwrap_err();
+        assert!(error.message.contains("nosuchfilter"), "{error}");
+        assert_eq!((error.line, error.column), (1, 1), "{error}");
+        let mut undefined = ProgramSet::batch();
+        undefined.add(".a").unwrap();
+        undefined.add(".a | alsomissing").unwrap();
+        let error = undefined.link().unwrap_err();
+        assert!(error.message.contains("alsomissing"), "{error}");
+        assert_eq!(error.column, 6, "positioned in its own program: {error}");
+    }
+
+    #[test]
+    fn a_linked_program_cannot_reach_into_the_next_one() {
+        let mut set = ProgramSet::batch();
+        // As text, the backslash would continue the comment over the
+        // following program; each program is parsed on its own instead.
+        let first = set.add(".x + 1 # ends in a backslash \\").unwrap();
+        let second = set.add(".x + 2").unwrap();
+        set.link().unwrap();
+        let input = || json_to_val(&json!({"x": 1}));
+        assert_eq!(first.first_json(input()).unwrap(), json!(2));
+        assert_eq!(second.first_json(input()).unwrap(), json!(3));
     }
 
     #[test]

@@ -66,12 +66,18 @@ pub fn validate(spec: &WorkflowSpec) -> Vec<ValidationError> {
 
 /// Validates `spec` and compiles it for the engine.
 ///
-/// Every expression of the workflow is compiled in one jaq compilation (the
-/// standard library once, not once per expression). When that fails on an
-/// undefined name, the workflow is compiled again expression by expression
-/// to say which one.
+/// Every expression of the workflow is parsed once and compiled in one jaq
+/// compilation (the standard library once, not once per expression). Only
+/// when that fails is the workflow validated again to say which expression
+/// is wrong: first with syntax checked per expression, then, for an
+/// undefined name, expression by expression.
 pub fn compile(spec: &WorkflowSpec) -> Result<CompiledWorkflow, Vec<ValidationError>> {
     let mut set = ProgramSet::batch();
+    let result = compile_with(spec, &mut set);
+    if set.link().is_ok() {
+        return result;
+    }
+    let mut set = ProgramSet::checked();
     let result = compile_with(spec, &mut set);
     match (result, set.link()) {
         (result, Ok(())) => result,
