@@ -58,6 +58,7 @@ fn every_example_round_trips_through_the_types_without_loss() {
             "Schedule" => round_trip::<Schedule>(origin, value),
             "Connection" => round_trip::<Connection>(origin, value),
             "Secret" => round_trip::<Secret>(origin, value),
+            "NodeType" => round_trip::<crate::CustomNodeType>(origin, value),
             other => panic!("{origin}: unexpected kind {other} in examples/"),
         }
         kinds.insert(kind.to_owned());

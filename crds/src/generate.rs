@@ -4,7 +4,7 @@
 //! a test fails while the checked-in files differ from what the types
 //! generate.
 
-use crate::{Connection, Plan, Schedule, Workflow, WorkflowRun};
+use crate::{ClusterNodeType, Connection, CustomNodeType, Plan, Schedule, Workflow, WorkflowRun};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 use std::path::{Path, PathBuf};
@@ -17,6 +17,8 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         Schedule::crd(),
         Connection::crd(),
         Plan::crd(),
+        CustomNodeType::crd(),
+        ClusterNodeType::crd(),
     ]
 }
 

@@ -1,5 +1,5 @@
-//! Sluice's API (`sluice.dev/v1alpha1`): the Workflow, WorkflowRun, Schedule
-//! and Connection resources and the cluster-scoped Plan as Rust types, their defaults and condition
+//! Sluice's API (`sluice.dev/v1alpha1`): the Workflow, WorkflowRun, Schedule,
+//! Connection and NodeType resources and the cluster-scoped Plan and ClusterNodeType as Rust types, their defaults and condition
 //! constants, and the generator of the CRD YAML in `charts/sluice/files/crds/`.
 //!
 //! This crate holds data shapes only. It never talks to a server; the
@@ -8,6 +8,7 @@
 pub mod common;
 pub mod connection;
 pub mod generate;
+pub mod node_type;
 pub mod nodes;
 pub mod oauth2;
 pub mod plan;
@@ -18,6 +19,9 @@ pub mod workflow_run;
 
 pub use common::{Condition, ConditionStatus, Duration, LocalObjectReference, SecretKeyReference};
 pub use connection::{Connection, ConnectionSpec, ConnectionStatus, ConnectionType};
+pub use node_type::{
+    ClusterNodeType, ClusterNodeTypeSpec, CustomNodeType, NodePreset, NodeTypeSpec,
+};
 pub use nodes::NodeType;
 pub use plan::{Plan, PlanLimits, PlanSpec};
 pub use schedule::{OverlapPolicy, Schedule, ScheduleSpec, ScheduleStatus};

@@ -37,11 +37,14 @@ pub enum NodeType {
     Notify,
     /// Fail the node with a message.
     Fail,
+    /// Call a custom node type (a NodeType or ClusterNodeType) served by
+    /// its own container.
+    Custom,
 }
 
 impl NodeType {
     /// Every node type, in catalog order.
-    pub const ALL: [NodeType; 9] = [
+    pub const ALL: [NodeType; 10] = [
         NodeType::Http,
         NodeType::Transform,
         NodeType::Wait,
@@ -51,6 +54,7 @@ impl NodeType {
         NodeType::Workflow,
         NodeType::Notify,
         NodeType::Fail,
+        NodeType::Custom,
     ];
 
     /// The key of the node's parameter block, e.g. `http`.
@@ -65,6 +69,7 @@ impl NodeType {
             NodeType::Workflow => "workflow",
             NodeType::Notify => "notify",
             NodeType::Fail => "fail",
+            NodeType::Custom => "custom",
         }
     }
 }
@@ -352,4 +357,36 @@ pub struct FailNode {
     /// Error message. May embed `${{ }}`.
     #[schemars(length(min = 1, max = 4096))]
     pub message: String,
+}
+
+/// Call a custom node type: a NodeType in the workflow's namespace or,
+/// when none has that name, a ClusterNodeType. The type's container runs
+/// beside the runner and gets the params, the forEach item and the run's
+/// identity (see docs/node-protocol.md). Output: what the container returns.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomNode {
+    /// Name of the NodeType or ClusterNodeType.
+    #[serde(rename = "type")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub type_: String,
+    /// Name of one of the type's presets; its params come first and the
+    /// node's own `params` are laid over them, key by key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub preset: Option<String>,
+    /// Parameters, checked against the type's params schema before a run.
+    /// Strings inside may embed `${{ }}`; a string that is one template
+    /// becomes the result itself (number, object, list …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_object_schema")]
+    pub params: Option<serde_json::Value>,
+    /// Name of a Connection of a type the node type accepts. Its Secret is
+    /// mounted in the node's container as files; it never travels in params.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub connection: Option<String>,
 }

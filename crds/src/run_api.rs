@@ -74,6 +74,11 @@ pub struct RunSnapshot {
     /// Outputs of nodes reused from `spec.resumeFrom`, by node name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub reused_outputs: BTreeMap<String, serde_json::Value>,
+    /// Definitions of the custom node types the nodes use, by type name
+    /// (a NodeType of the namespace, else a ClusterNodeType), frozen with
+    /// the spec: presets and params schemas.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_types: BTreeMap<String, crate::NodeTypeSpec>,
 }
 
 /// A batch of events, in sequence order.

@@ -9,7 +9,7 @@ use crate::common::{
     free_object_schema,
 };
 use crate::nodes::{
-    FailNode, HttpNode, KubernetesNode, NodeType, NotifyNode, PostgresNode, ShellNode,
+    CustomNode, FailNode, HttpNode, KubernetesNode, NodeType, NotifyNode, PostgresNode, ShellNode,
     TransformNode, WaitNode, WorkflowNode,
 };
 use chrono::{DateTime, Utc};
@@ -167,8 +167,8 @@ pub enum RunWhen {
 /// One step of the workflow.
 #[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[x_kube(
-    validation = Rule::new("(has(self.http) ? 1 : 0) + (has(self.transform) ? 1 : 0) + (has(self.wait) ? 1 : 0) + (has(self.postgres) ? 1 : 0) + (has(self.shell) ? 1 : 0) + (has(self.kubernetes) ? 1 : 0) + (has(self.workflow) ? 1 : 0) + (has(self.notify) ? 1 : 0) + (has(self.fail) ? 1 : 0) == 1")
-        .message("a node must have exactly one node-type block: http, transform, wait, postgres, shell, kubernetes, workflow, notify or fail"),
+    validation = Rule::new("(has(self.http) ? 1 : 0) + (has(self.transform) ? 1 : 0) + (has(self.wait) ? 1 : 0) + (has(self.postgres) ? 1 : 0) + (has(self.shell) ? 1 : 0) + (has(self.kubernetes) ? 1 : 0) + (has(self.workflow) ? 1 : 0) + (has(self.notify) ? 1 : 0) + (has(self.fail) ? 1 : 0) + (has(self.custom) ? 1 : 0) == 1")
+        .message("a node must have exactly one node-type block: http, transform, wait, postgres, shell, kubernetes, workflow, notify, fail or custom"),
     validation = Rule::new("!has(self.needs) || !(self.name in self.needs)")
         .message("a node cannot need itself: remove its own name from needs")
         .field_path(".needs"),
@@ -257,6 +257,9 @@ pub struct NodeSpec {
     /// Fail with a message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail: Option<FailNode>,
+    /// Call a custom node type (a NodeType or ClusterNodeType).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom: Option<CustomNode>,
 }
 
 /// A node's parameter block, borrowed from a [`NodeSpec`].
@@ -280,6 +283,8 @@ pub enum NodeAction<'a> {
     Notify(&'a NotifyNode),
     /// `fail:`
     Fail(&'a FailNode),
+    /// `custom:`
+    Custom(&'a CustomNode),
 }
 
 impl NodeAction<'_> {
@@ -295,6 +300,7 @@ impl NodeAction<'_> {
             NodeAction::Workflow(_) => NodeType::Workflow,
             NodeAction::Notify(_) => NodeType::Notify,
             NodeAction::Fail(_) => NodeType::Fail,
+            NodeAction::Custom(_) => NodeType::Custom,
         }
     }
 }
@@ -313,6 +319,7 @@ impl NodeSpec {
             self.workflow.as_ref().map(NodeAction::Workflow),
             self.notify.as_ref().map(NodeAction::Notify),
             self.fail.as_ref().map(NodeAction::Fail),
+            self.custom.as_ref().map(NodeAction::Custom),
         ];
         blocks.into_iter().flatten().collect()
     }

@@ -160,7 +160,10 @@ pub async fn run(context: Arc<Context>, shutdown: impl std::future::Future<Outpu
             follow::<Schedule>(&context, mirror, ResourceKind::Schedule),
             follow::<Connection>(&context, mirror, ResourceKind::Connection),
         ),
-        crate::membership::follow(&context, mirror),
+        futures::future::join(
+            crate::membership::follow(&context, mirror),
+            crate::custom_nodes::mirror::follow(&context, mirror),
+        ),
     );
     tokio::select! {
         _ = follow_all => {}

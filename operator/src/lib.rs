@@ -15,6 +15,7 @@ pub mod config;
 pub mod connection;
 pub mod console;
 pub mod context;
+pub mod custom_nodes;
 pub mod events;
 pub mod leader;
 pub mod membership;

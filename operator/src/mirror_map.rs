@@ -290,7 +290,7 @@ pub async fn read_bearer_fingerprints(
     Ok(())
 }
 
-fn jiff_to_chrono(
+pub(crate) fn jiff_to_chrono(
     time: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
 ) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(time.0.as_second(), time.0.subsec_nanosecond() as u32)

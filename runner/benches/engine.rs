@@ -2,8 +2,11 @@
 //! transforms; 1,000 forEach items with an `if` branch, and the same at
 //! 20,000 items; 20 sequential http GETs to a loopback axum server), each
 //! compiled once and run per iteration, plus the engine's own overhead per
-//! node at 1,000 nodes with a no-op node type. Whole-process time and peak
-//! memory are measured on the release binary instead (README).
+//! node at 1,000 nodes with a no-op node type, and the per-call overhead
+//! of a `custom` node on loopback (a node server doing no work, so all the
+//! time measured is the protocol's: JSON, HTTP, the runner's checks), with
+//! its p50/p99 printed. Whole-process time and peak memory are measured on
+//! the release binary instead (README).
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use serde_json::{Value, json};
@@ -185,5 +188,106 @@ fn overhead(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, transforms, http, overhead);
+/// A node server on loopback that answers every `/execute` at once.
+fn start_node_server(runtime: &tokio::runtime::Runtime) -> String {
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let router = axum::Router::new()
+            .route(
+                "/healthz",
+                axum::routing::get(|| async { axum::Json(json!({"ok": true})) }),
+            )
+            .route(
+                "/execute",
+                axum::routing::post(|axum::Json(request): axum::Json<Value>| async move {
+                    axum::Json(json!({"output": {"greeting": request["params"]["name"]}}))
+                }),
+            );
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        format!("http://{address}")
+    })
+}
+
+/// Percentile `p` (0–100) of sorted durations.
+fn percentile(sorted: &[std::time::Duration], p: f64) -> std::time::Duration {
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn custom(c: &mut Criterion) {
+    use sluice_runner::nodes::custom::{CustomNode, CustomTypes, NodeServers, ServerHint};
+    use std::time::{Duration, Instant};
+    let runtime = runtime();
+    let url = start_node_server(&runtime);
+    let mut servers = NodeServers::new();
+    servers.insert("greeter", url);
+    let node = CustomNode::new(servers, CustomTypes::new(), ServerHint::Local);
+    let context = NodeContext {
+        run: sluice_runner::node::RunInfo::default(),
+        connections: Arc::default(),
+        http: reqwest::Client::new(),
+        logs: Arc::new(sluice_runner::node::NoLogs),
+        run_api: None,
+        memory: Arc::new(sluice_runner::budget::MemoryBudget::new(
+            1 << 30,
+            sluice_runner::budget::BudgetSource::Default,
+        )),
+    };
+    let attempt = Attempt {
+        node: "greet".into(),
+        number: 1,
+        item: None,
+    };
+    let params = json!({"type": "greeter", "params": {"name": "Ada"}});
+    let call = || {
+        runtime
+            .block_on(node.execute(params.clone(), &attempt, &context))
+            .expect("the node server answers")
+    };
+    // The first call waits for /healthz and opens the connection.
+    call();
+    let mut samples: Vec<Duration> = Vec::new();
+    c.bench_function("one custom node call on loopback", |b| {
+        b.iter_custom(|iterations| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iterations {
+                let start = Instant::now();
+                call();
+                let took = start.elapsed();
+                samples.push(took);
+                total += took;
+            }
+            total
+        })
+    });
+    samples.sort();
+    if !samples.is_empty() {
+        println!(
+            "custom node call on loopback over {} calls: p50 {:?}, p99 {:?}, max {:?}",
+            samples.len(),
+            percentile(&samples, 50.0),
+            percentile(&samples, 99.0),
+            samples[samples.len() - 1]
+        );
+    }
+    let workflow = workload("custom1.yaml");
+    let mut catalog = Catalog::local(Arc::new(SystemClock));
+    let mut servers = NodeServers::new();
+    servers.insert("greeter", start_node_server(&runtime));
+    catalog.register(Arc::new(CustomNode::new(
+        servers,
+        CustomTypes::new(),
+        ServerHint::Local,
+    )));
+    let engine = engine(catalog);
+    let request = RunRequest::new(json!({"name": "Ada"}));
+    c.bench_function("a run of one custom node on loopback", |b| {
+        b.iter(|| run(&runtime, &engine, &workflow, request.clone()))
+    });
+}
+
+criterion_group!(benches, transforms, http, overhead, custom);
 criterion_main!(benches);

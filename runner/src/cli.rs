@@ -9,6 +9,7 @@ use crate::compiled::CompiledWorkflow;
 use crate::engine::{Cancellation, Engine, RunRequest};
 use crate::node::RunInfo;
 use crate::nodes::Catalog;
+use crate::nodes::custom::{CustomNode, CustomTypes, NodeServers, Scope, ServerHint};
 use crate::report::{TerminalFormat, TerminalReporter, format_millis};
 use crate::validate::{ValidationError, compile, parse_spec};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -52,8 +53,15 @@ pub enum Command {
         file: PathBuf,
     },
     /// Print the node catalog as JSON: per node type its name, description,
-    /// category and the JSON schema of its parameters.
-    Nodes,
+    /// category and the JSON schema of its parameters; then the custom
+    /// types (NodeType, ClusterNodeType) found in the --connections files,
+    /// with their version, image, output schema and presets.
+    Nodes {
+        /// Files or folders of manifests to read NodeTypes and
+        /// ClusterNodeTypes from (as for `run --connections`). May be repeated.
+        #[arg(long, num_args = 1..)]
+        connections: Vec<PathBuf>,
+    },
     /// Run the WorkflowRun this pod belongs to (inside a Job started by the
     /// operator; needs the operator's run API).
     Exec,
@@ -90,6 +98,16 @@ pub struct RunArgs {
     /// else 256Mi.
     #[arg(long, value_parser = parse_budget)]
     pub memory_budget: Option<usize>,
+    /// Where a custom node type's server listens, as TYPE=URL (e.g.
+    /// greeter=http://127.0.0.1:9100); custom nodes of that type call it
+    /// (docs/node-protocol.md). May be repeated. Pass the type's NodeType
+    /// manifest with --connections to check params and use presets.
+    #[arg(long = "node-server", value_parser = parse_node_server)]
+    pub node_servers: Vec<(String, String)>,
+}
+
+fn parse_node_server(text: &str) -> Result<(String, String), String> {
+    NodeServers::parse_entry(text)
 }
 
 fn parse_budget(text: &str) -> Result<usize, String> {
@@ -163,13 +181,73 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => finish(run(args)),
         Command::Validate { file } => validate_file(&file),
-        Command::Nodes => {
-            let catalog = Catalog::local(Arc::new(SystemClock));
-            let text = serde_json::to_string_pretty(&catalog.catalog_json()).unwrap_or_default();
-            println!("{text}");
-            ExitCode::SUCCESS
-        }
+        Command::Nodes { connections } => finish(print_nodes(&connections)),
         Command::Exec => finish(exec()),
+    }
+}
+
+fn print_nodes(connections: &[PathBuf]) -> Result<ExitCode, CliError> {
+    let catalog = Catalog::local(Arc::new(SystemClock));
+    let mut entries = match catalog.catalog_json() {
+        Value::Array(entries) => entries,
+        _ => Vec::new(),
+    };
+    if !connections.is_empty() {
+        let local = crate::connections::load_manifests(connections)?;
+        entries.extend(
+            local
+                .node_types()
+                .iter()
+                .map(|custom| custom.catalog_entry()),
+        );
+    }
+    let text = serde_json::to_string_pretty(&Value::Array(entries)).unwrap_or_default();
+    println!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Checks the custom nodes of a local run before it starts: against the
+/// manifests passed with --connections where there is one, and that each
+/// type has a node server.
+fn check_local_custom_nodes(
+    args: &RunArgs,
+    spec: &WorkflowSpec,
+    defined: &CustomTypes,
+    servers: &NodeServers,
+) -> Result<(), CliError> {
+    let mut usable = defined.clone();
+    for (type_name, _) in &args.node_servers {
+        if defined.get(type_name).is_none() {
+            usable.insert(
+                type_name.clone(),
+                Scope::NodeType,
+                sluice_crds::NodeTypeSpec::default(),
+            );
+        }
+    }
+    let mut errors = crate::validate::check_custom_nodes(spec, &usable);
+    for (index, node) in spec.nodes.iter().enumerate() {
+        if let Some(custom) = &node.custom
+            && servers.get(&custom.type_).is_none()
+        {
+            let path = format!("spec.nodes[{index}].custom.type");
+            errors.retain(|error| error.path != path);
+            errors.push(ValidationError::new(
+                path,
+                format!(
+                    "node {:?}: no node server for custom type {:?}: start one and pass --node-server {}=http://127.0.0.1:PORT (and its NodeType manifest with --connections to check params)",
+                    node.name, custom.type_, custom.type_
+                ),
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Invalid {
+            path: args.file.clone(),
+            errors,
+        })
     }
 }
 
@@ -288,9 +366,25 @@ fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     } else {
         Some(crate::connections::load_manifests(&args.connections)?)
     };
+    let mut servers = NodeServers::new();
+    for (type_name, url) in &args.node_servers {
+        servers.insert(type_name.clone(), url.clone());
+    }
+    let defined = local_connections
+        .as_ref()
+        .map(|local| local.node_types().clone())
+        .unwrap_or_default();
+    if file.spec.nodes.iter().any(|node| node.custom.is_some()) {
+        check_local_custom_nodes(&args, &file.spec, &defined, &servers)?;
+    }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let mut engine =
-        Engine::new(Catalog::local(clock.clone()), clock).with_output_cap(args.output_cap);
+    let mut catalog = Catalog::local(clock.clone());
+    catalog.register(Arc::new(CustomNode::new(
+        servers,
+        defined,
+        ServerHint::Local,
+    )));
+    let mut engine = Engine::new(catalog, clock).with_output_cap(args.output_cap);
     if let Some(budget) = args.memory_budget {
         engine = engine.with_memory_budget(budget);
     }

@@ -99,6 +99,11 @@ impl ConnectionStore {
 }
 
 impl ResolvedConnection<'_> {
+    /// The folder holding this connection's secret files, one per key.
+    pub fn secrets_dir(&self) -> Option<&Path> {
+        self.secrets_dir.as_deref()
+    }
+
     /// A non-secret config value.
     pub fn config(&self, key: &str) -> Option<&str> {
         self.spec.config.get(key).map(String::as_str)

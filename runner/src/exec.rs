@@ -20,8 +20,10 @@ use crate::connections::{ConnectionStore, pod_connections_dir};
 use crate::engine::{Cancellation, Engine, RunRequest};
 use crate::node::{LogLevel, RunApiAccess, RunInfo};
 use crate::nodes::Catalog;
+use crate::nodes::custom::{CustomNode, CustomTypes, NodeServers, ServerHint};
 use crate::report::{Event, EventKind, Reporter, TerminalFormat, TerminalReporter};
 use sluice_crds::RunPhase;
+use sluice_crds::node_type::NODE_SERVERS_ENV;
 use sluice_crds::run_api::{
     EventAck, EventBatch, RUN_API_PREFIX, RunEvent, RunEventKind, RunSnapshot, env,
 };
@@ -166,7 +168,9 @@ pub async fn exec(config: ExecConfig) -> Result<RunPhase, ExecError> {
                 reused: snapshot.reused_outputs.clone(),
             };
             let clock = Arc::new(SystemClock);
-            let engine = Engine::new(Catalog::local(clock.clone()), clock)
+            let mut catalog = Catalog::local(clock.clone());
+            catalog.register(Arc::new(pod_custom_node(&snapshot)));
+            let engine = Engine::new(catalog, clock)
                 .with_output_cap(usize::try_from(snapshot.output_cap_bytes).unwrap_or(usize::MAX));
             tokio::spawn(crate::cli::cancel_on_signal(cancel.clone()));
             engine
@@ -189,6 +193,30 @@ pub async fn exec(config: ExecConfig) -> Result<RunPhase, ExecError> {
             message: format!("not acknowledged within {}s", FLUSH_PATIENCE.as_secs()),
         }),
     }
+}
+
+/// The `custom` node type of a run's pod: the sidecars' ports from
+/// `SLUICE_NODE_SERVERS` (set by the operator), the type definitions from
+/// the snapshot. A malformed variable leaves no server, so custom nodes
+/// fail with a reason instead of the whole run.
+fn pod_custom_node(snapshot: &RunSnapshot) -> CustomNode {
+    let servers = std::env::var(NODE_SERVERS_ENV)
+        .ok()
+        .and_then(|text| {
+            NodeServers::from_env_value(&text)
+                .inspect_err(|error| tracing::warn!(%error, "ignoring {NODE_SERVERS_ENV}"))
+                .ok()
+        })
+        .unwrap_or_default();
+    let pod = std::env::var("HOSTNAME").unwrap_or_else(|_| "POD".to_owned());
+    CustomNode::new(
+        servers,
+        CustomTypes::from_specs(&snapshot.node_types),
+        ServerHint::Pod {
+            namespace: snapshot.namespace.clone(),
+            pod,
+        },
+    )
 }
 
 fn report_failure(reporter: &Arc<dyn Reporter>, message: String) {

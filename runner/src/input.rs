@@ -39,7 +39,7 @@ pub fn prepare(spec: Option<&InputSpec>, input: Value) -> Result<Value, Vec<Inpu
     }
     if let Some(schema) = spec.and_then(|s| s.schema.as_ref()) {
         let mut errors = Vec::new();
-        check(schema, &input, String::new(), &mut errors);
+        check(schema, &input, String::new(), &|_| false, &mut errors);
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -119,10 +119,32 @@ fn has_type(value: &Value, expected: &str) -> bool {
         || (expected == "integer" && value.as_f64().is_some_and(|f| f.fract() == 0.0))
 }
 
-fn check(schema: &Value, value: &Value, path: String, errors: &mut Vec<InputError>) {
+/// Checks `value` against `schema`, skipping every value for which
+/// `unknown` is true (a `${{ }}` template, whose value comes at run time).
+/// Each error's path is relative to `value`.
+pub fn check_value(
+    schema: &Value,
+    value: &Value,
+    unknown: &dyn Fn(&Value) -> bool,
+) -> Vec<InputError> {
+    let mut errors = Vec::new();
+    check(schema, value, String::new(), unknown, &mut errors);
+    errors
+}
+
+fn check(
+    schema: &Value,
+    value: &Value,
+    path: String,
+    unknown: &dyn Fn(&Value) -> bool,
+    errors: &mut Vec<InputError>,
+) {
     let Value::Object(schema) = schema else {
         return;
     };
+    if unknown(value) {
+        return;
+    }
     let mut fail = |message: String| {
         errors.push(InputError {
             path: path.clone(),
@@ -196,14 +218,20 @@ fn check(schema: &Value, value: &Value, path: String, errors: &mut Vec<InputErro
         if let Some(Value::Object(properties)) = schema.get("properties") {
             for (name, property) in properties {
                 if let Some(field) = fields.get(name) {
-                    check(property, field, format!("{path}.{name}"), errors);
+                    check(property, field, format!("{path}.{name}"), unknown, errors);
                 }
             }
         }
     }
     if let (Value::Array(items), Some(item_schema)) = (value, schema.get("items")) {
         for (index, item) in items.iter().enumerate() {
-            check(item_schema, item, format!("{path}[{index}]"), errors);
+            check(
+                item_schema,
+                item,
+                format!("{path}[{index}]"),
+                unknown,
+                errors,
+            );
         }
     }
 }

@@ -134,6 +134,8 @@ pub struct Attempt {
     pub node: String,
     /// 1 for the first attempt.
     pub number: u32,
+    /// With forEach: the item's position and the item.
+    pub item: Option<(usize, serde_json::Value)>,
 }
 
 /// A node type: performs one attempt with rendered parameters.

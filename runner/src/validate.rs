@@ -8,11 +8,13 @@
 //! hint. On success it returns the [`CompiledWorkflow`] the engine runs, so
 //! expressions are compiled exactly once. Pure: no I/O, no clock.
 
+mod custom;
 mod graph;
 mod nodes;
 mod raw;
 mod templates;
 
+pub use custom::check_custom_nodes;
 pub use raw::parse_spec;
 
 use crate::compiled::{CompiledNode, CompiledWorkflow};

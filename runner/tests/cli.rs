@@ -276,7 +276,8 @@ async fn nodes_prints_the_catalog() {
             "kubernetes",
             "workflow",
             "notify",
-            "fail"
+            "fail",
+            "custom"
         ]
     );
     for node in &catalog {
@@ -286,6 +287,92 @@ async fn nodes_prints_the_catalog() {
     }
     let http = &catalog[0]["parameters"];
     assert_eq!(http["required"], json!(["url"]));
+}
+
+/// Starts the example node server (examples/custom-node/greeter.py) on a
+/// free loopback port; it is killed when the returned child is dropped.
+async fn start_greeter() -> (tokio::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = tokio::process::Command::new(example("custom-node/greeter.py"))
+        .env("SLUICE_NODE_PORT", port.to_string())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs examples/custom-node/greeter.py");
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
+#[tokio::test]
+async fn the_custom_node_example_runs_against_its_python_server() {
+    let (_server, url) = start_greeter().await;
+    let file = example("greeter-node.yaml");
+    let file = file.to_str().unwrap();
+    let node_server = format!("greeter={url}");
+    let output = runner(&[
+        "run",
+        file,
+        "--input",
+        r#"{"names": ["Ada", "Grace"], "lead": "Linus"}"#,
+        "--node-server",
+        &node_server,
+        "--connections",
+        file,
+    ])
+    .await;
+    assert_eq!(code(&output), 0, "{}", text(&output.stderr));
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        result,
+        json!({"greetings": ["Hello, Ada!", "Hello, Grace!"], "lead": "Good day, Linus."})
+    );
+
+    // Params are checked against the NodeType before the run.
+    let output = runner(&[
+        "run",
+        file,
+        "--input",
+        r#"{"names": [""], "lead": "Linus"}"#,
+        "--node-server",
+        &node_server,
+        "--connections",
+        file,
+    ])
+    .await;
+    assert_eq!(code(&output), 1, "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("params.name: is 0 characters long"),
+        "{stdout}"
+    );
+
+    // Without a node server the run is refused, saying how to pass one.
+    let output = runner(&["run", file, "--input", r#"{"names": [], "lead": "Linus"}"#]).await;
+    assert_eq!(code(&output), 2);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("spec.nodes[0].custom.type: node \"greet-each\": no node server for custom type \"greeter\": start one and pass --node-server greeter=http://127.0.0.1:PORT"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn nodes_lists_the_custom_types_of_the_given_files() {
+    let file = example("greeter-node.yaml");
+    let output = runner(&["nodes", "--connections", file.to_str().unwrap()]).await;
+    assert_eq!(code(&output), 0, "{}", text(&output.stderr));
+    let catalog: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    let greeter = catalog.last().unwrap();
+    assert_eq!(greeter["name"], "greeter");
+    assert_eq!(greeter["kind"], "NodeType");
+    assert_eq!(greeter["version"], "0.1.0");
+    assert_eq!(greeter["category"], "messaging");
+    assert_eq!(greeter["parameters"]["required"], json!(["name"]));
+    assert_eq!(greeter["presets"][0]["name"], "formal");
+    assert_eq!(catalog.len(), 11, "ten built-in blocks and the custom type");
 }
 
 #[tokio::test]

@@ -268,6 +268,11 @@ impl TestCluster {
                 options = options.program(binary.name(), path);
             }
         }
+        // The example custom node type's image runs examples/custom-node/greeter.py.
+        options = options.program(
+            "sluice-greeter-node",
+            crate::binaries::workspace_root().join("examples/custom-node/greeter.py"),
+        );
         Ok(Some(Kubelet::start(self.client.clone(), options)))
     }
 

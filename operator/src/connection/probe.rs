@@ -175,6 +175,7 @@ async fn execute(
     let attempt = Attempt {
         node: "verify".to_owned(),
         number: 1,
+        item: None,
     };
     node.execute(params, &attempt, context).await
 }

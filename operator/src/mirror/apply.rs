@@ -16,7 +16,8 @@ use uuid::Uuid;
 use super::records::{DeletedRecord, LogRecord, MirrorEvent, NodeExecutionRecord, ResourceKind};
 use super::sanitize::Limits;
 use super::{
-    WriteError, audit, catalog, executions, failed, membership, metrics, quotas, sweep, workflows,
+    WriteError, audit, catalog, executions, failed, membership, metrics, node_types, quotas, sweep,
+    workflows,
 };
 
 /// What a batch left unwritten.
@@ -47,6 +48,10 @@ async fn apply_object(
         MirrorEvent::NodeDefinition(definition) => {
             catalog::upsert_node_definition(conn, definition, limits).await
         }
+        MirrorEvent::NodeType(node_type) => {
+            node_types::upsert_node_type(conn, node_type, limits).await
+        }
+        MirrorEvent::NodeTypeDeleted(uid) => node_types::delete_node_type(conn, *uid).await,
         MirrorEvent::Audit(entry) => audit::insert_audit(conn, entry, limits).await,
         MirrorEvent::SystemMetric(metric) => {
             audit::insert_system_metric(conn, metric, limits).await

@@ -89,6 +89,11 @@ pub fn node_definition_id(name: &str, version: &str) -> Uuid {
     derive(&["node_definition", name, version])
 }
 
+/// A preset of a custom node type, in `node_templates`.
+pub fn node_template_id(node_type_uid: Uuid, preset: &str) -> Uuid {
+    derive(&["node_template", &node_type_uid.to_string(), preset])
+}
+
 pub fn audit_id(resource_uid: Uuid, resource_version: &str, action: &str) -> Uuid {
     derive(&[
         "audit_log",

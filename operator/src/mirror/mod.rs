@@ -21,6 +21,7 @@
 //! | `connections` | [`catalog::upsert_connection`] | Connection uid |
 //! | `oauth_connections` (status, expiry, scopes, last refresh; never a token) | [`catalog::upsert_connection`] | Connection uid (`id` = `connection_id`) |
 //! | `node_definitions` | [`catalog::upsert_node_definition`] | (name, version) |
+//! | `custom_nodes`, `node_templates`, `installed_nodes`, `node_marketplace` (and the type's `node_definitions` row) | [`node_types::upsert_node_type`] | NodeType/ClusterNodeType uid; templates by (uid, preset); installations by (workspace, name) |
 //! | `workflow_executions` | [`executions::upsert_execution`] | WorkflowRun uid |
 //! | `execution_queue` | [`executions::upsert_queue_entry`] | run uid |
 //! | `node_executions` | [`executions::write_node_executions`] (batched) | (run, node id, attempt) |
@@ -74,6 +75,7 @@ pub mod ids;
 pub mod membership;
 pub mod metrics;
 pub mod migrate;
+pub mod node_types;
 pub mod queue;
 pub mod quotas;
 pub mod records;

@@ -597,6 +597,8 @@ fn event_kind(event: &MirrorEvent) -> &'static str {
         MirrorEvent::NodeExecution(_) => "node_execution",
         MirrorEvent::Log(_) => "log",
         MirrorEvent::NodeDefinition(_) => "node_definition",
+        MirrorEvent::NodeType(_) => "node_type",
+        MirrorEvent::NodeTypeDeleted(_) => "node_type_deleted",
         MirrorEvent::Audit(_) => "audit",
         MirrorEvent::SystemMetric(_) => "system_metric",
         MirrorEvent::Plan(_) => "plan",

@@ -361,6 +361,17 @@ pub struct NodeDefinitionRecord {
     pub active: bool,
 }
 
+/// A custom node type: a NodeType (in a workspace) or a ClusterNodeType.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeTypeRecord {
+    pub uid: Uuid,
+    pub name: String,
+    /// The NodeType's namespace (uid, name); `None` for a ClusterNodeType.
+    pub workspace: Option<(Uuid, String)>,
+    pub spec: sluice_crds::NodeTypeSpec,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
 /// The kinds of Sluice objects (and namespaces) the mirror audits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResourceKind {
@@ -565,6 +576,12 @@ pub enum MirrorEvent {
     NodeExecution(NodeExecutionRecord),
     Log(LogRecord),
     NodeDefinition(NodeDefinitionRecord),
+    /// `custom_nodes`, its `node_definitions` row, presets as
+    /// `node_templates`, `installed_nodes`, and for a ClusterNodeType
+    /// `node_marketplace`.
+    NodeType(NodeTypeRecord),
+    /// A deleted NodeType or ClusterNodeType, by uid.
+    NodeTypeDeleted(Uuid),
     Audit(AuditRecord),
     SystemMetric(SystemMetricRecord),
     Deleted(DeletedRecord),

@@ -116,7 +116,7 @@ pub fn build_job(
         },
     ];
     for (index, mounted) in connections.iter().enumerate() {
-        let volume = format!("connection-{index}");
+        let volume = connection_volume_name(index);
         volumes.push(Volume {
             name: volume.clone(),
             secret: Some(SecretVolumeSource {
@@ -238,6 +238,12 @@ pub fn build_job(
     }
 }
 
+/// The name of the pod volume holding the Secret of the `index`th mounted
+/// connection (custom node sidecars mount the same volumes).
+pub fn connection_volume_name(index: usize) -> String {
+    format!("connection-{index}")
+}
+
 fn read_only_mount(volume: &str, path: &str) -> VolumeMount {
     VolumeMount {
         name: volume.to_owned(),
@@ -272,6 +278,11 @@ pub fn referenced_connections(workflow: &Workflow) -> Vec<String> {
                 .and_then(|http| http.connection.clone())
                 .or_else(|| node.postgres.as_ref().map(|pg| pg.connection.clone()))
                 .or_else(|| node.notify.as_ref().map(|notify| notify.connection.clone()))
+                .or_else(|| {
+                    node.custom
+                        .as_ref()
+                        .and_then(|custom| custom.connection.clone())
+                })
         })
         .collect();
     names.sort();

@@ -100,6 +100,7 @@ mod tests {
             connections: Default::default(),
             output_cap_bytes: 1,
             reused_outputs: Default::default(),
+            node_types: Default::default(),
         };
         let workspace = Uuid::from_u128(7);
         let record = build_kept_record(&run(), Some(workspace), Some(&snapshot), true).unwrap();

@@ -255,6 +255,7 @@ mod tests {
                 connections: BTreeMap::new(),
                 output_cap_bytes: 1024,
                 reused_outputs: BTreeMap::new(),
+                node_types: BTreeMap::new(),
             }),
             stored_outputs: succeeded
                 .iter()

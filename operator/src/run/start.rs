@@ -73,6 +73,14 @@ pub(super) async fn start(
             connections.insert(name, connection.spec);
         }
     }
+    // Custom node types as they are now, frozen with the spec; a type
+    // missing here gets no sidecar and its nodes fail saying so.
+    let used_types = crate::custom_nodes::used_types(workflow);
+    let custom_types = if used_types.is_empty() {
+        Default::default()
+    } else {
+        crate::custom_nodes::observe_usable_types(&context.client, namespace).await?
+    };
     let snapshot = RunSnapshot {
         namespace: namespace.to_owned(),
         name: run_name.clone(),
@@ -88,6 +96,11 @@ pub(super) async fn start(
             .as_ref()
             .map(|plan| plan.reused.clone())
             .unwrap_or_default(),
+        node_types: used_types
+            .iter()
+            .filter_map(|name| custom_types.get(name))
+            .map(|custom| (custom.name.clone(), custom.spec.clone()))
+            .collect(),
     };
     let owner = controller_reference(run);
     let labels = BTreeMap::from([
@@ -141,6 +154,10 @@ pub(super) async fn start(
         spec.active_deadline_seconds =
             capped_deadline(spec.active_deadline_seconds, plan.map(|plan| &plan.limits));
     }
+    crate::custom_nodes::sidecars::add_to_job(
+        &mut job,
+        crate::custom_nodes::sidecars::build_sidecars(workflow, &custom_types, &mounted),
+    );
     if let Some(template) = job.spec.as_mut().map(|spec| &mut spec.template) {
         template
             .metadata

@@ -4,8 +4,9 @@
 //! Its cache holds only Workflows' metadata ([`crate::watch`]); each
 //! reconcile reads the Workflow itself, which also means it plans from the
 //! latest status rather than from a watch event that may lag its own write.
-//! A Workflow is reconciled when it changes and when a Connection it names
-//! changes ([`super::users`]); there is no polling.
+//! A Workflow is reconciled when it changes and when a Connection or a
+//! custom node type (NodeType, ClusterNodeType) it names changes
+//! ([`super::users`]); there is no polling.
 
 use super::plan::{Observed, plan_workflow};
 use super::users::ConnectionUsers;
@@ -19,7 +20,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use sluice_crds::workflow::ValidationIssue;
-use sluice_crds::{Connection, Workflow};
+use sluice_crds::{ClusterNodeType, Connection, CustomNodeType, Workflow};
 use std::sync::Arc;
 
 const CONTROLLER: &str = "workflow";
@@ -28,6 +29,8 @@ const CONTROLLER: &str = "workflow";
 pub struct State {
     context: Arc<Context>,
     users: ConnectionUsers,
+    /// Which Workflows name which custom node types.
+    type_users: ConnectionUsers,
 }
 
 /// Runs the controller until the process shuts down.
@@ -37,9 +40,21 @@ pub async fn run(
 ) {
     let workflows = context.watch::<PartialObjectMeta<Workflow>>(watcher::Config::default());
     let connections = context.watch::<PartialObjectMeta<Connection>>(watcher::Config::default());
+    let node_types = context.watch::<PartialObjectMeta<CustomNodeType>>(watcher::Config::default());
+    // ClusterNodeTypes are read only by an operator watching every
+    // namespace: a namespace-scoped install has no ClusterRole for them.
+    let cluster_node_types = match context.scope.namespaces() {
+        None => watcher(
+            Api::<PartialObjectMeta<ClusterNodeType>>::all(context.client.clone()),
+            watcher::Config::default(),
+        )
+        .boxed(),
+        Some(_) => futures::stream::pending().boxed(),
+    };
     let state = Arc::new(State {
         context: context.clone(),
         users: ConnectionUsers::default(),
+        type_users: ConnectionUsers::default(),
     });
     // Every change of a Connection (its Ready condition included) wakes
     // the Workflows that name it; only names are watched.
@@ -57,6 +72,27 @@ pub async fn run(
                     .map(move |workflow| ObjectRef::new(&workflow).within(&namespace))
             },
         )
+        .watches_stream(node_types.default_backoff().touched_objects(), {
+            let index = state.clone();
+            move |node_type: PartialObjectMeta<CustomNodeType>| {
+                let namespace = node_type.namespace().unwrap_or_default();
+                index
+                    .type_users
+                    .users(&namespace, &node_type.name_any())
+                    .into_iter()
+                    .map(move |workflow| ObjectRef::new(&workflow).within(&namespace))
+            }
+        })
+        .watches_stream(cluster_node_types.default_backoff().touched_objects(), {
+            let index = state.clone();
+            move |node_type: PartialObjectMeta<ClusterNodeType>| {
+                index
+                    .type_users
+                    .users_in_every_namespace(&node_type.name_any())
+                    .into_iter()
+                    .map(|(namespace, workflow)| ObjectRef::new(&workflow).within(&namespace))
+            }
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, state)
         .for_each(|_| async {})
@@ -79,8 +115,14 @@ pub async fn reconcile(
     let api: Api<Workflow> = Api::namespaced(context.client.clone(), &namespace);
     let Some(workflow) = api.get_opt(&cached.name_any()).await? else {
         state.users.set(&namespace, &cached.name_any(), &[]);
+        state.type_users.set(&namespace, &cached.name_any(), &[]);
         return Ok(Action::await_change());
     };
+    state.type_users.set(
+        &namespace,
+        &workflow.name_any(),
+        &crate::custom_nodes::used_types(&workflow),
+    );
     // Before the Connections are read: a change after the read wakes us.
     state.users.set(
         &namespace,
@@ -124,6 +166,14 @@ async fn observe(
         })
         .collect();
     errors.extend(crate::connection::plan::cross_namespace_issues(workflow));
+    if !crate::custom_nodes::used_types(workflow).is_empty() {
+        let types = crate::custom_nodes::observe_usable_types(&context.client, namespace).await?;
+        errors.extend(
+            sluice_runner::validate::check_custom_nodes(&workflow.spec, &types)
+                .into_iter()
+                .map(ValidationIssue::from),
+        );
+    }
     let referenced = referenced_connections(workflow);
     let (missing_connections, unready_connections) = if referenced.is_empty() {
         (vec![], vec![])

@@ -68,6 +68,26 @@ impl ConnectionUsers {
     }
 }
 
+impl ConnectionUsers {
+    /// The Workflows of every namespace that name `name` (a cluster-wide
+    /// object such as a ClusterNodeType), as (namespace, workflow).
+    pub fn users_in_every_namespace(&self, name: &str) -> Vec<(String, String)> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut users: Vec<(String, String)> = inner
+            .workflows_by_connection
+            .iter()
+            .filter(|((_, used), _)| used == name)
+            .flat_map(|((namespace, _), workflows)| {
+                workflows
+                    .iter()
+                    .map(move |workflow| (namespace.clone(), workflow.clone()))
+            })
+            .collect();
+        users.sort();
+        users
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +110,21 @@ mod tests {
         assert!(users.users("team", "slack").is_empty());
         assert_eq!(users.users("team", "db"), names(&["a"]));
         assert_eq!(users.users("other", "crm"), names(&["a"]), "by namespace");
+    }
+
+    #[test]
+    fn users_of_a_cluster_wide_name_come_from_every_namespace() {
+        let users = ConnectionUsers::default();
+        users.set("team", "b", &names(&["greeter"]));
+        users.set("other", "a", &names(&["greeter", "mailer"]));
+        users.set("team", "c", &names(&["mailer"]));
+        assert_eq!(
+            users.users_in_every_namespace("greeter"),
+            [
+                ("other".to_owned(), "a".to_owned()),
+                ("team".to_owned(), "b".to_owned())
+            ]
+        );
     }
 
     #[test]

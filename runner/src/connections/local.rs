@@ -3,8 +3,9 @@
 //! reads the given files and writes that folder; it never prints a secret.
 
 use super::ConnectionStore;
+use crate::nodes::custom::{CustomTypes, Scope};
 use base64::Engine as _;
-use sluice_crds::{Connection, ConnectionSpec};
+use sluice_crds::{Connection, ConnectionSpec, NodeTypeSpec};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -111,6 +112,7 @@ pub enum LoadError {
 pub struct LocalConnections {
     store: Arc<ConnectionStore>,
     secrets_dir: tempfile::TempDir,
+    node_types: CustomTypes,
 }
 
 impl fmt::Debug for LocalConnections {
@@ -130,6 +132,12 @@ impl LocalConnections {
     /// The temporary folder holding the secrets (`<dir>/<connection>/<key>`).
     pub fn secrets_dir(&self) -> &Path {
         self.secrets_dir.path()
+    }
+
+    /// The NodeType and ClusterNodeType manifests found among the files
+    /// (a NodeType shadows a ClusterNodeType of the same name).
+    pub fn node_types(&self) -> &CustomTypes {
+        &self.node_types
     }
 }
 
@@ -173,6 +181,7 @@ pub fn load_manifests(paths: &[PathBuf]) -> Result<LocalConnections, LoadError> 
     }
     let mut connections: BTreeMap<String, (PathBuf, ConnectionSpec)> = BTreeMap::new();
     let mut secrets: BTreeMap<String, (PathBuf, BTreeMap<String, Vec<u8>>)> = BTreeMap::new();
+    let mut node_types = CustomTypes::new();
     for file in &files {
         let text = std::fs::read_to_string(file).map_err(|source| LoadError::Read {
             path: file.clone(),
@@ -206,6 +215,23 @@ pub fn load_manifests(paths: &[PathBuf]) -> Result<LocalConnections, LoadError> 
                     }
                     let values = decode_secret(secret, file)?;
                     secrets.insert(name, (file.clone(), values));
+                }
+                Some(kind @ ("NodeType" | "ClusterNodeType")) => {
+                    let (scope, what) = if kind == "NodeType" {
+                        (Scope::NodeType, "NodeType name")
+                    } else {
+                        (Scope::ClusterNodeType, "ClusterNodeType name")
+                    };
+                    let name = object
+                        .pointer("/metadata/name")
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned();
+                    check_name(what, &name, file)?;
+                    let spec: NodeTypeSpec =
+                        serde_json::from_value(object.get("spec").cloned().unwrap_or_default())
+                            .map_err(|e| parse_error(format!("invalid {kind} {name:?}: {e}")))?;
+                    node_types.insert(name, scope, spec);
                 }
                 _ => {}
             }
@@ -255,6 +281,7 @@ pub fn load_manifests(paths: &[PathBuf]) -> Result<LocalConnections, LoadError> 
     Ok(LocalConnections {
         store: Arc::new(store),
         secrets_dir,
+        node_types,
     })
 }
 

@@ -12,7 +12,7 @@ use crate::report::{EventKind, NodeResult, format_millis, reported_copy};
 use chrono::{DateTime, Utc};
 use futures::stream::StreamExt;
 use jaq_json::Val;
-use sluice_crds::NodePhase;
+use sluice_crds::{NodePhase, NodeType};
 use std::sync::Arc;
 
 /// How a node ended, before it is stamped with times and capped.
@@ -177,7 +177,7 @@ pub(super) async fn execute_node<'a>(
             node,
             implementation,
             &context,
-            node.name.clone(),
+            (node.name.clone(), None),
             node_context,
         )
         .await;
@@ -217,6 +217,9 @@ pub(super) async fn execute_node<'a>(
     let total = items.len();
     let mut results = futures::stream::iter(items.iter().cloned().enumerate())
         .map(|(position, item)| {
+            // Only custom nodes hand the item itself to their implementation.
+            let item_json =
+                (node.node_type == NodeType::Custom).then(|| (position, val_to_json(&item)));
             let item_context = with_item(&context, item, position);
             let label = format!("{}[{position}]", node.name);
             async move {
@@ -225,7 +228,7 @@ pub(super) async fn execute_node<'a>(
                     node,
                     implementation,
                     &item_context,
-                    label,
+                    (label, item_json),
                     node_context,
                 )
                 .await
@@ -307,7 +310,7 @@ async fn execute_item(
     node: &CompiledNode,
     implementation: &Arc<dyn Node>,
     context: &Val,
-    label: String,
+    (label, item): (String, Option<(usize, serde_json::Value)>),
     node_context: &NodeContext,
 ) -> ItemResult {
     let params = match node.params.render(context) {
@@ -325,6 +328,7 @@ async fn execute_item(
         let attempt = Attempt {
             node: label.clone(),
             number,
+            item: item.clone(),
         };
         let result = {
             let _permit = shared.semaphore.acquire().await;

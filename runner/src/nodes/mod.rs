@@ -5,6 +5,7 @@
 //! Each node type lives in its own module and only performs one attempt
 //! (see [`crate::node`]); nothing here schedules or retries.
 
+pub mod custom;
 pub mod fail;
 pub mod http;
 pub mod kubernetes;
@@ -54,6 +55,11 @@ impl Catalog {
         catalog.register(Arc::new(notify::NotifyNode));
         catalog.register(Arc::new(kubernetes::KubernetesNode::new()));
         catalog.register(Arc::new(workflow::WorkflowNode));
+        catalog.register(Arc::new(custom::CustomNode::new(
+            custom::NodeServers::new(),
+            custom::CustomTypes::new(),
+            custom::ServerHint::Local,
+        )));
         catalog
     }
 
@@ -121,6 +127,10 @@ pub fn describe(node_type: NodeType) -> (&'static str, &'static str) {
             "messaging",
         ),
         NodeType::Fail => ("Fail the node with a message.", "flow"),
+        NodeType::Custom => (
+            "Call a custom node type (a NodeType or ClusterNodeType) served by its own container. Output: what the container returns.",
+            "custom",
+        ),
     }
 }
 
@@ -137,6 +147,7 @@ pub fn parameter_schema(node_type: NodeType) -> serde_json::Value {
         NodeType::Workflow => schemars::schema_for!(p::WorkflowNode),
         NodeType::Notify => schemars::schema_for!(p::NotifyNode),
         NodeType::Fail => schemars::schema_for!(p::FailNode),
+        NodeType::Custom => schemars::schema_for!(p::CustomNode),
     };
     serde_json::to_value(schema).unwrap_or(serde_json::Value::Null)
 }

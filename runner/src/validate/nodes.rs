@@ -109,6 +109,7 @@ fn block_value(action: &NodeAction<'_>) -> serde_json::Value {
         NodeAction::Workflow(p) => serde_json::to_value(p),
         NodeAction::Notify(p) => serde_json::to_value(p),
         NodeAction::Fail(p) => serde_json::to_value(p),
+        NodeAction::Custom(p) => serde_json::to_value(p),
     };
     value.unwrap_or(serde_json::Value::Null)
 }
@@ -297,6 +298,32 @@ fn check_parameters(
         }
         NodeAction::Fail(fail) => {
             required(name, &fail.message, format!("{path}.message"), "message", errors);
+        }
+        NodeAction::Custom(custom) => {
+            required(name, &custom.type_, format!("{path}.type"), "type", errors);
+            let names = [
+                ("type", Some(&custom.type_)),
+                ("preset", custom.preset.as_ref()),
+                ("connection", custom.connection.as_ref()),
+            ];
+            for (field, value) in names {
+                if value.is_some_and(|value| is_template(value)) {
+                    errors.push(ValidationError::new(
+                        format!("{path}.{field}"),
+                        format!("node {name:?}: {field} cannot be a template: the operator prepares the type's container and Connection before the run, so write the name itself"),
+                    ));
+                }
+            }
+            if custom
+                .params
+                .as_ref()
+                .is_some_and(|params| !params.is_object() && !params.is_null())
+            {
+                errors.push(ValidationError::new(
+                    format!("{path}.params"),
+                    format!("node {name:?}: params must be an object of named parameters, e.g. params: {{name: Ada}}"),
+                ));
+            }
         }
     }
 }

@@ -79,6 +79,7 @@ fn check_node(index: usize, node: &Value, errors: &mut Vec<ValidationError>) {
             "workflow" => check::<params::WorkflowNode>(value),
             "notify" => check::<params::NotifyNode>(value),
             "fail" => check::<params::FailNode>(value),
+            "custom" => check::<params::CustomNode>(value),
             unknown => {
                 let types: Vec<&str> = NodeType::ALL.iter().map(|t| t.as_str()).collect();
                 errors.push(ValidationError::new(

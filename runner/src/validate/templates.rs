@@ -265,6 +265,7 @@ mod tests {
             (NodeType::Kubernetes, "patch"),
             (NodeType::Workflow, "input"),
             (NodeType::Notify, "payload"),
+            (NodeType::Custom, "params"),
         ];
         for node_type in NodeType::ALL {
             for (key, field) in fields(node_type) {
@@ -301,6 +302,7 @@ mod tests {
             NodeType::Workflow => json!({"workflowRef": "child"}),
             NodeType::Notify => json!({"connection": "chat", "text": "hi"}),
             NodeType::Fail => json!({"message": "no"}),
+            NodeType::Custom => json!({"type": "greeter"}),
         }
     }
 
@@ -324,6 +326,7 @@ mod tests {
             NodeType::Workflow => typed::<p::WorkflowNode>(block),
             NodeType::Notify => typed::<p::NotifyNode>(block),
             NodeType::Fail => typed::<p::FailNode>(block),
+            NodeType::Custom => typed::<p::CustomNode>(block),
         }
     }
 

@@ -24,9 +24,15 @@
 //! someone else (the operator), tests ask through [`Kubelet::simulate`]
 //! instead: the same failures, keyed by the Job's name.
 //!
-//! Not emulated: parallelism/completions above one, init and sidecar
-//! containers, images (the command must be explicit), resource limits,
-//! pod failure policies, and Pods not created by a Job.
+//! Native sidecars (init containers with `restartPolicy: Always`, as the
+//! operator adds for custom node types) run as local processes too, as
+//! Kubernetes runs them: started in spec order before the main container,
+//! killed after it ends; each logs to `logs/<container>.log`.
+//!
+//! Not emulated: parallelism/completions above one, plain init containers
+//! (a pod with one cannot start), restarts of a sidecar that exits, probes,
+//! images (the command must be explicit), resource limits, pod failure
+//! policies, and Pods not created by a Job.
 
 pub mod pod;
 mod setup;

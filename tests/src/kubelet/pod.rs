@@ -28,6 +28,13 @@ pub enum PodOutcome {
     DeadlineExceeded,
 }
 
+/// Stops sidecars after the main container ended, last started first.
+async fn stop_sidecars(sidecars: Vec<tokio::process::Child>) {
+    for mut sidecar in sidecars.into_iter().rev() {
+        let _ = sidecar.kill().await;
+    }
+}
+
 /// Where a pod's container log is written.
 pub fn log_path(root: &Path, namespace: &str, pod: &str) -> PathBuf {
     root.join(namespace)
@@ -208,6 +215,25 @@ impl PodRun {
             }
             _ => {}
         }
+        // Native sidecars (init containers with restartPolicy Always) start
+        // in order before the main container and are killed after it ends.
+        let sidecars = match self.start_sidecars(&pod, &spec, &folder).await {
+            Ok(sidecars) => sidecars,
+            Err(KubeletError::Unsupported(message)) => {
+                return self
+                    .finish(
+                        &pods,
+                        &name,
+                        &container,
+                        None,
+                        128,
+                        "ContainerCannotRun",
+                        Some(&message),
+                    )
+                    .await;
+            }
+            Err(error) => return Err(error),
+        };
         let log_file = std::fs::OpenOptions::new()
             .append(true)
             .open(&log)
@@ -251,9 +277,11 @@ impl PodRun {
             exit = child.wait() => exit.map_err(io_error("wait for", Path::new(&prepared.program)))?,
             () = deadline_passed => {
                 let _ = child.kill().await;
+                stop_sidecars(sidecars).await;
                 return self.finish(&pods, &name, &container, Some(&started_at), 137, "DeadlineExceeded", None).await;
             }
         };
+        stop_sidecars(sidecars).await;
         let exit_code = exit.code().unwrap_or_else(|| {
             use std::os::unix::process::ExitStatusExt;
             128 + exit.signal().unwrap_or(9)
@@ -269,6 +297,55 @@ impl PodRun {
             None,
         )
         .await
+    }
+
+    /// Starts the pod's native sidecars (init containers whose
+    /// `restartPolicy` is `Always`) in spec order, each as a local process
+    /// prepared like the main container and logging to
+    /// `logs/<container>.log`. The emulator neither restarts a sidecar that
+    /// exits nor waits for probes: the runner's own health check waits
+    /// for a sidecar to answer.
+    async fn start_sidecars(
+        &self,
+        pod: &Pod,
+        spec: &k8s_openapi::api::core::v1::PodSpec,
+        folder: &Path,
+    ) -> Result<Vec<tokio::process::Child>, KubeletError> {
+        let mut children = Vec::new();
+        for init in spec.init_containers.iter().flatten() {
+            if init.restart_policy.as_deref() != Some("Always") {
+                return Err(KubeletError::Unsupported(format!(
+                    "init container {:?} is not a native sidecar (restartPolicy: Always): the emulator runs only those",
+                    init.name
+                )));
+            }
+            let prepared = self.prepare(pod, spec, init, folder).await?;
+            let log = folder.join("logs").join(format!("{}.log", init.name));
+            write_file(&log, b"")?;
+            let log_file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&log)
+                .map_err(io_error("open", &log))?;
+            let error_file = log_file.try_clone().map_err(io_error("open", &log))?;
+            let child = tokio::process::Command::new(&prepared.program)
+                .args(&prepared.args)
+                .env_clear()
+                .envs(&prepared.env)
+                .current_dir(&prepared.working_dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(log_file))
+                .stderr(Stdio::from(error_file))
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|error| {
+                    KubeletError::Unsupported(format!(
+                        "failed to start sidecar {:?} ({}): {error}",
+                        init.name, prepared.program
+                    ))
+                })?;
+            children.push(child);
+        }
+        Ok(children)
     }
 
     /// Writes the terminated status; `reason` `DeadlineExceeded` marks the

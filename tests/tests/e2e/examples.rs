@@ -216,6 +216,17 @@ fn run_plan() -> BTreeMap<&'static str, (Value, OutputCheck)> {
             }),
         ),
         (
+            "greet-team",
+            // A custom node type: examples/custom-node/greeter.py as a sidecar.
+            (
+                json!({"names": ["Ada", "Grace"], "lead": "Linus"}),
+                |output: &Value| {
+                    output["greetings"] == json!(["Hello, Ada!", "Hello, Grace!"])
+                        && output["lead"] == "Good day, Linus."
+                },
+            ),
+        ),
+        (
             "signup-report",
             (json!({"days": 7}), |output: &Value| {
                 output["total"] == 3 && output["byPlan"] == json!({"free": 2, "pro": 1})
@@ -224,10 +235,11 @@ fn run_plan() -> BTreeMap<&'static str, (Value, OutputCheck)> {
     ])
 }
 
-const COVERED: [&str; 9] = [
+const COVERED: [&str; 10] = [
     "account-reminders.yaml",
     "crm-connection.yaml",
     "disk-check.yaml",
+    "greeter-node.yaml",
     "hello.yaml",
     "inventory-retry.yaml",
     "nightly-triage-schedule.yaml",

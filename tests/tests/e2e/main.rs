@@ -12,6 +12,7 @@ mod conformance;
 mod connections;
 mod console;
 mod container;
+mod custom_nodes;
 mod examples;
 mod health;
 mod kubectl;

@@ -93,5 +93,6 @@ pub(crate) fn attempt() -> Attempt {
     Attempt {
         node: "test".to_owned(),
         number: 1,
+        item: None,
     }
 }

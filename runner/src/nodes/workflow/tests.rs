@@ -82,6 +82,7 @@ fn attempt(node: &str) -> Attempt {
     Attempt {
         node: node.into(),
         number: 1,
+        item: None,
     }
 }
 
