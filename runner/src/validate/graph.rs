@@ -5,6 +5,7 @@ use super::ValidationError;
 use crate::expr::{Program, referenced_nodes};
 use sluice_crds::WorkflowSpec;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// Node name → index of its first occurrence. Reports bad and duplicate names.
 pub(super) fn check_names(
@@ -59,10 +60,13 @@ pub(super) fn resolve_needs(
     names: &BTreeMap<String, usize>,
     errors: &mut Vec<ValidationError>,
 ) -> Vec<Vec<usize>> {
-    let index_of: HashMap<&str, usize> = names
+    let index_of: HashMap<&str, usize, BuildHasherDefault<Fnv>> = names
         .iter()
         .map(|(name, index)| (name.as_str(), *index))
         .collect();
+    // `added[target] == index` when node `index` already lists `target`:
+    // a repeated need is dropped without searching the list.
+    let mut added = vec![usize::MAX; spec.nodes.len()];
     spec.nodes
         .iter()
         .enumerate()
@@ -81,7 +85,8 @@ pub(super) fn resolve_needs(
                         ));
                     }
                     Some(&target) => {
-                        if !resolved.contains(&target) {
+                        if added[target] != index {
+                            added[target] = index;
                             resolved.push(target);
                         }
                     }
@@ -102,6 +107,31 @@ pub(super) fn resolve_needs(
             resolved
         })
         .collect()
+}
+
+/// FNV-1a for the name map: node names are short, and a workflow has at
+/// most `MAX_NODES` of them, so even names crafted to collide cost little;
+/// SipHash's resistance is not worth its time here.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for byte in bytes {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
 }
 
 /// The name closest to `name` by edit distance, when close enough.
