@@ -42,6 +42,7 @@ impl<I: Indexing> Default for RunIndex<I> {
             state: Mutex::new(State {
                 current: Groups::default(),
                 relisting: None,
+                listed: false,
             }),
         }
     }
@@ -51,6 +52,8 @@ struct State<E> {
     current: Groups<E>,
     /// A relist in progress: it replaces `current` when complete.
     relisting: Option<Groups<E>>,
+    /// The watch has completed a list once: `current` holds every run.
+    listed: bool,
 }
 
 struct Groups<E> {
@@ -126,6 +129,7 @@ impl<I: Indexing> RunIndex<I> {
                     touched.extend(relisted.groups());
                     state.current = relisted;
                 }
+                state.listed = true;
             }
         }
         touched
@@ -169,6 +173,12 @@ impl<I: Indexing> RunIndex<I> {
         let state = self.lock();
         let group = state.current.group_of.get(&format!("{namespace}/{name}"))?;
         state.current.members.get(group)?.get(name).cloned()
+    }
+
+    /// Whether the watch has listed every run once (before that, a group
+    /// may miss runs that exist).
+    pub fn listed(&self) -> bool {
+        self.lock().listed
     }
 
     /// Runs indexed.
@@ -258,8 +268,10 @@ mod tests {
     fn a_relist_replaces_the_index_only_when_complete() {
         let index = RunIndex::<ByWorkflowName>::default();
         index.apply(&Event::Apply(run("gone", "a", None)));
+        assert!(!index.listed());
         index.apply(&Event::Init);
         index.apply(&Event::InitApply(run("kept", "b", None)));
+        assert!(!index.listed(), "not listed before the list ends");
         assert_eq!(
             names(&index, "a"),
             ["gone"],
@@ -267,6 +279,7 @@ mod tests {
         );
         let touched = index.apply(&Event::InitDone);
         assert_eq!(touched, BTreeSet::from(["a".to_owned(), "b".to_owned()]));
+        assert!(index.listed());
         assert!(names(&index, "a").is_empty());
         assert_eq!(names(&index, "b"), ["kept"]);
         assert!(index.entry("default", "gone").is_none());

@@ -7,13 +7,17 @@
 //!   namespaces in [`crate::workspaces::follow`]), which also hand Plans
 //!   and subscriptions to the mirror.
 //! - [`observe_departed`]: the namespace's runs that PostgreSQL holds and
-//!   the cluster no longer does.
+//!   the cluster no longer does, read at most once per [`DEPARTED_TTL`].
 //!
 //! The decision is made inside run admission ([`crate::run::controller`])
 //! under a lock per namespace, taken before the workflow's own admission
-//! lock, with a fresh list of the namespace's runs: the same mechanism that
-//! makes a workflow's concurrency limit exact, so a burst cannot slip past
-//! a limit, and only the leader admits. This module never writes Kubernetes
+//! lock, from the run controller's watch cache of the namespace's runs
+//! ([`crate::run::index::ByNamespace`]) plus the record, kept here and
+//! changed only under that lock, of the runs this leader admitted that the
+//! cache does not show as started yet ([`plan::Admitted`]). Only the leader
+//! admits, its record starts empty, and it admits nothing before the cache
+//! has listed every run, so a burst cannot slip past a limit; no admission
+//! lists runs from the API server. This module never writes Kubernetes
 //! objects.
 
 pub mod plan;
@@ -25,17 +29,21 @@ use futures::StreamExt;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
-use plan::{Departed, Subscribed};
+use plan::{Admitted, Departed, Subscribed};
 use sluice_crds::plan::PLAN_LABEL;
 use sluice_crds::{Plan, PlanSpec};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// The longest admission waits for PostgreSQL's count of departed runs
 /// before it goes on with the last count it has.
 const DEPARTED_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a namespace's count of departed runs is used before it is read
+/// again: runs history limits delete in that time count from the next read.
+pub const DEPARTED_TTL: Duration = Duration::from_secs(10);
 
 /// What admission knows of a namespace's plan.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,9 +63,13 @@ struct State {
     labels: HashMap<String, Option<String>>,
     plans_listed: bool,
     namespaces_listed: bool,
-    /// The last count of departed runs per namespace, for when PostgreSQL
-    /// does not answer in time.
-    departed: HashMap<String, Departed>,
+    /// The last count of departed runs per namespace and when it was read:
+    /// used for [`DEPARTED_TTL`], and for when PostgreSQL does not answer
+    /// in time.
+    departed: HashMap<String, (Instant, Departed)>,
+    /// Per namespace, the runs this leader admitted that the watch cache
+    /// did not show as started when last looked at.
+    admitted: HashMap<String, Admitted>,
 }
 
 /// The leader's view of Plans and namespace labels.
@@ -114,6 +126,38 @@ impl Quotas {
         let mut state = self.state();
         state.labels.remove(namespace);
         state.departed.remove(namespace);
+        state.admitted.remove(namespace);
+    }
+
+    /// The runs of `namespace` this leader admitted that the cache did not
+    /// show as started when last looked at. Call under the namespace's
+    /// admission lock.
+    pub fn admitted(&self, namespace: &str) -> Admitted {
+        self.state()
+            .admitted
+            .get(namespace)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Replaces the record of `namespace` (what [`plan::decide`] kept).
+    pub fn keep_admitted(&self, namespace: &str, admitted: Admitted) {
+        let mut state = self.state();
+        if admitted.is_empty() {
+            state.admitted.remove(namespace);
+        } else {
+            state.admitted.insert(namespace.to_owned(), admitted);
+        }
+    }
+
+    /// Records that `run` of `namespace` is being started at `at`. Call
+    /// under the namespace's admission lock, before the start.
+    pub fn note_admitted(&self, namespace: &str, run: &str, at: DateTime<Utc>) {
+        self.state()
+            .admitted
+            .entry(namespace.to_owned())
+            .or_default()
+            .insert(run.to_owned(), at);
     }
 
     /// The namespace watch has listed every namespace once.
@@ -222,11 +266,12 @@ fn offer_plan(context: &Context, plan: &Plan, deleted: bool) {
 
 /// What PostgreSQL holds of `namespace`'s runs that are not among
 /// `in_cluster` (run uids): the runs history limits deleted after the
-/// mirror stored them (a run's finalizer keeps it until then, so listing
+/// mirror stored them (a run's finalizer keeps it until then, so reading
 /// the cluster first and PostgreSQL second misses none). Without a mirror:
-/// nothing. When PostgreSQL does not answer within [`DEPARTED_TIMEOUT`],
-/// the last count for the namespace is used: admission never waits on
-/// PostgreSQL for long.
+/// nothing. A count read less than [`DEPARTED_TTL`] ago is used as it is;
+/// when PostgreSQL does not answer within [`DEPARTED_TIMEOUT`], the last
+/// count for the namespace is used: admission never waits on PostgreSQL
+/// for long, and at most once per namespace per [`DEPARTED_TTL`].
 pub async fn observe_departed(
     context: &Context,
     namespace: &str,
@@ -236,6 +281,11 @@ pub async fn observe_departed(
     let Some(mirror) = &context.mirror else {
         return Departed::default();
     };
+    if let Some((read_at, departed)) = context.quotas.state().departed.get(namespace)
+        && read_at.elapsed() < DEPARTED_TTL
+    {
+        return *departed;
+    }
     let Some(workspace) = crate::mirror_map::namespace_uid(context, namespace).await else {
         return Departed::default();
     };
@@ -246,7 +296,7 @@ pub async fn observe_departed(
                 .quotas
                 .state()
                 .departed
-                .insert(namespace.to_owned(), departed);
+                .insert(namespace.to_owned(), (Instant::now(), departed));
             departed
         }
         outcome => {
@@ -260,7 +310,7 @@ pub async fn observe_departed(
                 .state()
                 .departed
                 .get(namespace)
-                .copied()
+                .map(|(_, departed)| *departed)
                 .unwrap_or_default()
         }
     }

@@ -10,6 +10,12 @@
 //! history limits, after the mirror stored them) come in as [`Departed`].
 //! Refused runs never started, so they never count.
 //!
+//! The runs come from the run controller's watch cache, which may be a
+//! moment behind what this leader wrote: the runs it admitted that the
+//! cache does not show as started yet ([`Admitted`]) count as running
+//! since their admission ([`with_admitted`]), so a burst cannot slip past a
+//! limit while the watch catches up. [`decide`] is the whole decision.
+//!
 //! Order: the refusing limits first (input size, runs per day, per month,
 //! node-seconds), then the concurrent-runs limit, which holds a run in
 //! Queued; waiting runs start in the workflows' start order (priority, then
@@ -17,8 +23,13 @@
 
 use crate::run::admission::RunView;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
-use sluice_crds::PlanLimits;
+use sluice_crds::{PlanLimits, RunPhase};
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+/// The runs of one namespace this leader admitted (run name → when) that
+/// the watch cache did not show as started when last looked at.
+pub type Admitted = BTreeMap<String, DateTime<Utc>>;
 
 /// What PostgreSQL holds of the namespace's runs the cluster no longer
 /// has: counted on top of the cluster's own.
@@ -218,6 +229,50 @@ pub fn plan_quota(
     }
 }
 
+/// The namespace's runs as admission counts them: the cache's `cached`
+/// runs, with each run of `admitted` that the cache does not show as
+/// started counted as running since its admission. Also returns what stays
+/// in the record: a run leaves it once the cache shows it started, finished
+/// or gone (a run admitted this moment is always in the cache: the watch
+/// delivered it before its reconcile).
+pub fn with_admitted(cached: &[RunView], admitted: &Admitted) -> (Vec<RunView>, Admitted) {
+    let mut kept = Admitted::new();
+    let runs = cached
+        .iter()
+        .map(|run| match admitted.get(&run.name) {
+            Some(at) if run.started.is_none() && !run.phase.is_some_and(RunPhase::is_terminal) => {
+                kept.insert(run.name.clone(), *at);
+                RunView {
+                    phase: Some(RunPhase::Running),
+                    started: Some(*at),
+                    ended: None,
+                    ..run.clone()
+                }
+            }
+            _ => run.clone(),
+        })
+        .collect();
+    (runs, kept)
+}
+
+/// The quota decision for `candidate` from the cache's runs of its
+/// namespace, the runs this leader admitted that the cache does not show
+/// started, the departed runs and the clock; with the record to keep.
+pub fn decide(
+    subscribed: &Subscribed,
+    cached: &[RunView],
+    admitted: &Admitted,
+    departed: Departed,
+    candidate: &RunView,
+    input_bytes: u64,
+    now: DateTime<Utc>,
+) -> (QuotaDecision, Admitted) {
+    let (runs, kept) = with_admitted(cached, admitted);
+    let usage = build_usage(&runs, &candidate.name, departed, now);
+    let decision = plan_quota(subscribed, &usage, candidate, &runs, input_bytes, now);
+    (decision, kept)
+}
+
 /// The refusal of an input larger than the plan allows: needs no count, so
 /// the admission webhook says it too.
 pub fn refuse_input(subscribed: &Subscribed, input_bytes: u64) -> Option<QuotaDecision> {
@@ -246,7 +301,6 @@ pub fn capped_deadline(workflow_seconds: Option<i64>, limits: Option<&PlanLimits
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_crds::RunPhase;
 
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 12, 7, 15, 0, 0).unwrap()
@@ -478,5 +532,115 @@ mod tests {
         assert_eq!(capped_deadline(None, Some(&limits)), Some(1800));
         assert_eq!(capped_deadline(Some(60), None), Some(60));
         assert_eq!(capped_deadline(None, Some(&PlanLimits::default())), None);
+    }
+
+    #[test]
+    fn runs_admitted_but_not_yet_seen_started_count_until_the_cache_shows_them() {
+        let limits = PlanLimits {
+            concurrent_runs: Some(2),
+            runs_per_day: Some(4),
+            ..PlanLimits::default()
+        };
+        let admitted_at = now() - Duration::seconds(1);
+        // The cache still shows a and b waiting (created after c, so behind
+        // it in line): this leader started them.
+        let mut a = run("a", Some(RunPhase::Queued), None);
+        let mut b = run("b", None, None);
+        a.created = now();
+        b.created = now();
+        let cached = [
+            a,
+            b,
+            run("c", Some(RunPhase::Queued), None),
+            run("done", Some(RunPhase::Succeeded), Some(1)),
+        ];
+        let admitted =
+            Admitted::from([("a".to_owned(), admitted_at), ("b".to_owned(), admitted_at)]);
+        let candidate = run("c", Some(RunPhase::Queued), None);
+        let (decision, kept) = decide(
+            &on(limits.clone()),
+            &cached,
+            &admitted,
+            Departed::default(),
+            &candidate,
+            0,
+            now(),
+        );
+        assert!(
+            matches!(decision, QuotaDecision::Hold { position: 1, .. }),
+            "two running by the record: {decision:?}"
+        );
+        assert_eq!(kept, admitted, "the cache shows neither started");
+        // Without the record the cache alone would let c start.
+        let (alone, _) = decide(
+            &on(limits.clone()),
+            &cached,
+            &Admitted::new(),
+            Departed::default(),
+            &candidate,
+            0,
+            now(),
+        );
+        assert_eq!(alone, QuotaDecision::Admit);
+
+        // The cache catches up: a started, b finished without a start
+        // (cancelled), and a run admitted earlier is gone.
+        let mut seen_a = run("a", Some(RunPhase::Running), Some(0));
+        seen_a.started = Some(admitted_at);
+        let cached = [
+            seen_a,
+            run("b", Some(RunPhase::Cancelled), None),
+            run("c", Some(RunPhase::Queued), None),
+            run("done", Some(RunPhase::Succeeded), Some(1)),
+        ];
+        let mut admitted = admitted;
+        admitted.insert("gone".to_owned(), admitted_at);
+        let (decision, kept) = decide(
+            &on(limits.clone()),
+            &cached,
+            &admitted,
+            Departed::default(),
+            &candidate,
+            0,
+            now(),
+        );
+        assert_eq!(decision, QuotaDecision::Admit, "one running of two");
+        assert!(kept.is_empty(), "nothing left to cover: {kept:?}");
+
+        // Admitted runs count as started today against the daily limit.
+        let cached = [
+            run("x", Some(RunPhase::Queued), None),
+            run("y", Some(RunPhase::Queued), None),
+            run("c", Some(RunPhase::Queued), None),
+        ];
+        let admitted =
+            Admitted::from([("x".to_owned(), admitted_at), ("y".to_owned(), admitted_at)]);
+        let departed = Departed {
+            runs_today: 2,
+            runs_this_month: 2,
+            node_seconds_this_month: 0,
+        };
+        let (decision, _) = decide(
+            &on(PlanLimits {
+                runs_per_day: Some(4),
+                ..PlanLimits::default()
+            }),
+            &cached,
+            &admitted,
+            departed,
+            &candidate,
+            0,
+            now(),
+        );
+        assert!(
+            matches!(
+                decision,
+                QuotaDecision::Refuse {
+                    limit: "spec.limits.runsPerDay",
+                    ..
+                }
+            ),
+            "2 departed + 2 admitted: {decision:?}"
+        );
     }
 }

@@ -14,15 +14,18 @@
 //!   keeping lane ([`super::keeper`]) until its final state is stored.
 //!
 //! One watch of full runs feeds the controller's cache (runs' metadata
-//! only: every run kept by history limits stays in it) and the index of
-//! each Workflow's runs ([`super::index`]); a reconcile reads its run fresh.
+//! only: every run kept by history limits stays in it), the index of each
+//! Workflow's runs and the index of each namespace's runs that quota
+//! admission counts ([`super::index`]); a reconcile reads its run fresh.
+//! Admission under a plan counts from that index, never from a list of the
+//! namespace's runs; only a workflow's own concurrency limit lists them.
 //! A run that is finished, recorded and free of the finalizer is settled
 //! from the cache and the index alone, with no API call, so a new leader
 //! reaches the waiting runs at once however many finished runs are kept.
 
 use super::admission::{Admission, RunView, plan_admission};
 use super::finish::end;
-use super::index::RunIndex;
+use super::index::{NamespaceIndex, RunIndex};
 use super::job::RUN_LABEL;
 use super::keeper::{Keeper, Kept};
 use super::outcome::observe_job_outcome;
@@ -36,7 +39,7 @@ use super::shared::{
 use super::start::start;
 use crate::context::{Context, Error};
 use crate::names;
-use crate::quota::plan::{Departed, QuotaDecision, build_usage, plan_quota, refuse_input};
+use crate::quota::plan::{QuotaDecision, decide, refuse_input};
 use crate::quota::{Subscription, observe_departed};
 use crate::workflow::last_run::Summaries;
 use futures::{StreamExt, TryStreamExt};
@@ -59,10 +62,12 @@ const CONTROLLER: &str = "run";
 const KEEP_RETRY: Duration = Duration::from_secs(5);
 
 /// The controller's state: the shared context, the index of each
-/// Workflow's runs, the keeping lane and the Workflows' run summaries.
+/// Workflow's runs and of each namespace's, the keeping lane and the
+/// Workflows' run summaries.
 pub struct State {
     pub context: Arc<Context>,
     pub index: Arc<RunIndex>,
+    pub namespaces: Arc<NamespaceIndex>,
     pub keeper: Arc<Keeper>,
     pub summaries: Arc<Summaries>,
 }
@@ -108,21 +113,24 @@ pub async fn run(
         .default_backoff()
         .touched_objects();
     let index = Arc::new(RunIndex::default());
+    let namespaces = Arc::new(NamespaceIndex::default());
     let summaries = Arc::new(Summaries::new(context.clone(), index.clone()));
     let state = Arc::new(State {
         keeper: Arc::new(Keeper::new(context.clone())),
         context: context.clone(),
         index: index.clone(),
+        namespaces: namespaces.clone(),
         summaries: summaries.clone(),
     });
     tokio::spawn(summaries.clone().write_loop());
-    // The index is updated before the event reaches the controller.
+    // The indexes are updated before the event reaches the controller.
     let (reader, writer) = reflector::store();
     let queue = context.clone();
     let events = runs
         .default_backoff()
         .inspect_ok(move |event| {
             summaries.touch(index.apply(event));
+            namespaces.apply(event);
             count_trigger(&queue.reconcile_queue, event);
         })
         .map_ok(metadata_event);
@@ -224,7 +232,7 @@ pub async fn reconcile(
         }
         Step::Admit => {
             state.keeper.admitting();
-            admit(&run, context, &namespace).await
+            admit(&run, &state, &namespace).await
         }
         Step::Supervise => supervise(&run, context, &namespace).await,
         Step::Record => {
@@ -248,7 +256,8 @@ fn hand_over(state: &State, metadata: &ObjectMeta, recheck: Duration) -> Action 
     Action::requeue(recheck.max(KEEP_RETRY))
 }
 
-async fn admit(run: &WorkflowRun, context: &Context, namespace: &str) -> Result<Action, Error> {
+async fn admit(run: &WorkflowRun, state: &State, namespace: &str) -> Result<Action, Error> {
+    let context = &*state.context;
     let workflows: Api<Workflow> = Api::namespaced(context.client.clone(), namespace);
     let workflow_name = &run.spec.workflow_ref.name;
     if run.spec.cancel == Some(true) {
@@ -348,7 +357,7 @@ async fn admit(run: &WorkflowRun, context: &Context, namespace: &str) -> Result<
     // The namespace's lock first, then the workflow's: always in this
     // order, so two admissions never wait on each other.
     let namespace_lock = counted.map(|_| context.namespace_admission_lock(namespace));
-    let _counting = match &namespace_lock {
+    let counting = match &namespace_lock {
         Some(lock) => Some(lock.lock().await),
         None => None,
     };
@@ -362,34 +371,34 @@ async fn admit(run: &WorkflowRun, context: &Context, namespace: &str) -> Result<
         None => None,
     };
     let runs: Api<WorkflowRun> = Api::namespaced(context.client.clone(), namespace);
-    let listed = runs.list(&ListParams::default()).await?.items;
     let candidate = RunView::of(run);
     if let Some(subscribed) = &subscribed {
         let now = chrono::Utc::now();
-        let namespace_runs: Vec<RunView> = listed.iter().map(RunView::of).collect();
-        let departed = match counted {
+        let decision = match counted {
             Some(_) => {
-                let uids: Vec<uuid::Uuid> = listed
-                    .iter()
-                    .filter_map(|listed| {
-                        listed
-                            .uid()
-                            .and_then(|uid| uuid::Uuid::parse_str(&uid).ok())
-                    })
-                    .collect();
-                observe_departed(context, namespace, &uids, now).await
+                // A new leader counts nothing before its watch listed every run.
+                if !state.namespaces.listed() {
+                    return Ok(Action::requeue(Duration::from_millis(500)));
+                }
+                let cached = state.namespaces.runs_of(namespace);
+                let uids: Vec<uuid::Uuid> = cached.iter().filter_map(|run| run.uid).collect();
+                let departed = observe_departed(context, namespace, &uids, now).await;
+                let views: Vec<RunView> = cached.into_iter().map(|run| run.view).collect();
+                let (decision, kept) = decide(
+                    subscribed,
+                    &views,
+                    &context.quotas.admitted(namespace),
+                    departed,
+                    &candidate,
+                    input_bytes(&input),
+                    now,
+                );
+                context.quotas.keep_admitted(namespace, kept);
+                decision
             }
-            None => Departed::default(),
+            None => refuse_input(subscribed, input_bytes(&input)).unwrap_or(QuotaDecision::Admit),
         };
-        let usage = build_usage(&namespace_runs, &candidate.name, departed, now);
-        match plan_quota(
-            subscribed,
-            &usage,
-            &candidate,
-            &namespace_runs,
-            input_bytes(&input),
-            now,
-        ) {
+        match decision {
             QuotaDecision::Admit => {}
             QuotaDecision::Refuse { message, .. } => {
                 return end(run, context, RunPhase::Failed, QUOTA_EXCEEDED, message).await;
@@ -399,7 +408,21 @@ async fn admit(run: &WorkflowRun, context: &Context, namespace: &str) -> Result<
             }
         }
     }
+    // From here the run starts unless its workflow's concurrency holds it:
+    // each start is recorded first, under the namespace's lock, so the next
+    // admission counts it before the watch shows it started.
+    let admitted = || {
+        if counted.is_some() {
+            context
+                .quotas
+                .note_admitted(namespace, &candidate.name, chrono::Utc::now());
+        }
+    };
     let Some(concurrency) = workflow.spec.concurrency.as_ref() else {
+        admitted();
+        // Recorded: the next admission counts this run from the record, so
+        // the namespace's lock is not held while the Job is created.
+        drop(counting);
         return start(
             run,
             &workflow,
@@ -411,6 +434,7 @@ async fn admit(run: &WorkflowRun, context: &Context, namespace: &str) -> Result<
         )
         .await;
     };
+    let listed = runs.list(&ListParams::default()).await?.items;
     let siblings: Vec<RunView> = listed
         .iter()
         .filter(|other| other.spec.workflow_ref.name == *workflow_name)
@@ -418,6 +442,7 @@ async fn admit(run: &WorkflowRun, context: &Context, namespace: &str) -> Result<
         .collect();
     match plan_admission(Some(concurrency), &candidate, &siblings) {
         Admission::Start => {
+            admitted();
             start(
                 run,
                 &workflow,
@@ -435,6 +460,7 @@ async fn admit(run: &WorkflowRun, context: &Context, namespace: &str) -> Result<
                 runs.patch(&victim, &PatchParams::default(), &Patch::Merge(&patch))
                     .await?;
             }
+            admitted();
             start(
                 run,
                 &workflow,

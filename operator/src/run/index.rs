@@ -1,5 +1,6 @@
 //! The runs of each Workflow as the run controller's watch sees them (a
-//! [`crate::run_index`] grouping by `namespace/workflow`), and the pure
+//! [`crate::run_index`] grouping by `namespace/workflow`), the runs of each
+//! namespace that quota admission counts ([`ByNamespace`]), and the pure
 //! reads over them: which finished runs history limits expire, and the
 //! Workflow's `status.lastRun` and `status.runs`.
 //!
@@ -15,6 +16,34 @@ use sluice_crds::{RunPhase, WorkflowRun};
 
 /// The index of each Workflow's runs.
 pub type RunIndex = crate::run_index::RunIndex<ByWorkflow>;
+
+/// The index of each namespace's runs, as quota admission counts them.
+pub type NamespaceIndex = crate::run_index::RunIndex<ByNamespace>;
+
+/// Groups runs by namespace.
+pub struct ByNamespace;
+
+/// What quota admission keeps of a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamespaceRun {
+    /// `metadata.uid`: PostgreSQL's id of the run.
+    pub uid: Option<uuid::Uuid>,
+    pub view: crate::run::admission::RunView,
+}
+
+impl Indexing for ByNamespace {
+    type Entry = NamespaceRun;
+
+    fn index(run: &WorkflowRun) -> Option<(String, NamespaceRun)> {
+        Some((
+            run.namespace()?,
+            NamespaceRun {
+                uid: run.uid().and_then(|uid| uuid::Uuid::parse_str(&uid).ok()),
+                view: crate::run::admission::RunView::of(run),
+            },
+        ))
+    }
+}
 
 /// Finished runs of each outcome kept when a workflow sets no limit.
 pub const DEFAULT_HISTORY: u32 = 10;
@@ -243,5 +272,15 @@ mod tests {
             ..Default::default()
         });
         assert!(entry(&run).recorded && entry(&run).finished());
+    }
+
+    #[test]
+    fn the_namespace_index_keeps_what_quota_admission_counts() {
+        let mut run = WorkflowRun::fixture("r", "w");
+        run.metadata.uid = Some("00000000-0000-0000-0000-000000000007".into());
+        let (group, kept) = ByNamespace::index(&run).expect("a namespaced run");
+        assert_eq!(group, "default");
+        assert_eq!(kept.uid, Some(uuid::Uuid::from_u128(7)));
+        assert_eq!(kept.view, crate::run::admission::RunView::of(&run));
     }
 }
