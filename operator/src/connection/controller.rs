@@ -168,7 +168,11 @@ pub async fn reconcile(
     let plan = fold_token(plan, &connection, token.as_ref(), now);
     if plan.status_changed {
         let api: Api<Connection> = Api::namespaced(context.client.clone(), &namespace);
-        let patch = serde_json::json!({"status": plan.status});
+        let mut patch = serde_json::json!({"status": plan.status});
+        if plan.status.oauth2.is_none() {
+            // A merge patch leaves absent fields alone: null removes them.
+            patch["status"]["oauth2"] = serde_json::Value::Null;
+        }
         api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
     }
