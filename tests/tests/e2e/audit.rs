@@ -152,6 +152,7 @@ async fn creates_changes_and_deletes_are_audited_and_deletions_reach_their_table
     assert_eq!(
         catalog,
         [
+            "custom",
             "fail",
             "http",
             "kubernetes",

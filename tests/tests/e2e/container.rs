@@ -122,10 +122,17 @@ fn run_in_image(image: &str, options: &[&str], args: &[&str]) -> Output {
 }
 
 /// Whether a workflow needs something outside the runner container: a
-/// service (http, postgres, notify), the API server (kubernetes) or the
-/// operator (workflow).
+/// service (http, postgres, notify), the API server (kubernetes), the
+/// operator (workflow) or a custom node's sidecar (custom).
 fn needs_outside_service(workflow: &Value) -> bool {
-    const OUTSIDE: [&str; 5] = ["http", "postgres", "notify", "kubernetes", "workflow"];
+    const OUTSIDE: [&str; 6] = [
+        "http",
+        "postgres",
+        "notify",
+        "kubernetes",
+        "workflow",
+        "custom",
+    ];
     workflow["spec"]["nodes"]
         .as_array()
         .into_iter()
